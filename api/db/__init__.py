@@ -8,6 +8,7 @@ from api.db.exceptions import (
     DatabaseUnavailable,
     DriverNotInstalled,
     InvalidDatabaseURL,
+    UnsupportedCapability,
 )
 from api.db.info import ServerInfo, server_info
 from api.db.redact import redact_url
@@ -21,6 +22,7 @@ __all__ = [
     "InvalidDatabaseURL",
     "ServerInfo",
     "StandardErrorHandler",
+    "UnsupportedCapability",
     "categorize_error",
     "connect",
     "db_type",

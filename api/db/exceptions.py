@@ -32,3 +32,16 @@ class DatabaseUnavailable(ApiDbError, ConnectionError):
     def __init__(self, message: str, *, orig: BaseException | None = None) -> None:
         super().__init__(message)
         self.orig = orig
+
+
+class UnsupportedCapability(ApiDbError):
+    """The engine or server version lacks a capability; names the version that has it.
+
+    Raised inside a migration (by ``DatabaseCompat.require`` or the ``requires``
+    decorator), it makes ``migrate_db`` record the migration ``skipped`` with this text.
+    """
+
+    def __init__(self, message: str, *, capability: str = "", required_version: str | None = None) -> None:
+        super().__init__(message)
+        self.capability = capability
+        self.required_version = required_version
