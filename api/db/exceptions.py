@@ -45,3 +45,11 @@ class UnsupportedCapability(ApiDbError):
         super().__init__(message)
         self.capability = capability
         self.required_version = required_version
+
+
+class IncompatibleExtensionError(ApiDbError):
+    """An installed extension version is known to be unsafe; upgrade it."""
+
+
+class VectorDimensionError(ConfigurationError):
+    """No pgvector column type can hold the requested dimensions with the wanted index."""

@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import pytest
-from engines import Engine
 
 from api.db import connect, db_type, server_info
+
+from engines import Engine
 
 # A query only one engine understands, and what it answers.
 ONLY_HERE = {
