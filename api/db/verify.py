@@ -1,0 +1,179 @@
+"""verify_schema(): compare Peewee models with the live database.
+
+The live side comes from ``playhouse.reflection`` (which maps each engine's
+column types to Peewee field classes). Its mapping is finer than what a model
+can promise on every engine (MySQL has no boolean, SQLite stores a UUID as
+text), so both sides are reduced to a *type family* before comparing.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import peewee
+from playhouse.reflection import Introspector
+
+from api.db.connection import db_type
+
+logger = logging.getLogger(__name__)
+
+# Field class -> family. Looked up along the class's MRO, so subclasses inherit.
+TYPE_FAMILIES: dict[type[peewee.Field], str] = {
+    peewee.BigAutoField: "bigint",
+    peewee.BigIntegerField: "bigint",
+    peewee.AutoField: "integer",
+    peewee.IntegerField: "integer",
+    peewee.SmallIntegerField: "integer",
+    peewee.BooleanField: "boolean",
+    peewee.FloatField: "float",
+    peewee.DoubleField: "float",
+    peewee.DecimalField: "decimal",
+    peewee.CharField: "char",
+    peewee.FixedCharField: "char",
+    peewee.TextField: "text",
+    peewee.UUIDField: "uuid",
+    peewee.BinaryUUIDField: "blob",
+    peewee.BlobField: "blob",
+    peewee.DateTimeField: "datetime",
+    peewee.TimestampField: "integer",
+    peewee.DateField: "date",
+    peewee.TimeField: "time",
+    peewee.IPField: "bigint",
+    peewee.BareField: "any",
+}
+
+# Families an engine stores as another: (engine, expected) -> also acceptable.
+EQUIVALENT_FAMILIES: dict[tuple[str, str], frozenset[str]] = {
+    ("mysql", "boolean"): frozenset({"integer"}),  # BOOL is TINYINT(1)
+    ("mysql", "uuid"): frozenset({"char"}),  # peewee stores UUIDs as VARCHAR(40)
+    ("mysql", "text"): frozenset({"text", "char"}),
+    ("sqlite", "boolean"): frozenset({"integer"}),
+    ("sqlite", "uuid"): frozenset({"char", "text"}),
+    ("sqlite", "bigint"): frozenset({"integer"}),  # one INTEGER affinity
+    ("sqlite", "decimal"): frozenset({"decimal", "float"}),
+    ("postgres", "float"): frozenset({"float"}),
+}
+
+
+@dataclass(frozen=True)
+class SchemaDifference:
+    """One way the live database differs from the models."""
+
+    kind: str  # missing_table, missing_column, type_mismatch, nullability, missing_index, missing_unique, extra_column
+    table: str
+    column: str | None
+    expected: str | None
+    actual: str | None
+    severity: str = "error"  # error: the application may break; info: harmless drift
+
+    def __str__(self) -> str:
+        target = f"{self.table}.{self.column}" if self.column else self.table
+        return f"{self.kind} {target}: expected {self.expected}, found {self.actual}"
+
+
+@dataclass
+class SchemaReport:
+    """Every difference found; ``ok`` when none is an error."""
+
+    differences: list[SchemaDifference] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.severity == "error" for d in self.differences)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"ok": self.ok, "differences": [asdict(d) for d in self.differences]}
+
+
+def type_family(field_class: type[Any]) -> str:
+    """The family of a Peewee field class (``char``, ``integer``...), ``other`` if unknown."""
+    if issubclass(field_class, peewee.ForeignKeyField):
+        return "integer"
+    for klass in field_class.__mro__:
+        family = TYPE_FAMILIES.get(klass)
+        if family is not None:
+            return family
+    return "other"
+
+
+def _expected_family(model_field: peewee.Field) -> str:
+    if isinstance(model_field, peewee.ForeignKeyField):
+        return type_family(type(model_field.rel_field))
+    return type_family(type(model_field))
+
+
+def _families_match(engine: str, expected: str, actual: str) -> bool:
+    if expected == actual or "any" in (expected, actual) or "other" in (expected, actual):
+        return True
+    if expected == "integer" and actual == "bigint" and engine == "sqlite":
+        return True
+    return actual in EQUIVALENT_FAMILIES.get((engine, expected), frozenset())
+
+
+def _model_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:
+    """(columns, unique) of every index the model declares, single-column and composite."""
+    wanted: list[tuple[tuple[str, ...], bool]] = []
+    for model_field in model._meta.sorted_fields:
+        if model_field.primary_key:
+            continue
+        if model_field.unique or model_field.index or isinstance(model_field, peewee.ForeignKeyField):
+            wanted.append(((model_field.column_name,), bool(model_field.unique)))
+    for spec in model._meta.indexes:
+        if isinstance(spec, (tuple, list)) and len(spec) == 2 and isinstance(spec[0], (tuple, list)):
+            names, unique = spec
+            columns = tuple(model._meta.fields[name].column_name for name in names)
+            wanted.append((columns, bool(unique)))
+    return wanted
+
+
+def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]]) -> SchemaReport:
+    """Compare ``models`` with the live database: tables, columns, types, nullability, indexes, uniques."""
+    engine = db_type(database)
+    metadata = Introspector.from_database(database).metadata
+    tables = set(database.get_tables())
+    report = SchemaReport()
+    add = report.differences.append
+    for model in models:
+        table = model._meta.table_name
+        if table not in tables:
+            add(SchemaDifference("missing_table", table, None, "table", "nothing"))
+            continue
+        live_columns = metadata.get_columns(table)
+        for model_field in model._meta.sorted_fields:
+            name = model_field.column_name
+            live = live_columns.get(name)
+            if live is None:
+                add(SchemaDifference("missing_column", table, name, model_field.field_type, "nothing"))
+                continue
+            expected = _expected_family(model_field)
+            actual = type_family(live.field_class)
+            if not _families_match(engine, expected, actual):
+                add(SchemaDifference("type_mismatch", table, name, expected, f"{actual} ({live.raw_column_type})"))
+            if not model_field.primary_key and bool(model_field.null) != bool(live.nullable):
+                add(
+                    SchemaDifference(
+                        "nullability",
+                        table,
+                        name,
+                        "NULL" if model_field.null else "NOT NULL",
+                        "NULL" if live.nullable else "NOT NULL",
+                    )
+                )
+        declared = {f.column_name for f in model._meta.sorted_fields}
+        for extra in sorted(set(live_columns) - declared):
+            add(SchemaDifference("extra_column", table, extra, "nothing", "column", severity="info"))
+        live_indexes = [(tuple(index.columns), bool(index.unique)) for index in database.get_indexes(table)]
+        for columns, unique in _model_indexes(model):
+            matching = [u for cols, u in live_indexes if cols == columns]
+            label = ",".join(columns)
+            if not matching:
+                add(SchemaDifference("missing_index", table, label, "unique index" if unique else "index", "nothing"))
+            elif unique and not any(matching):
+                add(SchemaDifference("missing_unique", table, label, "unique index", "non-unique index"))
+    for difference in report.differences:
+        level = logging.WARNING if difference.severity == "error" else logging.INFO
+        logger.log(level, "schema differs from models: %s", difference)
+    return report
