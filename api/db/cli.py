@@ -59,6 +59,29 @@ def cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_preflight(args: argparse.Namespace) -> int:
+    """Print the preflight report; exit 1 when any check fails."""
+    from api.db.preflight import get_extended_diagnostics
+
+    database = connect(args.database)
+    try:
+        report = get_extended_diagnostics(database, require_pgvector=args.require_pgvector)
+    finally:
+        database.close()
+    facts = [
+        ("engine", f"{report.flavour or report.engine} {report.server_version}".strip()),
+        ("database", report.database),
+        ("pool size", report.connection_pool_size),
+        ("server connections", f"{report.current_connections} of {report.server_max_connections}"),
+        ("timeouts", ", ".join(f"{k}={v}" for k, v in report.timeouts.items()) or "-"),
+        ("extensions", ", ".join(f"{k} {v}" for k, v in sorted(report.installed_extensions.items())) or "-"),
+    ]
+    checks = [(c.level.value.upper(), c.name, c.detail) for c in report.checks]
+    text = format_table(("fact", "value"), facts) + "\n\n" + format_table(("level", "check", "detail"), checks)
+    _emit(args, report.to_dict(), text)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
@@ -76,6 +99,11 @@ def build_parser() -> argparse.ArgumentParser:
     info = sub.add_parser("info", help="show what the framework knows about the database")
     info.add_argument("--json", action="store_true", help="machine-readable output")
     info.set_defaults(handler=cmd_info)
+
+    preflight = sub.add_parser("preflight", help="check that the database is fit for the application (exit 1 on failure)")
+    preflight.add_argument("--json", action="store_true", help="machine-readable output")
+    preflight.add_argument("--require-pgvector", action="store_true", help="fail when pgvector is missing")
+    preflight.set_defaults(handler=cmd_preflight)
     return parser
 
 
