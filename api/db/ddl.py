@@ -36,6 +36,7 @@ from playhouse.migrate import (
     PostgresqlMigrator,
     SchemaMigrator,
     SqliteMigrator,
+    _truncate_constraint_name,
     make_index_name,
     operation,
 )
@@ -178,7 +179,7 @@ class LockSafeMixin(SchemaMigrator):
 
     def _playhouse(self, name: str) -> Callable[..., Any]:
         """playhouse.migrate's implementation of operation ``name``, unwrapped and bound to this migrator."""
-        method = getattr(super(LockSafeMixin, self), name)
+        method = getattr(super(), name)
         return functools.partial(method.__wrapped__, self)
 
     # --- running one statement ------------------------------------------------------------------
@@ -470,7 +471,7 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
             table, column_name, rel, rel_column, on_delete, on_update, constraint_name, rel_schema
         )
         add.literal(" NOT VALID")
-        name = peewee._truncate_constraint_name(constraint_name or f"fk_{table}_{column_name}_refs_{rel}")
+        name = _truncate_constraint_name(constraint_name or f"fk_{table}_{column_name}_refs_{rel}")
         validate = self._alter_table(self.make_context(), table).literal(" VALIDATE CONSTRAINT ").sql(Entity(name))
         return [add, validate]
 
