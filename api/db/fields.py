@@ -289,10 +289,10 @@ def get_equivalent_type(field_type: Any, source_db: str, target_db: str) -> str:
     """
     source, target = _engine(source_db), _engine(target_db)
     if isinstance(field_type, peewee.Field) or (isinstance(field_type, type) and issubclass(field_type, peewee.Field)):
-        key = str(field_type.field_type).upper()
-        if key not in _TYPE_TABLES[target]:
-            raise ConfigurationError(f"peewee type {key} of {field_type!r} has no column type on {target_db}")
-        return _TYPE_TABLES[target][key]
+        peewee_key = str(field_type.field_type).upper()
+        if peewee_key not in _TYPE_TABLES[target]:
+            raise ConfigurationError(f"peewee type {peewee_key} of {field_type!r} has no column type on {target_db}")
+        return _TYPE_TABLES[target][peewee_key]
     text = " ".join(str(field_type).upper().split())
     match = re.fullmatch(r"([A-Z_ ]+?)\s*(\(\s*[\d,\s]+\))?", text)
     if match is None:
