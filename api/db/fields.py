@@ -32,6 +32,16 @@ FIXED_KEY_BYTES: dict[str, int] = {
     "AUTO": 4, "INT": 4, "SMALLINT": 2, "BIGAUTO": 8, "BIGINT": 8, "BOOL": 1, "FLOAT": 4, "DOUBLE": 8,
     "DATE": 3, "TIME": 3, "DATETIME": 8, "DECIMAL": 16, "UUID": 40 * BYTES_PER_CHAR, "UUIDB": 16,
 }
+# What each engine does with an index key over its limit.
+_KEY_LIMIT_CONSEQUENCE = {
+    "mysql": ": MySQL refuses the index (error 1071)",
+    "mariadb": (
+        ": MariaDB silently shortens a plain index to a prefix (not covering, not exact) and turns a "
+        "UNIQUE one into a hash index (USING HASH, unusable by foreign keys and range scans)"
+    ),
+    "postgres": ": PostgreSQL refuses, row by row at write time, values whose key is longer",
+    "sqlite": "",
+}
 # peewee field types stored as TEXT/BLOB on MySQL: an index on them needs a prefix length.
 UNBOUNDED_TYPES = frozenset({"TEXT", "BLOB", "JSON"})
 
@@ -153,7 +163,7 @@ def _index_warnings(
                 model, owner, compat.flavour, "index_key_too_long",
                 f"{model + '.' if model else ''}{owner}: index {index_name} on ({columns}) takes up to {total} bytes "
                 f"({per_char} byte(s) per character), over {compat.name}'s {limit}-byte key limit"
-                + (" (error 1071)" if compat.engine == "mysql" else "; rows with long values will be refused")
+                + _KEY_LIMIT_CONSEQUENCE[compat.flavour]
                 + f"; keep indexed text at max_length <= {max_chars} or index a hash of it",
             )
         )
