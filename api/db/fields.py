@@ -42,6 +42,10 @@ _KEY_LIMIT_CONSEQUENCE = {
     "postgres": ": PostgreSQL refuses, row by row at write time, values whose key is longer",
     "sqlite": "",
 }
+_TEXT_INDEX_CONSEQUENCE = {
+    "mysql": "MySQL indexes TEXT/BLOB only with a prefix length and refuses this index (error 1170)",
+    "mariadb": "MariaDB silently indexes only a 768-character prefix of a TEXT/BLOB column",
+}
 # peewee field types stored as TEXT/BLOB on MySQL: an index on them needs a prefix length.
 UNBOUNDED_TYPES = frozenset({"TEXT", "BLOB", "JSON"})
 
@@ -142,8 +146,8 @@ def _index_warnings(
                 FieldWarning(
                     model, _label(fld)[1], compat.flavour, "text_index_needs_prefix",
                     f"{model + '.' if model else ''}{_label(fld)[1]}: {fld.field_type} column {fld.column_name!r} is "
-                    f"indexed ({index_name}), but {compat.name} indexes TEXT/BLOB only with a prefix length "
-                    "(error 1170); use a CharField(max_length<=768) or an explicit index on a prefix, e.g. "
+                    f"indexed ({index_name}), but {_TEXT_INDEX_CONSEQUENCE[compat.flavour]}; "
+                    "use a CharField(max_length<=768) or an explicit index on a prefix, e.g. "
                     f"SQL('CREATE INDEX ... ({fld.column_name}(191))')",
                 )
             )
