@@ -100,6 +100,10 @@ def _label(fld: peewee.Field) -> tuple[str, str]:
     return (model.__name__ if model is not None else ""), str(name)
 
 
+def _column(fld: peewee.Field) -> str:
+    return str(fld.column_name or _label(fld)[1])
+
+
 def _identifier_warning(kind: str, name: str, compat: DatabaseCompat, model: str, owner: str) -> list[FieldWarning]:
     limit = compat.get("max_identifier_length")
     if limit is None:
@@ -138,17 +142,17 @@ def _index_warnings(
 ) -> list[FieldWarning]:
     warnings: list[FieldWarning] = []
     limit = compat.get("max_index_key_bytes")
-    columns = ", ".join(f.column_name for f in fields)
+    columns = ", ".join(_column(f) for f in fields)
     if compat.engine == "mysql":
         unbounded = [f for f in fields if _key_bytes(f) is None]
         for fld in unbounded:
             warnings.append(
                 FieldWarning(
                     model, _label(fld)[1], compat.flavour, "text_index_needs_prefix",
-                    f"{model + '.' if model else ''}{_label(fld)[1]}: {fld.field_type} column {fld.column_name!r} is "
+                    f"{model + '.' if model else ''}{_label(fld)[1]}: {fld.field_type} column {_column(fld)!r} is "
                     f"indexed ({index_name}), but {_TEXT_INDEX_CONSEQUENCE[compat.flavour]}; "
                     "use a CharField(max_length<=768) or an explicit index on a prefix, e.g. "
-                    f"SQL('CREATE INDEX ... ({fld.column_name}(191))')",
+                    f"SQL('CREATE INDEX ... ({_column(fld)}(191))')",
                 )
             )
         if unbounded:
