@@ -112,12 +112,15 @@ LIMIT 10
 def _rows(database: peewee.Database, sql: str, params: tuple[Any, ...] = ()) -> list[BlockingSession] | None:
     """The sessions ``sql`` lists, or None when the view is missing or unreadable (logged)."""
     try:
-        rows = database.execute_sql(sql, params).fetchall()
+        if db_type(database) == "postgres":
+            # A savepoint inside the caller's transaction: a failing lookup must not abort it.
+            with database.atomic():
+                rows = database.execute_sql(sql, params).fetchall()
+        else:
+            rows = database.execute_sql(sql, params).fetchall()
     except peewee.DatabaseError as exc:
         info = StandardErrorHandler.classify(exc, db_type(database))
-        logger.debug("blocker lookup query unavailable (%s): %s", info.category.value, info.message)
-        if db_type(database) == "postgres" and database.in_transaction():
-            raise  # an aborted PostgreSQL transaction cannot run the next query; the caller decides
+        logger.info("blocker lookup not available here (%s): %s", info.category.value, info.message)
         return None
     sessions = []
     for session_id, query, state, running_for, lock_mode, user, app in rows:
