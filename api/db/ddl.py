@@ -89,11 +89,16 @@ class LockSettings:
 class DDLStep:
     """One DDL statement with what its execution needs beyond the SQL text."""
 
-    sql: str
+    sql: str  # as sent to the driver (with %% for a literal % where the driver formats)
     params: tuple[Any, ...] = ()
     table: str | None = None
     outside_transaction: bool = False  # PostgreSQL CONCURRENTLY: refuses to run in a transaction
     before_attempt: Callable[[], None] | None = field(default=None, repr=False)
+
+    @property
+    def shown(self) -> str:
+        """The statement as a person reads it."""
+        return self.sql.replace("%%", "%") if not self.params else self.sql
 
 
 class LockSafeOperation(Operation):
@@ -192,7 +197,7 @@ class LockSafeMixin(SchemaMigrator):
                 step.before_attempt()
             started = time.monotonic()
             logger.info("DDL (attempt %d of %d, lock wait <= %.1f s): %s", attempt, attempts,
-                        self.settings.lock_timeout, step.sql)
+                        self.settings.lock_timeout, step.shown)
             try:
                 self._execute_bounded(step)
                 return
@@ -224,13 +229,13 @@ class LockSafeMixin(SchemaMigrator):
             advice = "retry the migration"
         message = (
             f"DDL on {step.table or 'the database'} could not get its lock within "
-            f"{self.settings.lock_timeout:g} s in {attempts} attempt(s): {step.sql} -- blocked by {named}; "
+            f"{self.settings.lock_timeout:g} s in {attempts} attempt(s): {step.shown} -- blocked by {named}; "
             f"{advice}, or raise lock_timeout / retries"
         )
         logger.error("%s", message)
         return DDLLockTimeout(
             message,
-            statement=step.sql,
+            statement=step.shown,
             table=step.table,
             attempts=attempts,
             lock_timeout=self.settings.lock_timeout,
@@ -277,6 +282,9 @@ class LockSafeMixin(SchemaMigrator):
     def _backslash_escapes(self) -> bool:
         return True
 
+    def _needs_expression_default(self, fld: peewee.Field) -> bool:
+        return False
+
     def default_literal(self, fld: peewee.Field) -> str:
         """The field's default (called once if callable) as a SQL literal for this engine."""
         value = fld.default() if callable(fld.default) else fld.default
@@ -315,7 +323,14 @@ class LockSafeMixin(SchemaMigrator):
                     "(it is written into existing rows) or null=True"
                 )
             return self._playhouse("add_column")(table, column_name, fld, allow_not_null)
-        literal = _escape_percent(self.database, self.default_literal(fld))
+        literal = self.default_literal(fld)
+        if self._needs_expression_default(fld):
+            if self.compat.version is not None and self.compat.version < (8, 0, 13):
+                logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; adding %s.%s the slow "
+                               "way (UPDATE of every row)", fld.field_type, column_name, table, column_name)
+                return self._playhouse("add_column")(table, column_name, fld, allow_not_null)
+            literal = f"({literal})"  # MySQL 8.0.13+: TEXT/BLOB/JSON defaults must be expressions
+        literal = _escape_percent(self.database, literal)
         with_default = fld.clone()
         with_default.constraints = [*(fld.constraints or []), SQL(f"DEFAULT {literal}")]
         operations = list(self._playhouse("add_column")(table, column_name, with_default, True))
@@ -372,7 +387,7 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
         if step.outside_transaction:
             if database.in_transaction():
                 raise ConcurrentIndexInTransaction(
-                    f"{step.sql} cannot run inside a transaction; run this migration outside one "
+                    f"{step.shown} cannot run inside a transaction; run this migration outside one "
                     "(non-atomic) or drop concurrently=True"
                 )
             previous = database.execute_sql("SELECT current_setting('lock_timeout')").fetchone()[0]
@@ -423,7 +438,10 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
 
     @lock_safe_operation
     def drop_index(self, table: str, index_name: str, *, concurrently: bool = False) -> Any:
-        """Drop an index; ``concurrently=True`` waits for readers and writers instead of blocking them."""
+        """Drop an index; ``concurrently=True`` waits for readers and writers instead of blocking them.
+
+        playhouse only emits ``DROP INDEX``, which takes an ACCESS EXCLUSIVE lock on the table.
+        """
         ctx = self._playhouse("drop_index")(table, index_name)
         if not concurrently:
             return ctx
@@ -484,6 +502,10 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
 
     engine = "mysql"
 
+    def _needs_expression_default(self, fld: peewee.Field) -> bool:
+        # MySQL (not MariaDB) accepts a DEFAULT on TEXT/BLOB/JSON columns only as an expression.
+        return self.compat.flavour == "mysql" and str(fld.field_type).upper() in ("TEXT", "BLOB", "JSON")
+
     def _backslash_escapes(self) -> bool:
         mode = self.database.execute_sql("SELECT @@SESSION.sql_mode").fetchone()[0] or ""
         return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
@@ -515,7 +537,10 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
 
     @lock_safe_operation
     def drop_index(self, table: str, index_name: str, *, concurrently: bool = False) -> Any:
-        """Drop an index; ``concurrently=True`` asks for ALGORITHM=INPLACE, LOCK=NONE."""
+        """Drop an index; ``concurrently=True`` asks for ALGORITHM=INPLACE, LOCK=NONE.
+
+        playhouse emits a bare ``DROP INDEX``, leaving the lock level to the server.
+        """
         ctx = self._playhouse("drop_index")(table, index_name)
         return ctx.literal(" ALGORITHM=INPLACE LOCK=NONE") if concurrently else ctx
 
@@ -523,6 +548,7 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
     def alter_column_type(
         self, table: str, column: str, fld: peewee.Field, cast: Any = None, *, using: Any = None
     ) -> Any:
+        """playhouse's MODIFY; ``using=`` (PostgreSQL only) is refused with a clear error, not a TypeError."""
         if using is not None:
             raise ConfigurationError("MySQL/MariaDB have no ALTER COLUMN ... USING; they convert values implicitly")
         return self._playhouse("alter_column_type")(table, column, fld, cast)
@@ -549,6 +575,7 @@ class LockSafeSqliteMigrator(LockSafeMixin, SqliteMigrator):
     def alter_column_type(
         self, table: str, column: str, fld: peewee.Field, cast: Any = None, *, using: Any = None
     ) -> Any:
+        """playhouse's table rebuild; ``using=`` (PostgreSQL only) is refused with a clear error."""
         if using is not None:
             raise ConfigurationError("SQLite has no ALTER COLUMN ... USING; its columns take any value")
         return self._playhouse("alter_column_type")(table, column, fld, cast)

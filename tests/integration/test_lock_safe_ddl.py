@@ -289,6 +289,30 @@ def test_lock_settings_never_leak_to_the_next_borrower(engine: Engine, db_url: s
             assert db.execute_sql(read).fetchone()[0] == original, "SET LOCAL undone inside the caller's transaction"
 
 
+@pytest.mark.engines("mysql")
+def test_mysql_code_path_on_this_server(engine: Engine, db_url: str, db: peewee.Database,
+                                        caplog: pytest.LogCaptureFixture) -> None:
+    """MySQL's own branch (SET SESSION + restore, expression defaults for TEXT), run against this server.
+
+    Only the migrator's idea of the flavour is replaced: MariaDB accepts both forms, so the
+    statements MySQL 8 would receive really run here.
+    """
+    _make_items(db)
+    migrator = safe_schema_migrator(db, lock_timeout=1.0, retries=0)
+    migrator._compat = DatabaseCompat("mysql", (8, 0, 36))
+    caplog.set_level(logging.INFO, logger="api.db.ddl")
+    read = "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout"
+    db.connect(reuse_if_open=True)
+    original = db.execute_sql(read).fetchone()
+    migrator.migrate(migrator.add_column("items", "note", peewee.TextField(default="it's")))
+    assert db.execute_sql("SELECT count(*) FROM items WHERE note = 'it''s'").fetchone()[0] == ROWS
+    assert any("DEFAULT ('it''s')" in s for s in _ddl_statements(caplog))
+    assert db.execute_sql(read).fetchone() == original
+    with open_writer_transaction(engine, db_url), pytest.raises(DDLLockTimeout):
+        migrator.migrate(migrator.add_column("items", "other", peewee.IntegerField(default=0)))
+    assert db.execute_sql(read).fetchone() == original
+
+
 # --- indexes, types, foreign keys -----------------------------------------------------------------
 
 
