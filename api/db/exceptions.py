@@ -53,3 +53,38 @@ class IncompatibleExtensionError(ApiDbError):
 
 class VectorDimensionError(ConfigurationError):
     """No pgvector column type can hold the requested dimensions with the wanted index."""
+
+
+class UnrenderableDefault(ConfigurationError):
+    """A column default cannot be written as a constant SQL literal for this engine."""
+
+
+class DDLLockTimeout(ApiDbError, TimeoutError):
+    """A DDL statement could not get its table lock within the bounded wait, after every retry.
+
+    ``blockers`` lists the sessions that held the lock when it gave up (``BlockingSession``
+    records from ``api.db.blockers``); the driver's last error is kept on ``orig``.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        statement: str = "",
+        table: str | None = None,
+        attempts: int = 0,
+        lock_timeout: float = 0.0,
+        blockers: list[object] | None = None,
+        orig: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.statement = statement
+        self.table = table
+        self.attempts = attempts
+        self.lock_timeout = lock_timeout
+        self.blockers = list(blockers or [])
+        self.orig = orig
+
+
+class ConcurrentIndexInTransaction(ApiDbError, RuntimeError):
+    """CREATE/DROP INDEX CONCURRENTLY was asked for inside a transaction, where PostgreSQL refuses it."""
