@@ -8,10 +8,26 @@ from api.db.exceptions import (
     DatabaseUnavailable,
     DriverNotInstalled,
     InvalidDatabaseURL,
+    MigrationDeclarationError,
+    MigrationError,
+    MigrationLockTimeout,
     UnsupportedCapability,
 )
 from api.db.info import ServerInfo, server_info
+from api.db.lock import migration_lock
+from api.db.migrations import (
+    Migration,
+    MigrationReport,
+    Migrator,
+    alter_db_add_column,
+    alter_db_column_type,
+    alter_db_rename_column,
+    migrate_db,
+    migration_status,
+    pending_migrations,
+)
 from api.db.redact import redact_url
+from api.db.tracker import MigrationTracker
 
 __all__ = [
     "ApiDbError",
@@ -20,12 +36,26 @@ __all__ = [
     "DriverNotInstalled",
     "ErrorCategory",
     "InvalidDatabaseURL",
+    "Migration",
+    "MigrationDeclarationError",
+    "MigrationError",
+    "MigrationLockTimeout",
+    "MigrationReport",
+    "MigrationTracker",
+    "Migrator",
     "ServerInfo",
     "StandardErrorHandler",
     "UnsupportedCapability",
+    "alter_db_add_column",
+    "alter_db_column_type",
+    "alter_db_rename_column",
     "categorize_error",
     "connect",
     "db_type",
+    "migrate_db",
+    "migration_lock",
+    "migration_status",
+    "pending_migrations",
     "redact_url",
     "server_info",
 ]

@@ -350,3 +350,64 @@ def describe(exc: Any) -> str:
     """``category: message`` for a log line or an exception text, credentials masked."""
     info = StandardErrorHandler.classify(exc)
     return f"{info.category.value}: {info.message}"
+
+
+# -- "already applied": the operation-aware view of an error --------------------
+
+# Statements that add something: "already present" means their work is done.
+_ADDING_SQL = re.compile(r"^\s*(?:create\b|alter\s+table\s+\S+\s+add\b)", re.IGNORECASE)
+# Statements that remove something: "already absent" means their work is done.
+_REMOVING_SQL = re.compile(r"^\s*(?:drop\b|alter\s+table\s+\S+\s+drop\b)", re.IGNORECASE)
+
+
+def _lower_names(names: Any) -> set[str]:
+    return {str(name).lower() for name in names}
+
+
+def already_applied(
+    exc: BaseException,
+    operation: str,
+    *,
+    db: Any = None,
+    db_type: str | None = None,
+    table: str | None = None,
+    old_name: str | None = None,
+    new_name: str | None = None,
+    statement: str | None = None,
+) -> bool:
+    """True when ``exc``, raised by ``operation``, proves that the operation's work is already done.
+
+    ``add_*`` / ``create_*`` meeting a duplicate, ``drop_*`` meeting a missing object,
+    ``rename_column`` / ``rename_table`` where the old name is gone and the new one is
+    there (checked by introspecting ``db``, since the error alone cannot tell a finished
+    rename from a typo), and ``sql`` statements judged by their leading verb.
+    """
+    info = StandardErrorHandler.classify(exc, db_type)
+    op = operation.lower()
+    if op in ("rename_column", "rename_table"):
+        if db is None or old_name is None or new_name is None:
+            return False
+        try:
+            if op == "rename_column":
+                if table is None:
+                    return False
+                present = _lower_names(c.name for c in db.get_columns(table))
+            else:
+                present = _lower_names(db.get_tables())
+        except Exception as introspection_error:  # classify, log, and answer "not proven"
+            logger.warning(
+                "could not introspect %s to check a finished rename: %s", table or "tables", describe(introspection_error)
+            )
+            return False
+        return old_name.lower() not in present and new_name.lower() in present
+    if op == "sql":
+        if statement and _ADDING_SQL.match(statement):
+            return info.category in ALREADY_PRESENT
+        if statement and _REMOVING_SQL.match(statement):
+            return info.category in ALREADY_ABSENT
+        return False
+    if op.startswith(("add_", "create_", "alter_add_")):
+        return info.category in ALREADY_PRESENT
+    if op.startswith("drop_"):
+        return info.category in ALREADY_ABSENT
+    return False
