@@ -433,7 +433,7 @@ class Migrator:
             statements = self.log.statements[first_statement:]
             statement = statements[-1] if statements else None
             if self._already_applied(exc, name, args, statement):
-                info = classify_error(exc, self.engine)
+                info = classify_error(exc, self.engine, statement)
                 logger.info(
                     "%s: %s already done (%s: %s), counted as applied",
                     self.migration,
@@ -445,7 +445,7 @@ class Migrator:
                 self.already += 1
                 self._progress()
                 return
-            info = classify_error(exc, self.engine)
+            info = classify_error(exc, self.engine, statement)
             raise _OperationFailed(description, info, statement) from exc
         self.completed.append(description)
         self.executed += 1
@@ -462,7 +462,7 @@ class Migrator:
             return already_applied(exc, name, db=self._db, db_type=self.engine, old_name=args[0], new_name=args[1])
         if name == "sql":
             return already_applied(exc, name, db_type=self.engine, statement=str(args[0]) if args else statement)
-        return already_applied(exc, name, db_type=self.engine, table=table)
+        return already_applied(exc, name, db_type=self.engine, table=table, statement=statement)
 
     @contextlib.contextmanager
     def _unit(self) -> Iterator[None]:
