@@ -370,10 +370,10 @@ class StandardErrorHandler:
         """
         info = cls.classify(exc, db_type, sql)
         target = f"{table}.{column}" if column else table
-        if info.should_skip:
+        if _done_by(info.category, operation):
             logger.info("%s %s: already done (%s), skipping", operation, target, info.category.value)
             return True
-        if info.is_expected:
+        if info.is_expected and not info.should_skip:
             logger.warning("%s %s: %s: %s", operation, target, info.category.value, info.message)
             return True
         logger.error(
@@ -386,6 +386,18 @@ class StandardErrorHandler:
             redact_text(sql) if sql else "n/a",
         )
         return False
+
+
+def _done_by(category: ErrorCategory, operation: str) -> bool:
+    """Does ``category`` mean "already done" for ``operation``? An add meeting a missing table does not."""
+    op = operation.lower()
+    if op.startswith(("add_", "create_", "alter_add_")):
+        return category in ALREADY_PRESENT
+    if op.startswith("drop_"):
+        return category in ALREADY_ABSENT
+    if op.startswith("rename_"):
+        return False  # only introspection can tell a finished rename from a typo: see already_applied()
+    return category in ALREADY_PRESENT or category in ALREADY_ABSENT
 
 
 def categorize_error(exc: BaseException, db_type: str | None = None) -> tuple[ErrorCategory, bool, bool]:
