@@ -118,7 +118,20 @@ class MigrationTracker:
     def __init__(self, db: peewee.Database) -> None:
         self.db = db
         self.db_type = db_type(db)
-        self.History, self.State = _models(db)
+        self._models: tuple[Any, Any] | None = None
+
+    # The models are built on first use: the no-op boot needs only one raw query.
+    @property
+    def History(self) -> Any:  # noqa: N802 - a model class
+        if self._models is None:
+            self._models = _models(self.db)
+        return self._models[0]
+
+    @property
+    def State(self) -> Any:  # noqa: N802 - a model class
+        if self._models is None:
+            self._models = _models(self.db)
+        return self._models[1]
 
     # -- schema -------------------------------------------------------------
 

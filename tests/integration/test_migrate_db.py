@@ -240,9 +240,11 @@ def test_changed_definition_is_reported_as_drift(db: Any, caplog: pytest.LogCapt
     changed[2] = ("add_doc_pages", lambda m: m.add_column("doc", "pages", IntegerField(null=False, default=1)))
     drifted = validate_migrations(db, changed)
     assert [d.name for d in drifted] == ["add_doc_pages"]
+    assert migrate_db(db, changed).fast_path  # nothing pending: a changed body is never re-run
     caplog.set_level(logging.WARNING, logger="api.db")
-    report = migrate_db(db, changed)
-    assert report.drift == ["add_doc_pages"] and report.outcomes == []
+    changed.append(("add_doc_lang", lambda m: m.add_column("doc", "lang", CharField(max_length=8, null=True))))
+    report = migrate_db(db, changed)  # the locked path compares checksums
+    assert report.drift == ["add_doc_pages"] and report.applied == ["add_doc_lang"]
     assert any("changed since they were applied" in r.getMessage() for r in caplog.records)
 
 

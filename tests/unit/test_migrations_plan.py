@@ -14,6 +14,7 @@ from api.db.migrations import (
     MigrationReport,
     _check_settings,
     _groups,
+    _quick_names,
     definition_checksum,
     describe_operation,
     migrations_digest,
@@ -96,12 +97,26 @@ def test_closures_and_partials_count() -> None:
     assert definition_checksum(functools.partial(first, 1)) != definition_checksum(functools.partial(first, 2))
 
 
-def test_digest_depends_on_names_order_and_checksums() -> None:
+def test_digest_depends_on_names_and_order_only() -> None:
     a = [Migration("a", first), Migration("b", first_changed)]
-    assert migrations_digest(a) == migrations_digest(list(a))
+    assert migrations_digest(a) == migrations_digest(list(a)) == migrations_digest(["a", "b"])
     assert migrations_digest(a) != migrations_digest(a[::-1])
-    assert migrations_digest(a) != migrations_digest([Migration("a", first), Migration("b", first)])
     assert migrations_digest(a) != migrations_digest(a[:1])
+    # Pending-ness depends on names only; a changed body is drift, found by checksums on the locked path.
+    assert migrations_digest(a) == migrations_digest([Migration("a", first), Migration("b", first)])
+
+
+def test_quick_check_agrees_with_the_full_plan() -> None:
+    good = [("a", lambda m: None), Migration("b", lambda: None, atomic=False)]
+    assert _quick_names(good) == ["a", "b"] == [m.name for m in plan_migrations(good)]
+    for bad in (
+        [("a", lambda m: None), ("a", lambda m: None)],
+        [(" a", lambda m: None)],
+        [("a", lambda m, n: None)],
+        [("a", print)],  # a builtin: the full plan decides
+        [Migration("a", lambda m: None, atomic=1)],  # type: ignore[arg-type]
+    ):
+        assert _quick_names(bad) is None
 
 
 def test_groups_share_a_transaction_only_between_non_atomic_ones() -> None:
