@@ -5,8 +5,8 @@ migrations, all already applied), every tool gets a fresh database of its own, i
 set up with that many trivial migrations and runs them once; then its boot call
 is timed repeatedly, the way an application calls it at every start:
 
-* api.db            ``migrate_db(db, MIGRATIONS)``: the list is rebuilt and every checksum
-                    recomputed from source each time (the syntax-tree cache is dropped too)
+* api.db            ``migrate_db(db, MIGRATIONS)``: the whole list validated and its names
+                    hashed at each call, then one query
 * playhouse         ``playhouse.migrations.Runner(db, dir).up()``
 * peewee-migrate    ``Router(db, migrate_dir=dir).run()``
 * alembic           ``command.upgrade(config, "head")`` on an open connection
@@ -37,7 +37,6 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from api.db import connect, migrate_db  # noqa: E402
-from api.db import migrations as api_migrations  # noqa: E402
 from api.db.cli import format_table  # noqa: E402
 
 SERVERS = {
@@ -99,12 +98,25 @@ def tool_api_db(url: str, n: int, work: Path) -> tuple[Callable[[], Any], Callab
     assert len(report.applied) == n, report.summary()
 
     def boot() -> Any:
-        api_migrations._index_cache.clear()  # as in a fresh process: parse the migrations' source again
         report = migrate_db(db, list(declared))
         assert report.fast_path and not report.pending_before
         return report
 
+    statements: list[str] = []
+    original = db.execute_sql
+
+    def counting(sql: str, params: Any = None) -> Any:
+        statements.append(sql)
+        return original(sql, params)
+
+    db.execute_sql = counting
+    boot()
+    del db.execute_sql
+    ROUND_TRIPS[url.rsplit("/", 1)[0], n] = len(statements)
     return boot, db.close_all
+
+
+ROUND_TRIPS: dict[tuple[str, int], int] = {}
 
 
 def tool_playhouse(url: str, n: int, work: Path) -> tuple[Callable[[], Any], Callable[[], None]]:
@@ -192,7 +204,7 @@ def tool_yoyo(url: str, n: int, work: Path) -> tuple[Callable[[], Any], Callable
     directory = work / "yoyo"
     directory.mkdir()
     for i in range(1, n + 1):
-        (directory / f"{i:04d}_m.sql").write_text("SELECT 1;\n")
+        (directory / f"{i:04d}_m.py").write_text("steps = []\n")
     backend = get_backend(url)
     logging.getLogger("yoyo").setLevel(logging.WARNING)
     with backend.lock():
@@ -269,6 +281,8 @@ def main() -> int:
             headers += [f"median ms @{n}", f"best ms @{n}", f"vs api.db @{n}"]
         print(f"\n== no-op boot on {engine} ({', '.join(map(str, sizes))} migrations applied, nothing pending) ==")
         print(format_table(headers, rows))
+        trips = ", ".join(f"{n}: {ROUND_TRIPS.get((SERVERS[engine], n), '?')}" for n in sizes)
+        print(f"api.db statements sent per no-op boot, by number of migrations: {trips}")
     return 0
 
 
