@@ -425,3 +425,21 @@ def test_create_tables_operation(db: Any) -> None:
     report = migrate_db(db, [("create_note", lambda m: m.create_tables(Note))])
     assert report.applied == ["create_note"] and "note" in tables(db)
     assert Note._meta.database is None  # bound only for the migration
+
+
+def test_verify_reports_missing_tables_and_columns(db: Any, caplog: pytest.LogCaptureFixture) -> None:
+    class Doc(Model):
+        title = CharField()
+        summary = TextField()
+
+        class Meta:
+            table_name = "doc"
+
+    class Missing(Model):
+        class Meta:
+            table_name = "missing"
+
+    caplog.set_level(logging.WARNING, logger="api.db")
+    report = migrate_db(db, BASIC, verify=[Doc, Missing])
+    assert report.schema_differences == ["column doc.summary is missing", "table missing is missing"]
+    assert sum("schema differs from the models" in r.getMessage() for r in caplog.records) == 2
