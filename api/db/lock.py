@@ -131,10 +131,42 @@ def _postgres_lock(database: peewee.Database, timeout: float) -> Iterator[None]:
         time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
         delay = min(delay * 2, POLL_MAX)
     logger.debug("migration lock taken (pg_advisory_lock %s)", PG_LOCK_KEY)
+    watching = _watch_for_dead_client(conn)
     try:
         yield
     finally:
+        if watching:
+            _reset_dead_client_check(database, conn)
         _release(database, conn, "SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,))
+
+
+# PostgreSQL 14+: while this session holds the lock, let the server notice within a
+# second that the client died (SIGKILL, node lost) even in the middle of a long
+# statement, instead of holding the lock until that statement ends. Reset before the
+# connection goes back to the pool.
+DEAD_CLIENT_CHECK = "1s"
+
+
+def _watch_for_dead_client(conn: Any) -> bool:
+    if getattr(conn, "server_version", 0) < 140000:
+        return False
+    try:
+        with conn.cursor() as cur:
+            cur.execute(f"SET client_connection_check_interval = '{DEAD_CLIENT_CHECK}'")
+    except Exception as exc:  # an older or restricted server: the lock works without it
+        logger.debug("client_connection_check_interval not set: %s", classify_error(exc, "postgres").message)
+        return False
+    return True
+
+
+def _reset_dead_client_check(database: peewee.Database, conn: Any) -> None:
+    try:
+        with conn.cursor() as cur:
+            cur.execute("RESET client_connection_check_interval")
+    except Exception as exc:  # a dead connection takes its settings with it
+        logger.warning(
+            "could not reset client_connection_check_interval: %s", classify_error(exc, db_type(database)).message
+        )
 
 
 @contextlib.contextmanager

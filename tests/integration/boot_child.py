@@ -1,8 +1,9 @@
 """A process that boots like an application replica: ``python boot_child.py URL [MARKER]``.
 
 Prints its MigrationReport as JSON. With ``APIDB_SLOW=1`` the second migration
-touches ``MARKER`` after its first operation and then sleeps, so that a test can
-kill the process in the middle of it. The migration code is the same either way
+touches ``MARKER`` after its first operation and then sleeps (``APIDB_SLOW=sql``:
+runs ``pg_sleep(60)`` on the server), so that a test can kill the process in the
+middle of it. The migration code is the same either way
 (same checksums), as for a replica that crashed.
 """
 
@@ -26,6 +27,9 @@ def _slow_second(m: object) -> None:
     if os.environ.get("APIDB_SLOW") == "1":
         Path(sys.argv[2]).write_text(str(os.getpid()))
         time.sleep(60)
+    elif os.environ.get("APIDB_SLOW") == "sql":  # a long statement on the server (PostgreSQL)
+        Path(sys.argv[2]).write_text(str(os.getpid()))
+        m.db.execute_sql("SELECT pg_sleep(60)")  # type: ignore[attr-defined]
     m.add_column("item", "label", CharField(max_length=40, null=True))  # type: ignore[attr-defined]
 
 

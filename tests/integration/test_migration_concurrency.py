@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from boot_child import MIGRATIONS
+from engines import admin_cursor, get_engine
 
 from api.db import connect, migrate_db
 from api.db.tracker import MigrationTracker
@@ -98,3 +99,35 @@ def test_process_killed_mid_migration_is_repaired_by_next_boot(
         messages = [r.getMessage() for r in caplog.records]
         assert any("resuming migration add_size_and_label, left running" in m for m in messages)
         assert any("completed in an earlier run, not repeated" in m for m in messages)
+
+
+@pytest.mark.engines("postgres")
+def test_killed_during_a_long_statement_releases_the_lock_quickly(db_url: str, tmp_path: Path) -> None:
+    """The server notices the dead client (client_connection_check_interval) instead of finishing pg_sleep(60)."""
+    marker = tmp_path / "inside"
+    child = subprocess.Popen(
+        [sys.executable, CHILD, db_url, str(marker)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "APIDB_SLOW": "sql"},
+    )
+    deadline = time.monotonic() + 60
+    while not marker.exists():
+        assert child.poll() is None, child.stderr.read().decode()[-2000:] if child.stderr else ""
+        assert time.monotonic() < deadline, "the child never reached the slow migration"
+        time.sleep(0.05)
+    time.sleep(0.3)  # let pg_sleep start
+    child.send_signal(signal.SIGKILL)
+    child.wait(10)
+    started = time.monotonic()
+    db = connect(db_url)
+    try:
+        report = migrate_db(db, MIGRATIONS, lock_timeout=30)
+    finally:
+        db.close_all()
+    waited = time.monotonic() - started
+    assert report.applied == NAMES
+    assert waited < 15, f"waited {waited:.1f} s for the dead client's lock (pg_sleep was 60 s)"
+    with admin_cursor(get_engine("postgres"), db_url) as cur:
+        cur.execute("SELECT count(*) FROM pg_stat_activity WHERE query LIKE 'SELECT pg_sleep(60)%'")
+        assert cur.fetchone()[0] == 0
