@@ -327,6 +327,11 @@ def test_lock_is_released_on_the_same_connection(db: Any, db_url: str, engine: E
     with pytest.raises(MigrationError):
         migrate_db(db, broken)
     migrate_db(db, BASIC)
+    if engine.family == "postgres":
+        with db.connection_context():  # the pooled connection migrate_db used: nothing session-scoped left
+            assert db.execute_sql("SHOW client_connection_check_interval").fetchone()[0] == "0"
+            assert not db.execute_sql("SELECT count(*) FROM pg_locks WHERE pid = pg_backend_pid() "
+                                      "AND locktype = 'advisory'").fetchone()[0]
     with admin_cursor(engine, db_url) as cur:
         if engine.family == "postgres":
             cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
