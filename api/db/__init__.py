@@ -23,10 +23,9 @@ from api.db.migrations import (
     alter_db_column_type,
     alter_db_rename_column,
     migrate_db,
-    migration_status,
-    pending_migrations,
 )
 from api.db.redact import redact_url
+from api.db.status import migration_status, pending_migrations
 from api.db.tracker import MigrationTracker
 
 __all__ = [

@@ -124,7 +124,7 @@ def _close(database: Any) -> None:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print each migration's state; with --check, exit 1 when any is pending, running or failed."""
-    from api.db.migrations import migration_status
+    from api.db.status import migration_status
 
     migrations = load_migrations(args.migrations)
     database = connect(args.database)
@@ -179,7 +179,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check the declarations and report applied migrations whose definition changed; exit 1 on drift."""
-    from api.db.migrations import validate_migrations
+    from api.db.status import validate_migrations
 
     migrations = load_migrations(args.migrations)
     database = connect(args.database)
@@ -201,7 +201,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     """Mark a failed or running migration applied, or clear it so the next boot runs it again."""
-    from api.db.migrations import repair_migration
+    from api.db.status import repair_migration
 
     action = "clear" if args.clear else "mark-applied"
     database = connect(args.database)

@@ -3,7 +3,7 @@
 The flow of :func:`migrate_db`:
 
 1. Validate the whole list (names, callables) before touching the database.
-2. Fast path: one query compares a digest of the declared names and fingerprints
+2. Fast path: one query compares a digest of the declared names
    with the digests recorded after earlier complete runs. Nothing pending: done,
    without the lock.
 3. Otherwise take the migration lock (:mod:`api.db.lock`), read the history again
@@ -17,34 +17,37 @@ The flow of :func:`migrate_db`:
      a ``running`` row, then the operations one by one (progress written after
      each), then ``success``. A failure leaves a ``failed`` row listing what
      completed; the next run resumes after the completed operations.
+
+Declarations live in :mod:`api.db.declarations`, checksums in :mod:`api.db.checksums`,
+the read paths (status, validate, repair) in :mod:`api.db.status`.
 """
 
 from __future__ import annotations
 
-import ast
 import contextlib
-import functools
-import hashlib
-import inspect
-import linecache
 import logging
-import operator
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import CodeType, FunctionType
-from typing import Any, Union
+from typing import Any
 
 import peewee
 from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.connection import db_type
+from api.db.declarations import (
+    Migration,
+    MigrationLike,
+    _quick_names,
+    _takes_migrator,
+    migrations_digest,
+    plan_migrations,
+)
 from api.db.errors import ErrorInfo, already_applied, classify_error
 from api.db.exceptions import (
     ConfigurationError,
-    MigrationDeclarationError,
     MigrationError,
     UnsupportedCapability,
 )
@@ -53,7 +56,6 @@ from api.db.redact import redact_text
 from api.db.tracker import (
     APPLIED,
     FAILED,
-    NAME_MAX_LENGTH,
     RUNNING,
     SKIPPED,
     SUCCESS,
@@ -63,354 +65,11 @@ from api.db.tracker import (
 
 logger = logging.getLogger(__name__)
 
-MigrationFn = Callable[..., Any]
-MigrationLike = Union["Migration", tuple[str, MigrationFn]]
-
 ATOMIC_MODES = ("all", "each")
 ON_UNKNOWN_MODES = ("warn", "error")
 TRANSACTIONAL_DDL = frozenset({"postgres", "sqlite"})
-DIGEST_VERSION = "api.db.migrations/1"
 _PROGRESS = re.compile(r"completed operations \((\d+)\)")
 _CONTROL_SQL = re.compile(r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT)\b", re.IGNORECASE)
-
-
-# -- declarations ---------------------------------------------------------------
-
-
-class Migration(tuple):
-    """One named schema change. ``fn(m)`` (or ``fn()``) performs it through the migrator ``m``.
-
-    ``atomic=False`` runs it outside any transaction (``CREATE INDEX CONCURRENTLY``).
-    Immutable (a tuple underneath, cheap to build at every boot); validated with the
-    whole list by :func:`plan_migrations`.
-    """
-
-    __slots__ = ()
-
-    def __new__(cls, name: str, fn: MigrationFn, *, atomic: bool = True, description: str = "") -> Migration:
-        return tuple.__new__(cls, (name, fn, atomic, description))
-
-    @property
-    def name(self) -> str:
-        return self[0]
-
-    @property
-    def fn(self) -> MigrationFn:
-        return self[1]
-
-    @property
-    def atomic(self) -> bool:
-        return self[2]
-
-    @property
-    def description(self) -> str:
-        return self[3]
-
-    def __repr__(self) -> str:
-        return f"Migration({self.name!r}, atomic={self.atomic})"
-
-    @property
-    def checksum(self) -> str:
-        """SHA-256 of the function's definition (see :func:`definition_checksum`)."""
-        return definition_checksum(self.fn)
-
-
-_CO_VARARGS = 0x04
-
-
-def _arity(fn: MigrationFn) -> tuple[int, bool] | None:
-    """(required arguments, accepts a positional argument) from the code object; None when unknown."""
-    code = getattr(fn, "__code__", None)
-    if code is None or not isinstance(code, CodeType):
-        return None
-    positional = code.co_argcount
-    if inspect.ismethod(fn):
-        positional -= 1
-    defaults = len(getattr(fn, "__defaults__", None) or ())
-    kwonly_defaults = len(getattr(fn, "__kwdefaults__", None) or {})
-    required = max(0, positional - defaults) + max(0, code.co_kwonlyargcount - kwonly_defaults)
-    return required, positional > 0 or bool(code.co_flags & _CO_VARARGS)
-
-
-def _takes_migrator(fn: MigrationFn) -> bool:
-    """False for zero-argument callables; True otherwise (also when the signature is unknowable)."""
-    arity = _arity(fn)
-    if arity is not None:
-        return arity[1]
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return True
-    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
-
-
-def _too_many_arguments(fn: MigrationFn) -> bool:
-    arity = _arity(fn)
-    if arity is not None:
-        return arity[0] > 1
-    try:
-        params = inspect.signature(fn).parameters.values()
-    except (TypeError, ValueError):
-        return False
-    required = [
-        p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
-    ]
-    return len(required) > 1
-
-
-def _quick_arity_ok(fn: Any) -> bool:
-    """The common case, a plain function taking at most one required argument, in a few attribute reads."""
-    if type(fn) is not FunctionType:
-        return False
-    code = fn.__code__
-    return code.co_kwonlyargcount == 0 and code.co_argcount - len(fn.__defaults__ or ()) <= 1
-
-
-def _quick_names(items: list[Any]) -> list[str] | None:
-    """The names of ``items`` when the whole list is obviously valid (the common case at every boot), else None.
-
-    Whole-list operations in C (map, set, attrgetter) instead of a Python loop of
-    checks: a fraction of a microsecond a migration. None sends the list through
-    :func:`plan_migrations`, which explains every problem.
-    """
-    try:
-        if set(map(type, items)) == {tuple}:
-            declared = dict(items)  # ValueError unless every item is a pair; duplicates collapse
-            if len(declared) != len(items):
-                return None
-            names, functions = list(declared), list(declared.values())
-        else:
-            if not all(type(i) is Migration or (type(i) is tuple and len(i) == 2) for i in items):
-                return None
-            if not all(i[2] is True or i[2] is False for i in items if type(i) is Migration):
-                return None
-            names, functions = list(map(_FIRST, items)), list(map(_SECOND, items))
-            if len(set(names)) != len(names):
-                return None
-        if not items:
-            return names
-        # str.strip raises TypeError on a non-string name; "" and padded names differ after it.
-        if "" in names or list(map(str.strip, names)) != names or max(map(len, names)) > NAME_MAX_LENGTH:
-            return None
-        if set(map(type, functions)) != {FunctionType}:
-            return None
-        codes = list(map(_CODE, functions))
-        # At most one positional parameter and no keyword-only ones: fn(m) or fn() will work.
-        if max(map(_ARGCOUNT, codes)) > 1 or any(map(_KWONLY, codes)):
-            return None
-    except (TypeError, ValueError, IndexError, AttributeError):
-        return None
-    return names
-
-
-_FIRST = operator.itemgetter(0)
-_SECOND = operator.itemgetter(1)
-_CODE = operator.attrgetter("__code__")
-_ARGCOUNT = operator.attrgetter("co_argcount")
-_KWONLY = operator.attrgetter("co_kwonlyargcount")
-
-
-def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
-    """Validate the whole declaration and return it as :class:`Migration` records, in order.
-
-    Every problem is reported at once in one :class:`MigrationDeclarationError`; nothing
-    touches a database. Runs at every boot, so the common case costs well under a
-    microsecond a migration.
-    """
-    if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
-        raise MigrationDeclarationError(
-            f"migrations must be a list of Migration(name, fn) or (name, fn) tuples, not {type(migrations).__name__}"
-        )
-    problems: list[str] = []
-    planned: list[Migration] = []
-    seen: dict[str, int] = {}
-    for index, item in enumerate(migrations):
-        if type(item) is Migration:
-            migration = item
-        elif type(item) is tuple and len(item) == 2:
-            migration = tuple.__new__(Migration, (item[0], item[1], True, ""))
-        elif isinstance(item, Migration):
-            migration = item
-        elif isinstance(item, tuple) and len(item) == 2:
-            migration = Migration(item[0], item[1])
-        else:
-            problems.append(f"migration #{index}: expected Migration(name, fn) or a (name, fn) tuple, got {item!r:.80}")
-            continue
-        name, fn, atomic = migration[0], migration[1], migration[2]
-        if (
-            type(name) is str
-            and 0 < len(name) <= NAME_MAX_LENGTH
-            and not name[0].isspace()
-            and not name[-1].isspace()
-            and name not in seen
-            and (atomic is True or atomic is False)
-            and _quick_arity_ok(fn)
-        ):
-            seen[name] = index
-            planned.append(migration)
-            continue
-        problems.extend(_declaration_problems(index, migration, seen))
-        if isinstance(name, str) and name not in seen:
-            seen[name] = index
-        planned.append(migration)
-    if problems:
-        raise MigrationDeclarationError(
-            f"{len(problems)} invalid migration declaration(s), nothing was run: " + "; ".join(problems)
-        )
-    return planned
-
-
-def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]) -> list[str]:
-    """Everything wrong with one declaration (the slow, explanatory path of :func:`plan_migrations`)."""
-    problems: list[str] = []
-    name = migration.name
-    if not isinstance(name, str) or not name.strip():
-        return [f"migration #{index}: the name must be a non-empty string, got {name!r}"]
-    where = f"migration #{index} {name!r:.60}"
-    if name != name.strip():
-        problems.append(f"{where}: the name has leading or trailing whitespace")
-    if len(name) > NAME_MAX_LENGTH:
-        problems.append(f"{where}: the name has {len(name)} characters; the history column holds {NAME_MAX_LENGTH}")
-    if name in seen:
-        problems.append(f"{where}: duplicate name, already used by migration #{seen[name]}")
-    if not callable(migration.fn):
-        problems.append(f"{where}: fn must be callable, got {type(migration.fn).__name__}")
-    elif _too_many_arguments(migration.fn):
-        problems.append(f"{where}: fn must take the migrator m as its only argument (or no argument)")
-    if not isinstance(migration.atomic, bool):
-        problems.append(f"{where}: atomic must be True or False, got {migration.atomic!r}")
-    return problems
-
-
-# -- checksums --------------------------------------------------------------------
-
-class _ModuleIndex:
-    """Function and lambda definitions of one source file, by first line (built once per file)."""
-
-    def __init__(self, tree: ast.Module) -> None:
-        self.lambdas: dict[int, list[ast.Lambda]] = {}
-        self.functions: dict[tuple[str, int], list[ast.AST]] = {}
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Lambda):
-                self.lambdas.setdefault(node.lineno, []).append(node)
-            elif isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
-                lines = {node.lineno} | {d.lineno for d in node.decorator_list}
-                first = min(lines)
-                for line in {node.lineno, first}:
-                    self.functions.setdefault((node.name, line), []).append(node)
-
-
-_index_cache: dict[tuple[str, int], _ModuleIndex | None] = {}
-
-
-def _module_index(filename: str) -> _ModuleIndex | None:
-    lines = linecache.getlines(filename)
-    if not lines:
-        return None
-    source = "".join(lines)
-    key = (filename, hash(source))
-    if key not in _index_cache:
-        try:
-            _index_cache[key] = _ModuleIndex(ast.parse(source))
-        except SyntaxError:
-            _index_cache[key] = None
-    return _index_cache[key]
-
-
-def _definition_nodes(fn: Any) -> list[ast.AST]:
-    """The AST node(s) that define ``fn`` in its source file (empty when the source is not available)."""
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return []
-    index = _module_index(code.co_filename)
-    if index is None:
-        return []
-    line = code.co_firstlineno
-    if code.co_name == "<lambda>":
-        lambdas = index.lambdas.get(line, [])
-        if len(lambdas) > 1 and hasattr(code, "co_positions"):
-            # Python 3.11+: the first real instruction points at the lambda's body.
-            positions = [p for p in code.co_positions() if p[0] is not None and p[2] is not None]
-            for lineno, _end, col, _end_col in positions[1:2]:
-                exact = [n for n in lambdas if (n.body.lineno, n.body.col_offset) == (lineno, col)]
-                if exact:
-                    return list(exact)
-        return list(lambdas)
-    return list(index.functions.get((code.co_name, line), []))
-
-
-def _simple(value: Any) -> bool:
-    return isinstance(value, (str, int, float, bool, type(None))) or (
-        isinstance(value, tuple) and all(_simple(v) for v in value)
-    )
-
-
-def definition_checksum(fn: Any) -> str:
-    """A SHA-256 of what a migration function says (see :func:`_definition_checksum`); cached per function."""
-    try:
-        return _cached_checksum(fn)
-    except TypeError:  # an unhashable callable
-        return _definition_checksum(fn)
-
-
-@functools.lru_cache(maxsize=8192)
-def _cached_checksum(fn: Any) -> str:
-    return _definition_checksum(fn)
-
-
-def _definition_checksum(fn: Any) -> str:
-    """A SHA-256 of what a migration function says, stable across runs and Python versions.
-
-    Built from the function's syntax tree (so reformatting or comments do not count
-    as a change), plus simple closure values and defaults. Without source, from the
-    bytecode. Stored in ``migration_history.checksum`` and compared by ``validate``.
-    """
-    parts: list[str] = []
-    target = fn
-    if hasattr(fn, "func") and hasattr(fn, "args"):  # functools.partial
-        parts.append(repr([a if _simple(a) else type(a).__name__ for a in fn.args]))
-        target = fn.func
-    nodes = _definition_nodes(target)
-    if nodes:
-        for node in nodes:
-            body = node.body if isinstance(node, ast.Lambda) else node.body  # type: ignore[attr-defined]
-            args = node.args  # type: ignore[attr-defined]
-            parts.append(ast.dump(args, include_attributes=False))
-            if isinstance(body, list):
-                parts.extend(ast.dump(stmt, include_attributes=False) for stmt in body)
-            else:
-                parts.append(ast.dump(body, include_attributes=False))
-    else:
-        code = getattr(target, "__code__", None)
-        if code is not None:
-            parts.append(code.co_code.hex())
-            parts.append(repr([c for c in code.co_consts if _simple(c)]))
-            parts.append(repr(code.co_names))
-        else:
-            parts.append(f"{type(target).__module__}.{type(target).__qualname__}")
-    for cell in getattr(target, "__closure__", None) or ():
-        try:
-            value = cell.cell_contents
-        except ValueError:  # an empty cell
-            continue
-        parts.append(repr(value) if _simple(value) else type(value).__name__)
-    for default in getattr(target, "__defaults__", None) or ():
-        parts.append(repr(default) if _simple(default) else type(default).__name__)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
-
-
-def migrations_digest(planned: Sequence[Migration] | Sequence[str]) -> str:
-    """One value for the declared list: its names, in order.
-
-    Whether anything is pending depends on names only (a migration is pending until
-    its name has a ``success`` or ``skipped`` row), so names are all the no-op check
-    needs, and hashing them costs microseconds. A changed definition of an applied
-    migration (drift) is never re-run; it is reported by the locked path, ``status``
-    and ``validate``, which compare :func:`definition_checksum` values.
-    """
-    names = [m if isinstance(m, str) else m[0] for m in planned]
-    text = "\n".join([DIGEST_VERSION, *names])
-    return hashlib.sha256(text.encode()).hexdigest()
 
 
 # -- the migrator m -----------------------------------------------------------------
@@ -714,7 +373,7 @@ def _check_settings(lock_timeout: float, atomic: str, on_unknown: str) -> None:
 
 
 @contextlib.contextmanager
-def _connection(db: peewee.Database) -> Iterator[None]:
+def using_connection(db: peewee.Database) -> Iterator[None]:
     """Use this thread's connection for the whole run; return it to the pool only if opened here."""
     opened_here = db.is_closed()
     if opened_here:
@@ -969,7 +628,7 @@ def migrate_db(
     report = MigrationReport(engine=tracker.db_type, declared=len(names))
     digest = migrations_digest(names)
     try:
-        with _connection(db):
+        with using_connection(db):
             if tracker.is_up_to_date(digest, len(names)):
                 report.fast_path = True
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])
@@ -1036,121 +695,6 @@ def _migrate_locked(
                 run.run_non_transactional(migration, history.get(migration.name))
     if not report.unknown:
         tracker.record_digest(digest)
-
-
-# -- read paths: status, validate, repair ---------------------------------------------
-
-
-@dataclass(frozen=True)
-class MigrationStatus:
-    """One line of ``status``: a declared migration (or a recorded one the code no longer declares)."""
-
-    name: str
-    status: str  # pending, running, success, failed, skipped
-    declared: bool
-    applied_at: str | None = None
-    duration_ms: float | None = None
-    drift: bool = False
-    error_message: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "status": self.status,
-            "declared": self.declared,
-            "applied_at": self.applied_at,
-            "duration_ms": self.duration_ms,
-            "drift": self.drift,
-            "error_message": self.error_message,
-        }
-
-
-def migration_status(db: peewee.Database, migrations: Iterable[MigrationLike]) -> list[MigrationStatus]:
-    """Declared migrations with their recorded state, then undeclared recorded ones; creates nothing."""
-    planned = plan_migrations(migrations)
-    with _connection(db):
-        history = MigrationTracker(db).history_by_name()
-    lines: list[MigrationStatus] = []
-    for migration in planned:
-        row = history.get(migration.name)
-        if row is None:
-            lines.append(MigrationStatus(migration.name, "pending", True))
-            continue
-        drift = bool(row.is_applied and row.checksum and row.checksum != migration.checksum)
-        lines.append(
-            MigrationStatus(
-                migration.name,
-                row.status,
-                True,
-                row.applied_at.isoformat(sep=" ") if row.applied_at else None,
-                row.duration_ms,
-                drift,
-                row.error_message,
-            )
-        )
-    for name, row in history.items():
-        if name not in {m.name for m in planned}:
-            lines.append(
-                MigrationStatus(
-                    name,
-                    row.status,
-                    False,
-                    row.applied_at.isoformat(sep=" ") if row.applied_at else None,
-                    row.duration_ms,
-                    False,
-                    row.error_message,
-                )
-            )
-    return lines
-
-
-def pending_migrations(db: peewee.Database, migrations: Iterable[MigrationLike]) -> list[str]:
-    """Names of declared migrations not applied yet; one round trip when none is (for readiness probes)."""
-    items = list(migrations)
-    names = _quick_names(items)
-    if names is None:
-        names = [m.name for m in plan_migrations(items)]
-    tracker = MigrationTracker(db)
-    with _connection(db):
-        if tracker.is_up_to_date(migrations_digest(names), len(names)):
-            return []
-        history = tracker.history_by_name()
-    return [name for name in names if not (name in history and history[name].is_applied)]
-
-
-def validate_migrations(db: peewee.Database, migrations: Iterable[MigrationLike]) -> list[MigrationStatus]:
-    """Applied migrations whose definition now differs from the one recorded (drift); runs nothing."""
-    return [line for line in migration_status(db, migrations) if line.drift]
-
-
-REPAIR_ACTIONS = ("mark-applied", "clear")
-
-
-def repair_migration(db: peewee.Database, name: str, action: str) -> HistoryRow:
-    """For a ``failed`` or ``running`` migration a human has dealt with: ``mark-applied`` or ``clear``.
-
-    ``mark-applied`` records it ``success`` (the operator completed it by hand);
-    ``clear`` deletes its row, so the next ``migrate_db()`` runs it from the start.
-    Takes the migration lock, so it cannot race a running boot. Returns the row as it was.
-    """
-    if action not in REPAIR_ACTIONS:
-        raise ConfigurationError(f"repair action must be one of {', '.join(REPAIR_ACTIONS)}, got {action!r}")
-    tracker = MigrationTracker(db)
-    with _connection(db), migration_lock(db, timeout=10.0):
-        row = tracker.history_by_name().get(name)
-        if row is None:
-            raise ConfigurationError(f"migration {name!r} has no history row: nothing to repair")
-        if row.status not in (FAILED, RUNNING):
-            raise ConfigurationError(
-                f"migration {name!r} is {row.status}; repair only handles failed or running migrations"
-            )
-        if action == "clear":
-            tracker.delete_migration(name)
-        else:
-            tracker.record_migration(name, SUCCESS, f"marked applied by repair (was {row.status})")
-            tracker.forget_digests()
-    logger.warning("repair: migration %s was %s, now %s", name, row.status, "cleared" if action == "clear" else SUCCESS)
-    return row
 
 
 # -- helpers for applications coming from the alter_db_* pattern -------------------------

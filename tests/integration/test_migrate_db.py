@@ -29,7 +29,8 @@ from api.db import (
     pending_migrations,
 )
 from api.db.lock import PG_LOCK_KEY, mysql_lock_name
-from api.db.migrations import make_schema_migrator, repair_migration, validate_migrations
+from api.db.migrations import make_schema_migrator
+from api.db.status import repair_migration, validate_migrations
 from api.db.tracker import MigrationTracker
 
 DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)

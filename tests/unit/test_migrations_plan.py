@@ -7,18 +7,15 @@ import functools
 import pytest
 from peewee import CharField
 
+from api.db.checksums import definition_checksum
+from api.db.declarations import Migration, _quick_names, migrations_digest, plan_migrations
 from api.db.exceptions import ConfigurationError, MigrationDeclarationError
 from api.db.migrations import (
-    Migration,
     MigrationOutcome,
     MigrationReport,
     _check_settings,
     _groups,
-    _quick_names,
-    definition_checksum,
     describe_operation,
-    migrations_digest,
-    plan_migrations,
 )
 
 
