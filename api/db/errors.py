@@ -165,6 +165,7 @@ SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
     (r"readonly database", C.PERMISSION_DENIED),
     (r"unable to open database file", C.UNKNOWN_DATABASE),
     (r"syntax error|incomplete input", C.SYNTAX),
+    (r"integer overflow|string or blob too big", C.DATA_ERROR),
 ]
 
 # Engine-neutral patterns, tried when no code matched (first match wins, so the
@@ -228,13 +229,15 @@ def driver_error(exc: BaseException) -> BaseException:
 def error_code(exc: BaseException) -> str | None:
     """SQLSTATE (PostgreSQL) or errno (MySQL) of a driver error, as a string, if it has one."""
     exc = driver_error(exc)
+    # PyMySQL 1.1 also sets .sqlstate ("42000" for most errors), far coarser than the
+    # errno in args[0]: the errno goes first, as the real engines showed.
+    args = getattr(exc, "args", ())
+    if args and isinstance(args[0], int):
+        return str(args[0])
     for attr in ("pgcode", "sqlstate"):
         code = getattr(exc, attr, None)
         if code:
             return str(code)
-    args = getattr(exc, "args", ())
-    if args and isinstance(args[0], int):
-        return str(args[0])
     return None
 
 
@@ -249,18 +252,61 @@ def error_message(exc: BaseException) -> str:
     return redact_text(" ".join(text.split()))
 
 
+# The first word of a PostgreSQL "does not exist" message, when it settles the kind of object.
+_LEADING_KIND: dict[str, ErrorCategory] = {
+    "index": C.MISSING_INDEX,
+    "column": C.MISSING_COLUMN,
+    "table": C.MISSING_TABLE,
+    "relation": C.MISSING_TABLE,
+    "constraint": C.MISSING_OBJECT,
+    "type": C.MISSING_OBJECT,
+    "extension": C.MISSING_OBJECT,
+    "schema": C.MISSING_OBJECT,
+    "function": C.MISSING_OBJECT,
+    "sequence": C.MISSING_OBJECT,
+    "trigger": C.MISSING_OBJECT,
+}
+
+
 def _refine(category: ErrorCategory, message: str) -> ErrorCategory:
     """Codes shared by several object kinds (42P07, 42704, 1091) are told apart by the message."""
     lowered = message.lower()
     if category in (C.DUPLICATE_TABLE, C.DUPLICATE_OBJECT) and re.search(r"\bindex\b", lowered):
         return C.DUPLICATE_INDEX
     if category == C.MISSING_OBJECT:
+        # MySQL 1091 says which kind in "Can't DROP COLUMN/INDEX `x`", or "column/key" when it cannot tell.
+        if re.search(r"drop column\b", lowered):
+            return C.MISSING_COLUMN
+        if re.search(r"drop (?:index|key)\b", lowered):
+            return C.MISSING_INDEX
+        if "column/key" in lowered:
+            return C.MISSING_OBJECT
+        # PostgreSQL names the missing kind first: 'constraint "fk" of relation "t" does not exist'.
+        lead = re.match(r"\W*(\w+)", lowered)
+        if lead and lead.group(1) in _LEADING_KIND:
+            return _LEADING_KIND[lead.group(1)]
         if re.search(r"\bindex\b|\bkey\b", lowered):
             return C.MISSING_INDEX
         if re.search(r"\bcolumn\b|\bfield\b", lowered):
             return C.MISSING_COLUMN
         if re.search(r"\btable\b|\brelation\b", lowered):
             return C.MISSING_TABLE
+    return category
+
+
+# A statement that creates or drops an index turns a table/object category into the index one.
+_INDEX_STATEMENT = re.compile(r"^\s*(?:create\s+(?:unique\s+)?index|drop\s+index)\b", re.IGNORECASE)
+_AS_INDEX = {
+    C.DUPLICATE_TABLE: C.DUPLICATE_INDEX,
+    C.DUPLICATE_OBJECT: C.DUPLICATE_INDEX,
+    C.MISSING_TABLE: C.MISSING_INDEX,
+    C.MISSING_OBJECT: C.MISSING_INDEX,
+}
+
+
+def _refine_by_statement(category: ErrorCategory, statement: str) -> ErrorCategory:
+    if _INDEX_STATEMENT.match(statement):
+        return _AS_INDEX.get(category, category)
     return category
 
 
@@ -275,8 +321,12 @@ class StandardErrorHandler:
     """Classify database errors as expected or unexpected, and log them at the right level."""
 
     @staticmethod
-    def classify(exc: BaseException, db_type: str | None = None) -> ErrorInfo:
-        """Classify ``exc`` raised by ``db_type`` (``postgres``, ``mysql``, ``mariadb``, ``sqlite``)."""
+    def classify(exc: BaseException, db_type: str | None = None, statement: str | None = None) -> ErrorInfo:
+        """Classify ``exc`` raised by ``db_type`` (``postgres``, ``mysql``, ``mariadb``, ``sqlite``).
+
+        ``statement``, when known, settles what the message cannot: PostgreSQL reports
+        an index name already taken as 'relation "x" already exists' (42P07).
+        """
         code = error_code(exc)
         message = error_message(exc)
         category: ErrorCategory | None = None
@@ -291,6 +341,8 @@ class StandardErrorHandler:
         if category is None:
             category = _match(_COMPILED_FALLBACKS, message)
         category = _refine(category or C.UNKNOWN, message)
+        if statement is not None:
+            category = _refine_by_statement(category, statement)
         expected = category in EXPECTED
         skip = category in ALREADY_PRESENT or category in ALREADY_ABSENT
         return ErrorInfo(category, expected, skip, code, message, exc)
@@ -316,12 +368,12 @@ class StandardErrorHandler:
         Expected "already done" errors log at INFO, other expected ones at WARNING,
         unexpected ones at ERROR with the failing statement.
         """
-        info = cls.classify(exc, db_type)
+        info = cls.classify(exc, db_type, sql)
         target = f"{table}.{column}" if column else table
-        if info.should_skip:
+        if _done_by(info.category, operation):
             logger.info("%s %s: already done (%s), skipping", operation, target, info.category.value)
             return True
-        if info.is_expected:
+        if info.is_expected and not info.should_skip:
             logger.warning("%s %s: %s: %s", operation, target, info.category.value, info.message)
             return True
         logger.error(
@@ -336,17 +388,90 @@ class StandardErrorHandler:
         return False
 
 
+def _done_by(category: ErrorCategory, operation: str) -> bool:
+    """Does ``category`` mean "already done" for ``operation``? An add meeting a missing table does not."""
+    op = operation.lower()
+    if op.startswith(("add_", "create_", "alter_add_")):
+        return category in ALREADY_PRESENT
+    if op.startswith("drop_"):
+        return category in ALREADY_ABSENT
+    if op.startswith("rename_"):
+        return False  # only introspection can tell a finished rename from a typo: see already_applied()
+    return category in ALREADY_PRESENT or category in ALREADY_ABSENT
+
+
 def categorize_error(exc: BaseException, db_type: str | None = None) -> tuple[ErrorCategory, bool, bool]:
     """Module-level shortcut for :meth:`StandardErrorHandler.categorize_error`."""
     return StandardErrorHandler.categorize_error(exc, db_type)
 
 
-def classify_error(exc: BaseException, db_type: str | None = None) -> ErrorInfo:
+def classify_error(exc: BaseException, db_type: str | None = None, statement: str | None = None) -> ErrorInfo:
     """Module-level shortcut for :meth:`StandardErrorHandler.classify`."""
-    return StandardErrorHandler.classify(exc, db_type)
+    return StandardErrorHandler.classify(exc, db_type, statement)
 
 
 def describe(exc: Any) -> str:
     """``category: message`` for a log line or an exception text, credentials masked."""
     info = StandardErrorHandler.classify(exc)
     return f"{info.category.value}: {info.message}"
+
+
+# -- "already applied": the operation-aware view of an error --------------------
+
+# Statements that add something: "already present" means their work is done.
+_ADDING_SQL = re.compile(r"^\s*(?:create\b|alter\s+table\s+\S+\s+add\b)", re.IGNORECASE)
+# Statements that remove something: "already absent" means their work is done.
+_REMOVING_SQL = re.compile(r"^\s*(?:drop\b|alter\s+table\s+\S+\s+drop\b)", re.IGNORECASE)
+
+
+def _lower_names(names: Any) -> set[str]:
+    return {str(name).lower() for name in names}
+
+
+def already_applied(
+    exc: BaseException,
+    operation: str,
+    *,
+    db: Any = None,
+    db_type: str | None = None,
+    table: str | None = None,
+    old_name: str | None = None,
+    new_name: str | None = None,
+    statement: str | None = None,
+) -> bool:
+    """True when ``exc``, raised by ``operation``, proves that the operation's work is already done.
+
+    ``add_*`` / ``create_*`` meeting a duplicate, ``drop_*`` meeting a missing object,
+    ``rename_column`` / ``rename_table`` where the old name is gone and the new one is
+    there (checked by introspecting ``db``, since the error alone cannot tell a finished
+    rename from a typo), and ``sql`` statements judged by their leading verb.
+    """
+    info = StandardErrorHandler.classify(exc, db_type, statement)
+    op = operation.lower()
+    if op in ("rename_column", "rename_table"):
+        if db is None or old_name is None or new_name is None:
+            return False
+        try:
+            if op == "rename_column":
+                if table is None:
+                    return False
+                present = _lower_names(c.name for c in db.get_columns(table))
+            else:
+                present = _lower_names(db.get_tables())
+        except Exception as introspection_error:  # classify, log, and answer "not proven"
+            logger.warning(
+                "could not introspect %s to check a finished rename: %s", table or "tables", describe(introspection_error)
+            )
+            return False
+        return old_name.lower() not in present and new_name.lower() in present
+    if op == "sql":
+        if statement and _ADDING_SQL.match(statement):
+            return info.category in ALREADY_PRESENT
+        if statement and _REMOVING_SQL.match(statement):
+            return info.category in ALREADY_ABSENT
+        return False
+    if op.startswith(("add_", "create_", "alter_add_")):
+        return info.category in ALREADY_PRESENT
+    if op.startswith("drop_"):
+        return info.category in ALREADY_ABSENT
+    return False

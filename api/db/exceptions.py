@@ -88,3 +88,41 @@ class DDLLockTimeout(ApiDbError, TimeoutError):
 
 class ConcurrentIndexInTransaction(ApiDbError, RuntimeError):
     """CREATE/DROP INDEX CONCURRENTLY was asked for inside a transaction, where PostgreSQL refuses it."""
+
+
+class MigrationDeclarationError(ConfigurationError):
+    """The list of migrations is invalid (empty or duplicate name, not callable...); nothing was run."""
+
+
+class MigrationError(ApiDbError, RuntimeError):
+    """A migration failed; names the migration, the error category and the failing statement.
+
+    The driver error is kept on ``orig``. ``completed`` lists the operations that
+    stayed applied (only where the engine cannot roll DDL back: MySQL/MariaDB, or
+    a migration declared ``atomic=False``).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        migration: str = "",
+        category: str = "unknown",
+        statement: str | None = None,
+        completed: tuple[str, ...] = (),
+        orig: BaseException | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.migration = migration
+        self.category = category
+        self.statement = statement
+        self.completed = completed
+        self.orig = orig
+
+
+class MigrationLockTimeout(ApiDbError, TimeoutError):
+    """The migration lock stayed held by another session for longer than ``lock_timeout``; names the holder."""
+
+    def __init__(self, message: str, *, holder: dict[str, object] | None = None) -> None:
+        super().__init__(message)
+        self.holder = holder or {}

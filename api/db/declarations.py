@@ -1,0 +1,244 @@
+"""Migration records and the validation of the declared list, done before any database work.
+
+:func:`plan_migrations` explains every problem of a list at once;
+:func:`_quick_names` accepts the common, valid list with whole-list operations
+(it runs at every boot); :func:`migrations_digest` is the one value the no-op
+boot compares.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from types import CodeType, FunctionType
+from typing import Any, Union
+
+from api.db.checksums import definition_checksum
+from api.db.exceptions import MigrationDeclarationError
+from api.db.tracker import NAME_MAX_LENGTH
+
+MigrationFn = Callable[..., Any]
+MigrationLike = Union["Migration", tuple[str, MigrationFn]]
+
+DIGEST_VERSION = "api.db.migrations/1"
+
+
+class Migration(tuple):
+    """One named schema change. ``fn(m)`` (or ``fn()``) performs it through the migrator ``m``.
+
+    ``atomic=False`` runs it outside any transaction (``CREATE INDEX CONCURRENTLY``).
+    Immutable (a tuple underneath, cheap to build at every boot); validated with the
+    whole list by :func:`plan_migrations`.
+    """
+
+    __slots__ = ()
+
+    def __new__(cls, name: str, fn: MigrationFn, *, atomic: bool = True, description: str = "") -> Migration:
+        return tuple.__new__(cls, (name, fn, atomic, description))
+
+    @property
+    def name(self) -> str:
+        return self[0]
+
+    @property
+    def fn(self) -> MigrationFn:
+        return self[1]
+
+    @property
+    def atomic(self) -> bool:
+        return self[2]
+
+    @property
+    def description(self) -> str:
+        return self[3]
+
+    def __repr__(self) -> str:
+        return f"Migration({self.name!r}, atomic={self.atomic})"
+
+    @property
+    def checksum(self) -> str:
+        """SHA-256 of the function's definition (see :func:`definition_checksum`)."""
+        return definition_checksum(self.fn)
+
+
+_CO_VARARGS = 0x04
+
+
+def _arity(fn: MigrationFn) -> tuple[int, bool] | None:
+    """(required arguments, accepts a positional argument) from the code object; None when unknown."""
+    code = getattr(fn, "__code__", None)
+    if code is None or not isinstance(code, CodeType):
+        return None
+    positional = code.co_argcount
+    if inspect.ismethod(fn):
+        positional -= 1
+    defaults = len(getattr(fn, "__defaults__", None) or ())
+    kwonly_defaults = len(getattr(fn, "__kwdefaults__", None) or {})
+    required = max(0, positional - defaults) + max(0, code.co_kwonlyargcount - kwonly_defaults)
+    return required, positional > 0 or bool(code.co_flags & _CO_VARARGS)
+
+
+def _takes_migrator(fn: MigrationFn) -> bool:
+    """False for zero-argument callables; True otherwise (also when the signature is unknowable)."""
+    arity = _arity(fn)
+    if arity is not None:
+        return arity[1]
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return True
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL) for p in params)
+
+
+def _too_many_arguments(fn: MigrationFn) -> bool:
+    arity = _arity(fn)
+    if arity is not None:
+        return arity[0] > 1
+    try:
+        params = inspect.signature(fn).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    required = [
+        p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+    ]
+    return len(required) > 1
+
+
+def _quick_arity_ok(fn: Any) -> bool:
+    """The common case, a plain function taking at most one required argument, in a few attribute reads."""
+    if type(fn) is not FunctionType:
+        return False
+    code = fn.__code__
+    return code.co_kwonlyargcount == 0 and code.co_argcount - len(fn.__defaults__ or ()) <= 1
+
+
+def _quick_names(items: list[Any]) -> list[str] | None:
+    """The names of ``items`` when the whole list is obviously valid (the common case at every boot), else None.
+
+    Whole-list operations in C (map, set, attrgetter) instead of a Python loop of
+    checks: a fraction of a microsecond a migration. None sends the list through
+    :func:`plan_migrations`, which explains every problem.
+    """
+    try:
+        if set(map(type, items)) == {tuple}:
+            declared = dict(items)  # ValueError unless every item is a pair; duplicates collapse
+            if len(declared) != len(items):
+                return None
+            names, functions = list(declared), list(declared.values())
+        else:
+            if not all(type(i) is Migration or (type(i) is tuple and len(i) == 2) for i in items):
+                return None
+            if not all(i[2] is True or i[2] is False for i in items if type(i) is Migration):
+                return None
+            names, functions = list(map(_FIRST, items)), list(map(_SECOND, items))
+            if len(set(names)) != len(names):
+                return None
+        if not items:
+            return names
+        # str.strip raises TypeError on a non-string name; "" and padded names differ after it.
+        if "" in names or list(map(str.strip, names)) != names or max(map(len, names)) > NAME_MAX_LENGTH:
+            return None
+        if set(map(type, functions)) != {FunctionType}:
+            return None
+        codes = list(map(_CODE, functions))
+        # At most one positional parameter and no keyword-only ones: fn(m) or fn() will work.
+        if max(map(_ARGCOUNT, codes)) > 1 or any(map(_KWONLY, codes)):
+            return None
+    except (TypeError, ValueError, IndexError, AttributeError):
+        return None
+    return names
+
+
+_FIRST = operator.itemgetter(0)
+_SECOND = operator.itemgetter(1)
+_CODE = operator.attrgetter("__code__")
+_ARGCOUNT = operator.attrgetter("co_argcount")
+_KWONLY = operator.attrgetter("co_kwonlyargcount")
+
+
+def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
+    """Validate the whole declaration and return it as :class:`Migration` records, in order.
+
+    Every problem is reported at once in one :class:`MigrationDeclarationError`; nothing
+    touches a database. Runs at every boot, so the common case costs well under a
+    microsecond a migration.
+    """
+    if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
+        raise MigrationDeclarationError(
+            f"migrations must be a list of Migration(name, fn) or (name, fn) tuples, not {type(migrations).__name__}"
+        )
+    problems: list[str] = []
+    planned: list[Migration] = []
+    seen: dict[str, int] = {}
+    for index, item in enumerate(migrations):
+        if type(item) is Migration:
+            migration = item
+        elif type(item) is tuple and len(item) == 2:
+            migration = tuple.__new__(Migration, (item[0], item[1], True, ""))
+        elif isinstance(item, Migration):
+            migration = item
+        elif isinstance(item, tuple) and len(item) == 2:
+            migration = Migration(item[0], item[1])
+        else:
+            problems.append(f"migration #{index}: expected Migration(name, fn) or a (name, fn) tuple, got {item!r:.80}")
+            continue
+        name, fn, atomic = migration[0], migration[1], migration[2]
+        if (
+            type(name) is str
+            and 0 < len(name) <= NAME_MAX_LENGTH
+            and not name[0].isspace()
+            and not name[-1].isspace()
+            and name not in seen
+            and (atomic is True or atomic is False)
+            and _quick_arity_ok(fn)
+        ):
+            seen[name] = index
+            planned.append(migration)
+            continue
+        problems.extend(_declaration_problems(index, migration, seen))
+        if isinstance(name, str) and name not in seen:
+            seen[name] = index
+        planned.append(migration)
+    if problems:
+        raise MigrationDeclarationError(
+            f"{len(problems)} invalid migration declaration(s), nothing was run: " + "; ".join(problems)
+        )
+    return planned
+
+
+def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]) -> list[str]:
+    """Everything wrong with one declaration (the slow, explanatory path of :func:`plan_migrations`)."""
+    problems: list[str] = []
+    name = migration.name
+    if not isinstance(name, str) or not name.strip():
+        return [f"migration #{index}: the name must be a non-empty string, got {name!r}"]
+    where = f"migration #{index} {name!r:.60}"
+    if name != name.strip():
+        problems.append(f"{where}: the name has leading or trailing whitespace")
+    if len(name) > NAME_MAX_LENGTH:
+        problems.append(f"{where}: the name has {len(name)} characters; the history column holds {NAME_MAX_LENGTH}")
+    if name in seen:
+        problems.append(f"{where}: duplicate name, already used by migration #{seen[name]}")
+    if not callable(migration.fn):
+        problems.append(f"{where}: fn must be callable, got {type(migration.fn).__name__}")
+    elif _too_many_arguments(migration.fn):
+        problems.append(f"{where}: fn must take the migrator m as its only argument (or no argument)")
+    if not isinstance(migration.atomic, bool):
+        problems.append(f"{where}: atomic must be True or False, got {migration.atomic!r}")
+    return problems
+
+
+def migrations_digest(planned: Sequence[Migration] | Sequence[str]) -> str:
+    """One value for the declared list: its names, in order.
+
+    Whether anything is pending depends on names only (a migration is pending until
+    its name has a ``success`` or ``skipped`` row), so names are all the no-op check
+    needs, and hashing them costs microseconds. A changed definition of an applied
+    migration (drift) is never re-run; it is reported by the locked path, ``status``
+    and ``validate``, which compare :func:`definition_checksum` values.
+    """
+    names = [m if isinstance(m, str) else m[0] for m in planned]
+    text = "\n".join([DIGEST_VERSION, *names])
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,288 @@
+"""MigrationTracker: the ``migration_history`` table, and the one-row digest behind fast no-op boots.
+
+Invariant: a ``migration_history`` row whose status is ``success`` or ``skipped``
+means the migration is applied. ``running`` is left by a process that died (or is
+still working, which only the lock can tell), ``failed`` by a migration that raised.
+
+Read paths (:meth:`MigrationTracker.get_migration_history`, :meth:`has_migration_run`,
+:meth:`is_up_to_date`) never create a table: on a database that has none they answer
+"nothing applied". Only :meth:`init_tracking_table` creates, with ``IF NOT EXISTS``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import functools
+import logging
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import peewee
+
+from api.db.connection import db_type
+from api.db.errors import ALREADY_ABSENT, classify_error
+from api.db.redact import redact_text
+
+logger = logging.getLogger(__name__)
+
+HISTORY_TABLE = "migration_history"
+STATE_TABLE = "migration_state"
+NAME_MAX_LENGTH = 255
+ERROR_MAX_LENGTH = 4000
+
+SUCCESS = "success"
+SKIPPED = "skipped"
+FAILED = "failed"
+RUNNING = "running"
+STATUSES = (RUNNING, SUCCESS, FAILED, SKIPPED)
+APPLIED = frozenset({SUCCESS, SKIPPED})
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def installed_by() -> str:
+    """``host:pid`` of this process, as recorded in each history row."""
+    return f"{socket.gethostname()}:{os.getpid()}"[:255]
+
+
+def _utcnow() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc).replace(tzinfo=None, microsecond=0)
+
+
+@dataclass(frozen=True)
+class HistoryRow:
+    """One row of ``migration_history``, detached from the database."""
+
+    migration_name: str
+    status: str
+    applied_at: datetime.datetime | None
+    error_message: str | None
+    duration_ms: float | None
+    db_type: str | None
+    checksum: str | None
+    installed_by: str | None
+
+    @property
+    def is_applied(self) -> bool:
+        return self.status in APPLIED
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "migration_name": self.migration_name,
+            "status": self.status,
+            "applied_at": self.applied_at.isoformat(sep=" ") if self.applied_at else None,
+            "error_message": self.error_message,
+            "duration_ms": self.duration_ms,
+            "db_type": self.db_type,
+            "checksum": self.checksum,
+            "installed_by": self.installed_by,
+        }
+
+
+def _models(database: peewee.Database) -> tuple[Any, Any]:
+    class MigrationHistory(peewee.Model):
+        id = peewee.AutoField()
+        migration_name = peewee.CharField(max_length=NAME_MAX_LENGTH, unique=True)
+        applied_at = peewee.DateTimeField(default=_utcnow)
+        status = peewee.CharField(max_length=16)
+        error_message = peewee.TextField(null=True)
+        duration_ms = peewee.FloatField(null=True)
+        db_type = peewee.CharField(max_length=16, null=True)
+        checksum = peewee.CharField(max_length=64, null=True)
+        installed_by = peewee.CharField(max_length=255, null=True)
+
+        class Meta:
+            table_name = HISTORY_TABLE
+            indexes = ((("migration_name", "status"), False),)
+
+    class MigrationState(peewee.Model):
+        # One row per set of declared migrations found fully applied: the no-op boot
+        # compares its digest with these rows in a single query.
+        digest = peewee.CharField(max_length=64, primary_key=True)
+        recorded_at = peewee.DateTimeField(default=_utcnow)
+
+        class Meta:
+            table_name = STATE_TABLE
+
+    MigrationHistory.bind(database)
+    MigrationState.bind(database)
+    return MigrationHistory, MigrationState
+
+
+class MigrationTracker:
+    """Records which migrations ran, when, how long they took and how they ended."""
+
+    def __init__(self, db: peewee.Database) -> None:
+        self.db = db
+        self.db_type = db_type(db)
+        self._models: tuple[Any, Any] | None = None
+
+    # The models are built on first use: the no-op boot needs only one raw query.
+    @property
+    def History(self) -> Any:  # noqa: N802 - a model class
+        if self._models is None:
+            self._models = _models(self.db)
+        return self._models[0]
+
+    @property
+    def State(self) -> Any:  # noqa: N802 - a model class
+        if self._models is None:
+            self._models = _models(self.db)
+        return self._models[1]
+
+    # -- schema -------------------------------------------------------------
+
+    def init_tracking_table(self) -> None:
+        """Create ``migration_history`` and ``migration_state`` if they do not exist."""
+        self.db.create_tables([self.History, self.State], safe=True)
+
+    def _is_missing_table(self, exc: BaseException) -> bool:
+        return classify_error(exc, self.db_type).category in ALREADY_ABSENT
+
+    def _read(self, fn: Callable[[], Any], default: Any) -> Any:
+        """Run a read that may meet a missing table: answer ``default`` then, never create it.
+
+        Inside a caller's transaction the read runs in a savepoint, so that on
+        PostgreSQL the "relation does not exist" error cannot abort that transaction.
+        """
+        try:
+            if self.db.in_transaction():
+                with self.db.savepoint():
+                    return fn()
+            return fn()
+        except peewee.DatabaseError as exc:
+            if not self._is_missing_table(exc):
+                raise
+            logger.debug("%s not there yet: %s", HISTORY_TABLE, classify_error(exc, self.db_type).message)
+            return default
+
+    # -- reads --------------------------------------------------------------
+
+    def get_migration_history(self) -> list[HistoryRow]:
+        """Every history row, oldest first (empty when the table does not exist)."""
+        H = self.History
+
+        def read() -> list[HistoryRow]:
+            query = H.select().order_by(H.applied_at, H.id)
+            return [
+                HistoryRow(
+                    r.migration_name,
+                    r.status,
+                    r.applied_at,
+                    r.error_message,
+                    r.duration_ms,
+                    r.db_type,
+                    r.checksum,
+                    r.installed_by,
+                )
+                for r in query
+            ]
+
+        rows: list[HistoryRow] = self._read(read, [])
+        return rows
+
+    def history_by_name(self) -> dict[str, HistoryRow]:
+        return {row.migration_name: row for row in self.get_migration_history()}
+
+    def has_migration_run(self, name: str) -> bool:
+        """True when ``name`` has a ``success`` or ``skipped`` row (the applied invariant)."""
+        H = self.History
+
+        def read() -> bool:
+            return bool(H.select().where((H.migration_name == name) & (H.status.in_(list(APPLIED)))).exists())
+
+        result: bool = self._read(read, False)
+        return result
+
+    def is_up_to_date(self, digest: str, declared_count: int) -> bool:
+        """One round trip: is this exact set of migrations recorded as fully applied, and nothing else?
+
+        True when ``digest`` has a ``migration_state`` row and the history holds exactly
+        ``declared_count`` rows (more rows mean migrations this code does not declare).
+        """
+        q = self.db.quote
+        sql = (
+            f"SELECT (SELECT COUNT(*) FROM {q[0]}{STATE_TABLE}{q[1]} WHERE digest = {self.db.param}), "
+            f"(SELECT COUNT(*) FROM {q[0]}{HISTORY_TABLE}{q[1]})"
+        )
+
+        def read() -> bool:
+            row = self.db.execute_sql(sql, (digest,)).fetchone()
+            return bool(row and int(row[0]) == 1 and int(row[1]) == declared_count)
+
+        result: bool = self._read(read, False)
+        return result
+
+    # -- writes -------------------------------------------------------------
+
+    def record_migration(
+        self,
+        name: str,
+        status: str,
+        error: str | None = None,
+        duration_ms: float | None = None,
+        *,
+        checksum: str | None = None,
+    ) -> None:
+        """Insert or replace the row of ``name`` (one row per migration, the latest outcome)."""
+        if status not in STATUSES:
+            raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
+        H = self.History
+        values: dict[Any, Any] = {
+            H.status: status,
+            H.applied_at: _utcnow(),
+            H.error_message: redact_text(error)[:ERROR_MAX_LENGTH] if error else None,
+            H.duration_ms: None if duration_ms is None else round(duration_ms, 3),
+            H.db_type: self.db_type,
+            H.installed_by: installed_by(),
+        }
+        if checksum is not None:
+            values[H.checksum] = checksum
+        updated = H.update(values).where(H.migration_name == name).execute()
+        if not updated:
+            H.insert({**values, H.migration_name: name}).execute()
+
+    def update_progress(self, name: str, message: str) -> None:
+        """Rewrite the ``error_message`` of a ``running`` row (MySQL: which operations completed)."""
+        H = self.History
+        H.update({H.error_message: redact_text(message)[:ERROR_MAX_LENGTH]}).where(H.migration_name == name).execute()
+
+    def delete_migration(self, name: str) -> int:
+        """Remove the row of ``name`` (``repair --clear``); the migration becomes pending again."""
+        H = self.History
+        deleted: int = H.delete().where(H.migration_name == name).execute()
+        self.forget_digests()
+        return deleted
+
+    def record_digest(self, digest: str) -> None:
+        """Remember that the set of migrations with this digest is fully applied."""
+        S = self.State
+        if not S.select().where(S.digest == digest).exists():
+            S.insert({S.digest: digest}).execute()
+
+    def forget_digests(self) -> None:
+        """Drop every remembered digest: the next boot checks the history row by row."""
+        self._read(lambda: self.State.delete().execute(), 0)
+
+    # -- decorator ----------------------------------------------------------
+
+    def skip_if_run(self, name: str) -> Callable[[F], F]:
+        """Decorate a function so it runs only while ``name`` is not applied, then records it ``success``."""
+
+        def decorate(fn: F) -> F:
+            @functools.wraps(fn)
+            def wrapper(*args: Any, **kwargs: Any) -> Any:
+                if self.has_migration_run(name):
+                    logger.info("migration %s already applied, skipping", name)
+                    return None
+                self.init_tracking_table()
+                result = fn(*args, **kwargs)
+                self.record_migration(name, SUCCESS)
+                return result
+
+            return wrapper  # type: ignore[return-value]
+
+        return decorate

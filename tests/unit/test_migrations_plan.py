@@ -1,0 +1,145 @@
+"""Declarations, checksums, digests and grouping: everything decided before a database is touched."""
+
+from __future__ import annotations
+
+import functools
+
+import pytest
+from peewee import CharField
+
+from api.db.checksums import definition_checksum
+from api.db.declarations import Migration, _quick_names, migrations_digest, plan_migrations
+from api.db.exceptions import ConfigurationError, MigrationDeclarationError
+from api.db.migrations import (
+    MigrationOutcome,
+    MigrationReport,
+    _check_settings,
+    _groups,
+    describe_operation,
+)
+
+
+def test_tuples_and_records_are_planned_in_order() -> None:
+    planned = plan_migrations([("a", lambda m: None), Migration("b", lambda: None, atomic=False, description="x")])
+    assert [m.name for m in planned] == ["a", "b"]
+    assert planned[1].atomic is False and planned[1].description == "x"
+
+
+def test_every_problem_is_reported_at_once() -> None:
+    with pytest.raises(MigrationDeclarationError) as caught:
+        plan_migrations(
+            [
+                ("a", lambda m: None),
+                ("a", lambda m: None),
+                ("", lambda m: None),
+                ("c", None),
+                ("d" * 300, lambda m: None),
+                ("e", lambda m, n: None),
+                42,
+            ]
+        )
+    text = str(caught.value)
+    assert text.startswith("6 invalid")
+    for fragment in ("duplicate name", "non-empty string", "must be callable", "holds 255", "only argument", "#6"):
+        assert fragment in text
+    assert isinstance(caught.value, ConfigurationError)
+
+
+@pytest.mark.parametrize("value", ["abc", {"a": lambda m: None}, None, 3])
+def test_the_list_itself_must_be_a_list(value: object) -> None:
+    with pytest.raises(MigrationDeclarationError):
+        plan_migrations(value)  # type: ignore[arg-type]
+
+
+def test_migration_is_immutable() -> None:
+    migration = Migration("a", lambda m: None)
+    with pytest.raises(AttributeError):
+        migration.name = "b"  # type: ignore[misc]
+
+
+def first(m: object) -> None:
+    m.add_column("t", "c", CharField(max_length=10, null=True))  # type: ignore[attr-defined]
+
+
+def first_reformatted(m: object) -> None:
+    # a comment and other layout do not change what the migration does
+    m.add_column(  # type: ignore[attr-defined]
+        "t",
+        "c",
+        CharField(max_length=10, null=True),
+    )
+
+
+def first_changed(m: object) -> None:
+    m.add_column("t", "c", CharField(max_length=20, null=True))  # type: ignore[attr-defined]
+
+
+def test_checksum_follows_meaning_not_layout() -> None:
+    assert definition_checksum(first) == definition_checksum(first)
+    assert definition_checksum(first) != definition_checksum(first_changed)
+    # first and first_reformatted differ in name, comments and layout only: their bodies hash alike.
+    assert definition_checksum(first_reformatted) == definition_checksum(first)
+
+
+def test_lambdas_on_one_line_have_their_own_checksums() -> None:
+    a, b = (lambda m: m.sql("SELECT 1")), (lambda m: m.sql("SELECT 2"))  # noqa: E731
+    assert definition_checksum(a) != definition_checksum(b)
+
+
+def test_closures_and_partials_count() -> None:
+    def make(size: int):  # type: ignore[no-untyped-def]
+        return lambda m: m.add_column("t", "c", CharField(max_length=size))
+
+    assert definition_checksum(make(10)) != definition_checksum(make(20))
+    assert definition_checksum(functools.partial(first, 1)) != definition_checksum(functools.partial(first, 2))
+
+
+def test_digest_depends_on_names_and_order_only() -> None:
+    a = [Migration("a", first), Migration("b", first_changed)]
+    assert migrations_digest(a) == migrations_digest(list(a)) == migrations_digest(["a", "b"])
+    assert migrations_digest(a) != migrations_digest(a[::-1])
+    assert migrations_digest(a) != migrations_digest(a[:1])
+    # Pending-ness depends on names only; a changed body is drift, found by checksums on the locked path.
+    assert migrations_digest(a) == migrations_digest([Migration("a", first), Migration("b", first)])
+
+
+def test_quick_check_agrees_with_the_full_plan() -> None:
+    good = [("a", lambda m: None), Migration("b", lambda: None, atomic=False)]
+    assert _quick_names(good) == ["a", "b"] == [m.name for m in plan_migrations(good)]
+    for bad in (
+        [("a", lambda m: None), ("a", lambda m: None)],
+        [(" a", lambda m: None)],
+        [("a", lambda m, n: None)],
+        [("a", print)],  # a builtin: the full plan decides
+        [Migration("a", lambda m: None, atomic=1)],  # type: ignore[arg-type]
+    ):
+        assert _quick_names(bad) is None
+
+
+def test_groups_share_a_transaction_only_between_non_atomic_ones() -> None:
+    a, b, c, d = (Migration(n, first, atomic=n != "c") for n in "abcd")
+    assert [[m.name for m in g] for g in _groups([a, b, c, d], "all")] == [["a", "b"], ["c"], ["d"]]
+    assert [[m.name for m in g] for g in _groups([a, b, c, d], "each")] == [["a"], ["b"], ["c"], ["d"]]
+
+
+@pytest.mark.parametrize(
+    "settings",
+    [(0, "all", "warn"), (-1, "all", "warn"), (True, "all", "warn"), (1, "every", "warn"), (1, "all", "fail")],
+)
+def test_settings_are_checked(settings: tuple[object, str, str]) -> None:
+    with pytest.raises(ConfigurationError):
+        _check_settings(*settings)  # type: ignore[arg-type]
+
+
+def test_describe_operation_hides_secrets_and_values() -> None:
+    text = describe_operation("sql", ["CREATE USER x PASSWORD 'a' -- password=hunter2"])
+    assert "hunter2" not in text
+    assert describe_operation("add_column", ["t", "c", CharField()]) == "add_column('t', 'c', CharField)"
+
+
+def test_report_summary_and_dict() -> None:
+    report = MigrationReport(engine="postgres", declared=3, pending_before=["a", "b"])
+    report.outcomes = [MigrationOutcome("a", "success", 1.5), MigrationOutcome("b", "skipped", 0.5, "adopted")]
+    assert report.applied == ["a"] and report.skipped == ["b"] and report.failed == []
+    assert "2 pending, 1 applied, 1 skipped, 0 failed" in report.summary()
+    assert report.to_dict()["outcomes"][1]["reason"] == "adopted"
