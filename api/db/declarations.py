@@ -12,11 +12,13 @@ import hashlib
 import inspect
 import operator
 from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, Union
 
 from api.db.checksums import definition_checksum
 from api.db.exceptions import MigrationDeclarationError
+from api.db.sqlfile import SQLFileError, read_sql_file
 from api.db.tracker import NAME_MAX_LENGTH
 
 MigrationFn = Callable[..., Any]
@@ -29,14 +31,61 @@ class Migration(tuple):
     """One named schema change. ``fn(m)`` (or ``fn()``) performs it through the migrator ``m``.
 
     ``atomic=False`` runs it outside any transaction (``CREATE INDEX CONCURRENTLY``).
+    ``lock_timeout`` (seconds) and ``lock_retries`` bound how long each of its DDL
+    statements waits for a table lock, and how often it tries again (None: the
+    defaults of :func:`api.db.ddl.safe_schema_migrator`).
     Immutable (a tuple underneath, cheap to build at every boot); validated with the
     whole list by :func:`plan_migrations`.
     """
 
     __slots__ = ()
 
-    def __new__(cls, name: str, fn: MigrationFn, *, atomic: bool = True, description: str = "") -> Migration:
-        return tuple.__new__(cls, (name, fn, atomic, description))
+    def __new__(
+        cls,
+        name: str,
+        fn: MigrationFn,
+        *,
+        atomic: bool = True,
+        description: str = "",
+        lock_timeout: float | None = None,
+        lock_retries: int | None = None,
+    ) -> Migration:
+        return tuple.__new__(cls, (name, fn, atomic, description, lock_timeout, lock_retries))
+
+    @classmethod
+    def from_sql_file(
+        cls,
+        name: str,
+        path: str | Path,
+        *,
+        atomic: bool = True,
+        description: str = "",
+        lock_timeout: float | None = None,
+        lock_retries: int | None = None,
+    ) -> Migration:
+        """A migration that runs the statements of an SQL file, read and split now.
+
+        A missing or malformed file raises :class:`~api.db.sqlfile.SQLFileError` here,
+        before anything runs. Each statement is one ``m.sql`` operation, so objects
+        that already exist are counted as applied (adoption) and MySQL resumes after
+        the last completed statement. The statements are part of the checksum.
+        """
+        statements = tuple(read_sql_file(path))
+        if not statements:
+            raise SQLFileError(f"SQL file {path} holds no statement")
+
+        def run_sql_file(m: Any) -> None:
+            for statement in statements:
+                m.sql(statement)
+
+        return cls(
+            name,
+            run_sql_file,
+            atomic=atomic,
+            description=description or f"SQL file {Path(path).name}",
+            lock_timeout=lock_timeout,
+            lock_retries=lock_retries,
+        )
 
     @property
     def name(self) -> str:
@@ -53,6 +102,14 @@ class Migration(tuple):
     @property
     def description(self) -> str:
         return self[3]
+
+    @property
+    def lock_timeout(self) -> float | None:
+        return self[4] if len(self) > 4 else None
+
+    @property
+    def lock_retries(self) -> int | None:
+        return self[5] if len(self) > 5 else None
 
     def __repr__(self) -> str:
         return f"Migration({self.name!r}, atomic={self.atomic})"
@@ -176,7 +233,7 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
         if type(item) is Migration:
             migration = item
         elif type(item) is tuple and len(item) == 2:
-            migration = tuple.__new__(Migration, (item[0], item[1], True, ""))
+            migration = tuple.__new__(Migration, (item[0], item[1], True, "", None, None))
         elif isinstance(item, Migration):
             migration = item
         elif isinstance(item, tuple) and len(item) == 2:

@@ -69,7 +69,8 @@ FATAL_CONFIGURATION = frozenset({C.AUTHENTICATION, C.UNKNOWN_DATABASE, C.PERMISS
 POSTGRES_SQLSTATE: dict[str, ErrorCategory] = {
     "42701": C.DUPLICATE_COLUMN,
     "42P07": C.DUPLICATE_TABLE,  # also an index name taken: refined by message
-    "42710": C.DUPLICATE_OBJECT,  # constraint, extension, role
+    "42710": C.DUPLICATE_OBJECT,  # constraint, extension, role, trigger
+    "42723": C.DUPLICATE_OBJECT,  # duplicate_function
     "42P06": C.DUPLICATE_OBJECT,  # schema
     "42703": C.MISSING_COLUMN,
     "42P01": C.MISSING_TABLE,
@@ -419,6 +420,7 @@ def describe(exc: Any) -> str:
 # -- "already applied": the operation-aware view of an error --------------------
 
 # Statements that add something: "already present" means their work is done.
+_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _ADDING_SQL = re.compile(r"^\s*(?:create\b|alter\s+table\s+\S+\s+add\b)", re.IGNORECASE)
 # Statements that remove something: "already absent" means their work is done.
 _REMOVING_SQL = re.compile(r"^\s*(?:drop\b|alter\s+table\s+\S+\s+drop\b)", re.IGNORECASE)
@@ -465,6 +467,7 @@ def already_applied(
             return False
         return old_name.lower() not in present and new_name.lower() in present
     if op == "sql":
+        statement = _LEADING_COMMENTS.sub("", statement) if statement else statement
         if statement and _ADDING_SQL.match(statement):
             return info.category in ALREADY_PRESENT
         if statement and _REMOVING_SQL.match(statement):

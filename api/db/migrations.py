@@ -37,6 +37,7 @@ import peewee
 from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.connection import db_type
+from api.db.ddl import safe_schema_migrator
 from api.db.declarations import (
     Migration,
     MigrationLike,
@@ -51,6 +52,7 @@ from api.db.exceptions import (
     MigrationError,
     UnsupportedCapability,
 )
+from api.db.fields import validate_models
 from api.db.lock import migration_lock
 from api.db.redact import redact_text
 from api.db.tracker import (
@@ -62,12 +64,14 @@ from api.db.tracker import (
     HistoryRow,
     MigrationTracker,
 )
+from api.db.verify import verify_schema
 
 logger = logging.getLogger(__name__)
 
 ATOMIC_MODES = ("all", "each")
 ON_UNKNOWN_MODES = ("warn", "error")
 TRANSACTIONAL_DDL = frozenset({"postgres", "sqlite"})
+PYFORMAT_ENGINES = frozenset({"postgres", "mysql"})  # drivers whose placeholder is %s
 _PROGRESS = re.compile(r"completed operations \((\d+)\)")
 _CONTROL_SQL = re.compile(r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT)\b", re.IGNORECASE)
 
@@ -75,9 +79,19 @@ _CONTROL_SQL = re.compile(r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT)\b", 
 # -- the migrator m -----------------------------------------------------------------
 
 
-def make_schema_migrator(db: peewee.Database) -> SchemaMigrator:
-    """The ``playhouse.migrate`` schema migrator that every migration's DDL goes through."""
-    return SchemaMigrator.from_database(db)
+def make_schema_migrator(
+    db: peewee.Database, *, lock_timeout: float | None = None, retries: int | None = None
+) -> SchemaMigrator:
+    """The schema migrator every migration's DDL goes through: playhouse.migrate's, made lock-safe.
+
+    ``lock_timeout`` / ``retries``: a migration's own bound on lock waits (None: the defaults).
+    """
+    options: dict[str, Any] = {}
+    if lock_timeout is not None:
+        options["lock_timeout"] = lock_timeout
+    if retries is not None:
+        options["retries"] = retries
+    return safe_schema_migrator(db, **options)
 
 
 class _StatementLog:
@@ -190,11 +204,18 @@ class Migrator:
         return call
 
     def sql(self, statement: str, params: Sequence[Any] | None = None) -> None:
-        """Run one SQL statement as a migration operation."""
-        self.run_operation("sql", (statement,), {}, self.schema_migrator.sql(statement, params))
+        """Run one SQL statement as a migration operation; ``%`` is literal unless ``params`` are given."""
+        sent = statement
+        if params is None and self.engine in PYFORMAT_ENGINES:
+            # peewee always passes a params tuple (``params or ()``), and psycopg2 / PyMySQL
+            # then read every % as a placeholder: '100%' would fail with "tuple index out of range".
+            sent = statement.replace("%", "%%")
+        self.run_operation("sql", (statement,), {}, self.schema_migrator.sql(sent, params))
 
     def create_tables(self, *models: type[peewee.Model], safe: bool = True) -> None:
         """Create the tables (and indexes) of ``models`` on this database; existing ones are left alone."""
+
+        validate_models(models, self._db)  # logs fields that will not work as written on this engine
 
         def create() -> None:
             with self._db.bind_ctx(models):
@@ -426,7 +447,7 @@ class _Run:
 
         m = Migrator(
             self.db,
-            make_schema_migrator(self.db),
+            make_schema_migrator(self.db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
             migration=migration.name,
             resume_after=resume_after,
             on_progress=on_progress,
@@ -581,19 +602,8 @@ def _groups(pending: Sequence[Migration], atomic: str) -> list[list[Migration]]:
 
 
 def verify_models(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> list[str]:
-    """Tables and columns of ``models`` missing from ``db`` (the check behind ``migrate_db(verify=...)``)."""
-    differences: list[str] = []
-    tables = {t.lower() for t in db.get_tables()}
-    for model in models:
-        table = model._meta.table_name
-        if table.lower() not in tables:
-            differences.append(f"table {table} is missing")
-            continue
-        columns = {c.name.lower() for c in db.get_columns(table)}
-        for model_field in model._meta.sorted_fields:
-            if model_field.column_name.lower() not in columns:
-                differences.append(f"column {table}.{model_field.column_name} is missing")
-    return differences
+    """The differences between ``models`` and ``db`` that may break the application (``migrate_db(verify=...)``)."""
+    return [str(d) for d in verify_schema(db, models).differences if d.severity == "error"]
 
 
 def migrate_db(

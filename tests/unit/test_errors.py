@@ -239,3 +239,10 @@ def test_handle_migration_error_levels(caplog: pytest.LogCaptureFixture) -> None
 def test_already_applied_rules(operation: str, exc: BaseException, statement: str | None, expected: bool) -> None:
     engine = "mysql" if isinstance(exc, MyError) else "postgres"
     assert already_applied(exc, operation, db_type=engine, statement=statement) is expected
+
+
+def test_sql_already_applied_sees_past_leading_comments() -> None:
+    exc = PgError("42P07", 'relation "doc" already exists')
+    statement = "-- the documents table\n/* created by 001 */\n  CREATE TABLE doc (id int)"
+    assert already_applied(exc, "sql", db_type="postgres", statement=statement)
+    assert not already_applied(exc, "sql", db_type="postgres", statement="-- note\nINSERT INTO doc VALUES (1)")
