@@ -370,6 +370,14 @@ class LockSafeMixin(SchemaMigrator):
 # --- PostgreSQL ---------------------------------------------------------------------------------
 
 
+# Statements PostgreSQL refuses inside a transaction block, when they come as raw SQL (m.sql).
+_PG_NO_TRANSACTION_SQL = re.compile(
+    r"^\s*(?:(?:CREATE\s+(?:UNIQUE\s+)?|DROP\s+)INDEX\s+CONCURRENTLY|REINDEX\b.*\bCONCURRENTLY|VACUUM\b"
+    r"|CREATE\s+DATABASE|DROP\s+DATABASE|ALTER\s+SYSTEM)",
+    re.IGNORECASE | re.DOTALL,
+)
+
+
 class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
     """PostgreSQL: ``lock_timeout`` per statement, CONCURRENTLY indexes, USING casts, NOT VALID foreign keys."""
 
@@ -384,7 +392,7 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
     def _execute_bounded(self, step: DDLStep) -> None:
         database = self.database
         timeout = f"{int(round(self.settings.lock_timeout * 1000))}ms"
-        if step.outside_transaction:
+        if step.outside_transaction or _PG_NO_TRANSACTION_SQL.match(step.sql):
             if database.in_transaction():
                 raise ConcurrentIndexInTransaction(
                     f"{step.shown} cannot run inside a transaction; run this migration outside one "

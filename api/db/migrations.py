@@ -73,7 +73,12 @@ ON_UNKNOWN_MODES = ("warn", "error")
 TRANSACTIONAL_DDL = frozenset({"postgres", "sqlite"})
 PYFORMAT_ENGINES = frozenset({"postgres", "mysql"})  # drivers whose placeholder is %s
 _PROGRESS = re.compile(r"completed operations \((\d+)\)")
-_CONTROL_SQL = re.compile(r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT)\b", re.IGNORECASE)
+# Transaction control and the lock-bound settings the lock-safe migrator wraps around DDL.
+_CONTROL_SQL = re.compile(
+    r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SET\s+(?:LOCAL|SESSION)?\s*(?:lock_timeout|lock_wait_timeout)"
+    r"|RESET\s+lock_timeout|PRAGMA\s+busy_timeout)\b",
+    re.IGNORECASE,
+)
 
 
 # -- the migrator m -----------------------------------------------------------------
@@ -95,35 +100,41 @@ def make_schema_migrator(
 
 
 class _StatementLog:
-    """The SQL this thread sends through ``db.execute_sql`` while active (for error reports)."""
+    """The SQL this thread runs on ``db`` while active, and the statement that raised (for error reports).
+
+    Built on peewee's ``Database.query_hooks``: each hook call carries the SQL and, for
+    the statement that failed, its exception, so the failing statement is known exactly
+    even when the lock-safe migrator sends settings (``SET LOCAL lock_timeout``,
+    ``PRAGMA busy_timeout``) around it. Hooks see every thread: only this one is kept.
+    """
 
     def __init__(self) -> None:
         self.statements: list[str] = []
+        self.failed: str | None = None
 
     @contextlib.contextmanager
     def capture(self, db: peewee.Database) -> Iterator[None]:
-        # peewee has no per-call hook that sees the SQL of DDL; wrapping execute_sql on
-        # the instance does, and only statements of this thread are kept.
-        shadowed = db.__dict__.get("execute_sql")
-        original = db.execute_sql
         thread = threading.get_ident()
 
-        def execute_sql(sql: str, params: Any = None) -> Any:
-            if threading.get_ident() == thread and not _CONTROL_SQL.match(sql):
-                self.statements.append(sql)
-            return original(sql, params)
+        def hook(event: Any) -> None:
+            if threading.get_ident() != thread or _CONTROL_SQL.match(event.sql):
+                return
+            self.statements.append(event.sql)
+            if event.exception is not None:
+                self.failed = event.sql
 
-        db.execute_sql = execute_sql  # type: ignore[method-assign]
+        self.failed = None
+        db.query_hooks.append(hook)
         try:
             yield
         finally:
-            if shadowed is None:
-                del db.execute_sql
-            else:
-                db.execute_sql = shadowed  # type: ignore[method-assign]
+            db.query_hooks.remove(hook)
 
     @property
     def last(self) -> str | None:
+        """The statement that raised, else the last one run."""
+        if self.failed is not None:
+            return self.failed
         return self.statements[-1] if self.statements else None
 
 
@@ -244,7 +255,7 @@ class Migrator:
             raise
         except Exception as exc:  # every failure is classified here; unexpected ones become _OperationFailed
             statements = self.log.statements[first_statement:]
-            statement = statements[-1] if statements else None
+            statement = self.log.failed or (statements[-1] if statements else None)
             if self._already_applied(exc, name, args, statement):
                 info = classify_error(exc, self.engine, statement)
                 logger.info(
@@ -647,9 +658,7 @@ def migrate_db(
                 with migration_lock(db, timeout=lock_timeout):
                     _migrate_locked(db, tracker, planned, digest, report, atomic=atomic, on_unknown=on_unknown)
             if verify is not None:
-                report.schema_differences = verify_models(db, verify)
-                for difference in report.schema_differences:
-                    logger.warning("schema differs from the models: %s", difference)
+                report.schema_differences = verify_models(db, verify)  # each logged by verify_schema
     finally:
         report.duration_ms = (time.perf_counter() - started) * 1000
     if report.pending_before:
