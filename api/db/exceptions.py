@@ -9,6 +9,8 @@ original is kept on ``.orig``.
 
 from __future__ import annotations
 
+from playhouse.pool import MaxConnectionsExceeded
+
 
 class ApiDbError(Exception):
     """Base class of every error raised by api.db."""
@@ -45,3 +47,11 @@ class UnsupportedCapability(ApiDbError):
         super().__init__(message)
         self.capability = capability
         self.required_version = required_version
+
+
+class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
+    """No pooled connection became free within the acquire timeout; the message says who holds them."""
+
+
+class ConnectionRejected(DatabaseUnavailable):
+    """The server refused the credentials, database name or permissions; retrying cannot help."""
