@@ -170,13 +170,17 @@ SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
 # Engine-neutral patterns, tried when no code matched (first match wins, so the
 # specific "database ... does not exist" precedes the generic "does not exist").
 MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
-    (r"password authentication failed|access denied for user|authentication failed", C.AUTHENTICATION),
+    (
+        r"password authentication failed|access denied for user|authentication failed|role \S+ does not exist",
+        C.AUTHENTICATION,
+    ),
     (r"database \S+ does not exist|unknown database", C.UNKNOWN_DATABASE),
     (r"too many connections|remaining connection slots are reserved", C.TOO_MANY_CONNECTIONS),
     (
         r"could not connect|connection refused|server closed the connection|terminating connection"
         r"|lost connection|gone away|can't connect|connection (?:is )?closed|no route to host"
-        r"|could not translate host name|timeout expired|connection timed out",
+        r"|could not translate host name|timeout expired|connection timed out|is the server running"
+        r"|the database system is (?:starting up|shutting down|in recovery mode)",
         C.CONNECTION_LOST,
     ),
     (r"deadlock", C.DEADLOCK),
@@ -228,14 +232,15 @@ def driver_error(exc: BaseException) -> BaseException:
 def error_code(exc: BaseException) -> str | None:
     """SQLSTATE (PostgreSQL) or errno (MySQL) of a driver error, as a string, if it has one."""
     exc = driver_error(exc)
-    for attr in ("pgcode", "sqlstate"):
-        code = getattr(exc, attr, None)
-        if code:
-            return str(code)
+    code = getattr(exc, "pgcode", None)
+    if code:
+        return str(code)
+    # pymysql >= 1.1 also sets .sqlstate (28000, 42000, HY000...); the errno is the finer key.
     args = getattr(exc, "args", ())
     if args and isinstance(args[0], int):
         return str(args[0])
-    return None
+    code = getattr(exc, "sqlstate", None)
+    return str(code) if code else None
 
 
 def error_message(exc: BaseException) -> str:
