@@ -215,6 +215,9 @@ def load_config(
         else:
             continue
         values[setting.section][setting.field] = value
+    if "min_connections" not in values["pool"] and "max_connections" in values["pool"]:
+        # Only the maximum was given: the default minimum follows it down instead of failing.
+        values["pool"]["min_connections"] = min(PoolConfig.min_connections, values["pool"]["max_connections"])
     config = DatabaseConfig(PoolConfig(**values["pool"]), RetryConfig(**values["retry"]), preset_name)
     _check_relations(config)
     return config
