@@ -178,7 +178,7 @@ MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
     (r"too many connections|remaining connection slots are reserved", C.TOO_MANY_CONNECTIONS),
     (
         r"could not connect|connection refused|server closed the connection|terminating connection"
-        r"|lost connection|gone away|can't connect|connection (?:is )?closed|no route to host"
+        r"|lost connection|gone away|can't connect|connection (?:is |already )?closed|no route to host"
         r"|could not translate host name|timeout expired|connection timed out|is the server running"
         r"|the database system is (?:starting up|shutting down|in recovery mode)",
         C.CONNECTION_LOST,

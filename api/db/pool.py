@@ -471,12 +471,12 @@ class InstrumentedPool(PooledDatabase):
             if threshold > 0 and not checkout.reported and checkout.age > threshold:
                 checkout.reported = True
                 reported += 1
-                self.api_db_counters.add("leaks")
                 logger.warning(
                     "pool %s: possible connection leak: held %.1fs (POOL_LEAK_THRESHOLD=%gs) by thread %r, "
                     "acquired at:\n%s",
                     self.api_db_url, checkout.age, threshold, checkout.thread.name, checkout.format_stack(),
                 )  # fmt: skip
+                self.api_db_counters.add("leaks")
         return reported
 
     def _reap_idle(self) -> None:
