@@ -39,8 +39,8 @@ class PoolConfig:
     diagnostics: bool = True  # query timing and acquiring call sites (counters are always kept)
     warning_percent: float = 80.0  # utilization logged at WARNING
     critical_percent: float = 95.0  # utilization logged at CRITICAL
-    reset_session: bool = True  # reset session state (locks, SET) when a connection is returned
-    alive_bypass: float = 1.0  # seconds; a connection used more recently is not pinged on checkout
+    reset_session: str = "auto"  # auto: reset when the session may have changed; always; never
+    alive_bypass: float = 0.5  # seconds; a connection used more recently is not pinged on checkout
 
 
 @dataclass(frozen=True)
@@ -67,19 +67,23 @@ class DatabaseConfig:
 
 
 class _Setting:
-    __slots__ = ("key", "env", "kind", "minimum", "section", "field")
+    __slots__ = ("key", "env", "kind", "minimum", "section", "field", "choices")
 
-    def __init__(self, key: str, env: str, kind: type, minimum: Number | None, section: str, field: str) -> None:
+    def __init__(
+        self, key: str, env: str, kind: type, minimum: Number | None, section: str, field: str,
+        choices: tuple[str, ...] = (),
+    ) -> None:  # fmt: skip
         self.key = key  # the keyword argument
         self.env = env  # the environment variable
         self.kind = kind
         self.minimum = minimum
         self.section = section  # "pool" or "retry"
         self.field = field  # the dataclass field
+        self.choices = choices  # allowed values of a str setting; empty = any non-empty text
 
 
-def _pool(key: str, env: str, kind: type, minimum: Number | None = 0) -> _Setting:
-    return _Setting(key, env, kind, minimum, "pool", key)
+def _pool(key: str, env: str, kind: type, minimum: Number | None = 0, choices: tuple[str, ...] = ()) -> _Setting:
+    return _Setting(key, env, kind, minimum, "pool", key, choices)
 
 
 def _retry(field: str, env: str, kind: type, minimum: Number | None = 0) -> _Setting:
@@ -100,7 +104,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _pool("diagnostics", "POOL_DIAGNOSTICS", bool, None),
     _pool("warning_percent", "POOL_WARNING_PERCENT", float),
     _pool("critical_percent", "POOL_CRITICAL_PERCENT", float),
-    _pool("reset_session", "POOL_RESET_SESSION", bool, None),
+    _pool("reset_session", "POOL_RESET_SESSION", str, None, ("auto", "always", "never")),
     _pool("alive_bypass", "POOL_ALIVE_BYPASS", float),
     _retry("max_attempts", "DB_RETRY_MAX_ATTEMPTS", int, 1),
     _retry("initial_delay", "DB_RETRY_INITIAL_DELAY", float),
@@ -162,7 +166,9 @@ def _convert(setting: _Setting, raw: Any, origin: str) -> Any:
         text = str(raw).strip()
         if not text:
             raise ConfigurationError(f"{where} is empty: give a name or leave it unset")
-        return text
+        if setting.choices and text.lower() not in setting.choices:
+            raise ConfigurationError(f"{where} is {raw!r}: expected one of {', '.join(setting.choices)}")
+        return text.lower() if setting.choices else text
     if isinstance(raw, bool):
         raise ConfigurationError(f"{where} is {raw!r}: expected a number")
     try:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import re
 import select
 import sys
 import threading
@@ -73,10 +74,45 @@ def _caller_frame() -> Any:
     return frame
 
 
+# Statements after which a session may differ from a fresh one (POOL_RESET_SESSION=auto resets it on
+# check-in): SET (not SET LOCAL / SET TRANSACTION), session advisory locks, GET_LOCK, user variables,
+# temporary tables, LISTEN, PREPARE, cursors, LOCK TABLES, USE, CALL / DO (which may do any of these).
+_SESSION_CHANGE = re.compile(
+    r"(?:^|;)\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*"
+    r"(?:SET\s+(?!LOCAL\b|TRANSACTION\b|CONSTRAINTS\b)|LISTEN\b|PREPARE\b|DECLARE\b|LOCK\s+TABLES?\b|USE\b|CALL\b"
+    r"|DO\b|HANDLER\b|CREATE\s+(?:GLOBAL\s+|LOCAL\s+)?TEMP(?:ORARY)?\b)"
+    r"|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(|\bset_config\s*\(|\bGET_LOCK\s*\(|@\w+\s*:=|\bINTO\s+TEMP(?:ORARY)?\b",
+    re.IGNORECASE | re.DOTALL,
+)
+_session_change_cache: dict[str, bool] = {}
+
+
+def changes_session(sql: str) -> bool:
+    """True when ``sql`` may leave session state behind (a lock, a setting, a temporary table)."""
+    known = _session_change_cache.get(sql)
+    if known is None:
+        known = _SESSION_CHANGE.search(sql) is not None
+        if len(_session_change_cache) >= 4096:
+            _session_change_cache.clear()
+        _session_change_cache[sql] = known
+    return known
+
+
+def _frames(frame: Any, limit: int) -> list[tuple[str, int, str]]:
+    """(file, line, function) of ``frame`` and its callers; cheap, the source lines are read only when reported."""
+    frames: list[tuple[str, int, str]] = []
+    while frame is not None and len(frames) < limit:
+        frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        frame = frame.f_back
+    return frames
+
+
 class Checkout:
     """One checked-out connection: who took it, when, and from where."""
 
-    __slots__ = ("key", "connection", "timestamp", "checked_out", "started", "thread", "site", "stack", "reported")
+    __slots__ = (
+        "key", "connection", "timestamp", "checked_out", "started", "thread", "site", "stack", "reported", "dirty",
+    )  # fmt: skip
 
     def __init__(self, connection: Any, created: float, frame: Any, capture_stack: bool) -> None:
         self.key = id(connection)
@@ -86,12 +122,9 @@ class Checkout:
         self.started = time.monotonic()
         self.thread = threading.current_thread()
         self.site = (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name) if frame is not None else None
-        self.stack = (
-            traceback.StackSummary.extract(traceback.walk_stack(frame), limit=STACK_LIMIT, lookup_lines=False)
-            if capture_stack and frame is not None
-            else None
-        )
+        self.stack = _frames(frame, STACK_LIMIT) if capture_stack else None
         self.reported = False
+        self.dirty = False  # a statement may have changed the session: reset it on check-in
 
     @property
     def age(self) -> float:
@@ -106,7 +139,7 @@ class Checkout:
     def format_stack(self) -> str:
         if self.stack is None:
             return f"  {self.call_site} (set POOL_LEAK_THRESHOLD for the full stack)"
-        frames = traceback.StackSummary.from_list(list(reversed(self.stack)))
+        frames = traceback.StackSummary.from_list([(f, n, name, None) for f, n, name in reversed(self.stack)])
         return "".join(frames.format()).rstrip()
 
 
@@ -339,6 +372,43 @@ class InstrumentedPool(PooledDatabase):
             "or set POOL_LEAK_THRESHOLD to report connections held too long"
         )
 
+    # ---------------------------------------------------------------- session tracking
+
+    def _execute_cursor(self, sql: str, params: Any, **cursor_options: Any) -> Any:
+        # peewee's own _execute_cursor (same hooks, same error translation), plus a note
+        # on the checkout when the statement may change the session (POOL_RESET_SESSION=auto).
+        self._log_query(sql, params)
+        start = time.perf_counter() if self.query_hooks else None
+        try:
+            with _EXCEPTION_WRAPPER:
+                cursor = self.cursor(**cursor_options)
+                if changes_session(sql):
+                    self._mark_dirty()
+                cursor.execute(sql, params or ())
+        except Exception as exc:
+            if start is not None:
+                self._notify_hooks(sql, params, start, exc)
+            raise
+        if start is not None:
+            self._notify_hooks(sql, params, start, None)
+        return cursor
+
+    def connection(self) -> Any:
+        """The raw driver connection; what is done with it is not seen, so its session is reset on check-in."""
+        conn = super().connection()
+        self._mark_dirty()
+        return conn
+
+    def _mark_dirty(self) -> None:
+        conn = self._state.conn
+        checkout = self._in_use.get(self.conn_key(conn)) if conn is not None else None
+        if checkout is not None:
+            checkout.dirty = True
+
+    def _needs_reset(self, checkout: Checkout) -> bool:
+        mode = self.api_db_pool_config.reset_session
+        return mode == "always" or (mode == "auto" and checkout.dirty)
+
     # ---------------------------------------------------------------- check-in
 
     def close(self) -> bool:
@@ -373,7 +443,7 @@ class InstrumentedPool(PooledDatabase):
         try:
             if self._stale_timeout and time.time() - checkout.timestamp > self._stale_timeout:
                 self._close_raw(conn)
-            elif not self._reset(conn):
+            elif not self._reset(conn, self._needs_reset(checkout)):
                 self.api_db_counters.add("lost")
                 self._close_raw(conn)
             else:
@@ -385,8 +455,8 @@ class InstrumentedPool(PooledDatabase):
                     self._connections.append(_Idle(conn, checkout.timestamp, time.monotonic()))
                 self._pool_available.notify()
 
-    def _reset(self, conn: Any) -> bool:
-        """Roll back and reset the session; False when the connection is broken."""
+    def _reset(self, conn: Any, full: bool) -> bool:
+        """Roll back, and reset the session when ``full``; False when the connection is broken."""
         return bool(self._can_reuse(conn))
 
     def _close_raw(self, conn: Any) -> None:
@@ -563,7 +633,7 @@ class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase)
     def _fileno(self, conn: Any) -> int | None:
         return None if conn.closed else int(conn.fileno())
 
-    def _reset(self, conn: Any) -> bool:
+    def _reset(self, conn: Any, full: bool) -> bool:
         if conn.closed:
             return False
         adapter = self._adapter
@@ -574,7 +644,7 @@ class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase)
             with conn.cursor() as cursor:
                 if status != adapter.txn_idle:
                     cursor.execute("ROLLBACK")
-                if self.api_db_pool_config.reset_session:
+                if full:
                     # Releases advisory locks, resets SET, drops temp tables, UNLISTEN, DEALLOCATE;
                     # application_name and -c options given at connect are the session defaults, kept.
                     cursor.execute("DISCARD ALL")
@@ -617,11 +687,11 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
                 statements.append(f"SET SESSION max_execution_time = {int(timeout * 1000)}")
         return statements
 
-    def _reset(self, conn: Any) -> bool:
+    def _reset(self, conn: Any, full: bool) -> bool:
         if getattr(conn, "_sock", None) is None:
             return False
         try:
-            if self.api_db_pool_config.reset_session:
+            if full:
                 # Rolls back, releases GET_LOCK and table locks, drops temporary tables and user
                 # variables, resets session variables to the global values: one round trip.
                 conn._execute_command(COM_RESET_CONNECTION, b"")

@@ -191,6 +191,17 @@ def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engin
     assert PoolDiagnostics(database).get_pool_stats()["connections_created_total"] == 1
 
 
+def test_raw_driver_changes_are_reset_too(pool_factory: Any, engine: Engine) -> None:
+    database = pool_factory(max_connections=1)
+    setting = "SET search_path TO nowhere" if engine.family == "postgres" else "SET @raw = 7"
+    read = "SHOW search_path" if engine.family == "postgres" else "SELECT @raw"
+    with database.connection_context():
+        with database.connection().cursor() as cursor:  # the driver itself: invisible to api.db
+            cursor.execute(setting)
+    with database.connection_context():
+        assert database.execute_sql(read).fetchone()[0] in ('"$user", public', None)
+
+
 def test_statement_timeout_cancels_long_queries(pool_factory: Any, engine: Engine) -> None:
     database = pool_factory(max_connections=1, statement_timeout=0.5)
     from api.db.errors import ErrorCategory, classify_error

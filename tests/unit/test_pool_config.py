@@ -86,6 +86,7 @@ def test_every_preset_is_valid(preset: str) -> None:
         ({"DB_RETRY_INITIAL_DELAY": "60"}, "DB_RETRY_INITIAL_DELAY (60.0) is above DB_RETRY_MAX_DELAY (30.0)"),
         ({"POOL_WARNING_PERCENT": "99"}, "POOL_WARNING_PERCENT (99.0) must not exceed POOL_CRITICAL_PERCENT"),
         ({"POOL_PRESET": "huge"}, "unknown pool preset 'huge'"),
+        ({"POOL_RESET_SESSION": "sometimes"}, "POOL_RESET_SESSION is 'sometimes': expected one of auto, always, never"),
     ],
 )
 def test_every_validation_error_names_the_variable(env: dict[str, str], fragment: str) -> None:

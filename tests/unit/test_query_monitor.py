@@ -49,3 +49,27 @@ def test_p95_is_the_nearest_rank() -> None:
     assert stat.p95_ms == pytest.approx(95.0)
     assert stat.mean_ms == pytest.approx(50.5)
     assert stat.max_ms == pytest.approx(100.0)
+
+
+@pytest.mark.parametrize(
+    ("sql", "changes"),
+    [
+        ("SET search_path TO app", True),
+        ("/* boot */ SET statement_timeout = 0", True),
+        ("SELECT 1; SET @x := 1", True),
+        ("SELECT pg_advisory_lock(42)", True),
+        ("SELECT pg_try_advisory_lock(42)", True),
+        ("SELECT GET_LOCK('m', 10)", True),
+        ("CREATE TEMPORARY TABLE t (id int)", True),
+        ("SELECT set_config('app.user', 'x', false)", True),
+        ("SET LOCAL statement_timeout = 0", False),
+        ("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE", False),
+        ("UPDATE t SET a = 1 WHERE id = %s", False),
+        ("SELECT pg_advisory_xact_lock(42)", False),
+        ('SELECT "t1"."id" FROM "t1" WHERE "t1"."name" = %s', False),
+    ],
+)
+def test_session_changing_statements_are_recognized(sql: str, changes: bool) -> None:
+    from api.db.pool import changes_session
+
+    assert changes_session(sql) is changes
