@@ -82,7 +82,18 @@ def _variants(engine: str, url: str) -> dict[str, Callable[[], Any]]:
         db.bench_monitor = start_health_monitoring(db, interval=1.0)
         return db
 
-    return {"playhouse.pool": plain, "api.db diagnostics off": off, "api.db diagnostics on": on}
+    def always() -> Any:
+        return connect(
+            url, environ={}, min_connections=0, max_connections=POOL_SIZE, diagnostics=True, leak_threshold=60,
+            reset_session="always",
+        )  # fmt: skip
+
+    return {
+        "playhouse.pool": plain,
+        "api.db diagnostics off": off,
+        "api.db diagnostics on": on,
+        "api.db on, reset always": always,
+    }
 
 
 def _loop(db: Any, iterations: int, acquire: list[float]) -> None:

@@ -89,6 +89,9 @@ def test_exhaustion_raises_pool_timeout_after_the_configured_wait(pool_factory: 
     assert "pool size 2, 2 in use" in text
     assert "test_pool.py" in text and "in _hold" in text and "holder-" in text
     stats = PoolDiagnostics(database).get_pool_stats()
+    from api.db.diagnostics import POOL_STAT_KEYS
+
+    assert tuple(stats) == POOL_STAT_KEYS
     assert stats["acquisition_timeouts_total"] == 1
     assert stats["active"] == 0 and stats["idle"] == 2
 
