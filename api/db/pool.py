@@ -98,13 +98,20 @@ def changes_session(sql: str) -> bool:
     return known
 
 
-def _frames(frame: Any, limit: int) -> list[tuple[str, int, str]]:
-    """(file, line, function) of ``frame`` and its callers; cheap, the source lines are read only when reported."""
-    frames: list[tuple[str, int, str]] = []
+def _frames(frame: Any, limit: int) -> list[tuple[Any, int]]:
+    """(code, instruction offset) of ``frame`` and its callers: cheap; lines are resolved only when reported."""
+    frames: list[tuple[Any, int]] = []
     while frame is not None and len(frames) < limit:
-        frames.append((frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name))
+        frames.append((frame.f_code, frame.f_lasti))
         frame = frame.f_back
     return frames
+
+
+def _line_of(code: Any, offset: int) -> int:
+    for start, end, line in code.co_lines():
+        if start <= offset < end and line is not None:
+            return int(line)
+    return int(code.co_firstlineno)
 
 
 class Checkout:
@@ -139,7 +146,9 @@ class Checkout:
     def format_stack(self) -> str:
         if self.stack is None:
             return f"  {self.call_site} (set POOL_LEAK_THRESHOLD for the full stack)"
-        frames = traceback.StackSummary.from_list([(f, n, name, None) for f, n, name in reversed(self.stack)])
+        frames = traceback.StackSummary.from_list(
+            [(code.co_filename, _line_of(code, offset), code.co_name, None) for code, offset in reversed(self.stack)]
+        )
         return "".join(frames.format()).rstrip()
 
 
@@ -212,7 +221,6 @@ class InstrumentedPool(PooledDatabase):
         self._opening = 0  # slots reserved by threads opening a new connection
         self._returning = 0  # connections between check-in and the idle list (being reset)
         self._maintenance: _Maintenance | None = None
-        self._session_init: list[str] = []
         super().__init__(
             database,
             max_connections=pool_config.max_connections,

@@ -20,7 +20,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 WINDOW = 1000  # durations kept per normalized statement
-MAX_SHAPES = 500  # normalized statements tracked; the least recently seen is dropped beyond this
+MAX_SHAPES = 500  # normalized statements tracked; the first seen is dropped beyond this
 _NORMALIZED_CACHE_SIZE = 2048
 
 _STRING = re.compile(r"[EeNnXxBb]?'(?:[^'\\]|\\.|'')*'")  # "double quotes" are identifiers: kept
@@ -97,7 +97,7 @@ class QueryMonitor:
             database.api_db_query_monitor = None
 
     def normalize(self, sql: str) -> str:
-        shape = self._normalized.get(sql)
+        shape = self._normalized.get(sql)  # peewee repeats the same SQL text with new parameters
         if shape is None:
             shape = normalize_sql(sql)
             if len(self._normalized) >= _NORMALIZED_CACHE_SIZE:
@@ -115,9 +115,7 @@ class QueryMonitor:
             if shape is None:
                 shape = self._shapes[shape_sql] = _Shape()
                 if len(self._shapes) > MAX_SHAPES:
-                    self._shapes.popitem(last=False)
-            else:
-                self._shapes.move_to_end(shape_sql)
+                    self._shapes.popitem(last=False)  # the first seen goes first
             shape.count += 1
             shape.durations.append(duration)
             self.queries_total += 1
