@@ -108,15 +108,16 @@ def _loop(db: Any, iterations: int, acquire: list[float]) -> None:
             db.close()
 
 
-def _round(db: Any, iterations: int, threads: int) -> tuple[float, list[float]]:
+def _round(db: Any, iterations: int, threads: int) -> tuple[float, float, list[float]]:
+    """Wall time, this process's CPU time (all threads) and the acquire times of one round."""
     acquire: list[float] = []
     workers = [threading.Thread(target=_loop, args=(db, iterations // threads, acquire)) for _ in range(threads)]
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), time.process_time()
     for worker in workers:
         worker.start()
     for worker in workers:
         worker.join()
-    return time.perf_counter() - started, acquire
+    return time.perf_counter() - started, time.process_time() - cpu_started, acquire
 
 
 def _percentile(values: list[float], pct: float) -> float:
@@ -139,26 +140,33 @@ def bench_engine(engine: str, base_url: str, iterations: int, rounds: int, threa
         for db in databases.values():  # warm up: open the connections, fill caches
             _round(db, 200, threads)
         timings: dict[str, list[float]] = {label: [] for label in databases}
+        cpu: dict[str, list[float]] = {label: [] for label in databases}
         waits: dict[str, list[float]] = {label: [] for label in databases}
         labels = list(databases)
         for number in range(rounds):
             shift = number % len(labels)
             for label in labels[shift:] + labels[:shift]:
                 db = databases[label]
-                elapsed, acquire = _round(db, iterations, threads)
+                elapsed, used, acquire = _round(db, iterations, threads)
                 timings[label].append(elapsed)
+                cpu[label].append(used)
                 waits[label].extend(acquire)
         rows = []
         baseline = min(timings["playhouse.pool"])
         without = min(timings["api.db diagnostics off"])
+        cpu_without = min(cpu["api.db diagnostics off"])
         for label, db in databases.items():
             best = min(timings[label])
             per_iteration = best / iterations * 1e6
             overhead = (best / baseline - 1) * 100
+            cpu_best = min(cpu[label])
+            on = label.startswith("api.db diagnostics on")
             rows.append([
                 engine, label, f"{iterations / best:,.0f}", f"{per_iteration:.1f}",
                 "-" if label == "playhouse.pool" else f"{overhead:+.1f}%",
-                f"{(best / without - 1) * 100:+.1f}%" if label.startswith("api.db diagnostics on") else "-",
+                f"{(best / without - 1) * 100:+.1f}%" if on else "-",
+                f"{cpu_best / iterations * 1e6:.1f}",
+                f"{(cpu_best / cpu_without - 1) * 100:+.1f}%" if on else "-",
                 f"{_percentile(waits[label], 50) * 1e6:.1f}", f"{_percentile(waits[label], 95) * 1e6:.1f}",
             ])  # fmt: skip
             if label.startswith("api.db"):
@@ -192,8 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[str]] = []
     for engine in args.engines.split(","):
         rows.extend(bench_engine(engine, SERVERS[engine], args.iterations, args.rounds, args.threads))
-    headers = ["engine", "variant", "checkouts/s", "us/checkout", "vs playhouse", "vs diag. off", "acquire p50 us",
-               "acquire p95 us", "pool's own p95 us"]  # fmt: skip
+    headers = ["engine", "variant", "checkouts/s", "us/checkout", "vs playhouse", "vs diag. off", "client CPU us",
+               "CPU vs diag. off", "acquire p50 us", "acquire p95 us", "pool's own p95 us"]  # fmt: skip
     print(f"{args.iterations} checkouts x {args.rounds} rounds, {args.threads} thread(s), pool of {POOL_SIZE}; "
           "each checkout: SELECT 1 + one indexed read; best round of each variant")  # fmt: skip
     print(_table(headers, rows))
