@@ -183,6 +183,41 @@ def bench_engine(engine: str, base_url: str, iterations: int, rounds: int, threa
         _admin(engine, base_url, f"DROP DATABASE IF EXISTS {quote}{name}{quote}")
 
 
+def component_costs(samples: int = 50_000) -> list[list[str]]:
+    """CPU cost of each diagnostic piece in isolation, no server involved (microseconds per call)."""
+    from peewee import QueryEvent
+
+    from api.db.pool import Checkout, changes_session
+    from api.db.querymon import QueryMonitor
+
+    monitor = QueryMonitor()
+    event = QueryEvent('SELECT "t1"."name" FROM "bench_items" AS "t1" WHERE ("t1"."id" = %s)', (1,), 0.0002, None)
+
+    def per_call(action: Callable[[], Any]) -> float:
+        best = float("inf")
+        for _ in range(5):
+            started = time.perf_counter()
+            for _ in range(samples // 5):
+                action()
+            best = min(best, (time.perf_counter() - started) / (samples // 5))
+        return best * 1e6
+
+    conn = object()
+
+    def at_depth(depth: int, capture: bool) -> float:  # an application's call stack is rarely shallow
+        if depth:
+            return at_depth(depth - 1, capture)
+        return per_call(lambda: Checkout(conn, 0.0, sys._getframe(), capture))
+
+    rows = [
+        ["query hook (per statement)", per_call(lambda: monitor(event))],
+        ["session-change check (per statement)", per_call(lambda: changes_session(event.sql))],
+        ["checkout record, leak detection off (30 frames deep)", at_depth(30, False)],
+        ["checkout record, leak detection on (30 frames deep)", at_depth(30, True)],
+    ]
+    return [[name, f"{cost:.2f}"] for name, cost in rows]
+
+
 def _table(headers: list[str], rows: list[list[str]]) -> str:
     widths = [max(len(str(r[i])) for r in [headers, *rows]) for i in range(len(headers))]
     lines = ["  ".join(str(c).ljust(widths[i]) for i, c in enumerate(r)).rstrip() for r in [headers, *rows]]
@@ -205,6 +240,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{args.iterations} checkouts x {args.rounds} rounds, {args.threads} thread(s), pool of {POOL_SIZE}; "
           "each checkout: SELECT 1 + one indexed read; best round of each variant")  # fmt: skip
     print(_table(headers, rows))
+    print()
+    print(_table(["diagnostic piece (no server)", "CPU us per call"], component_costs()))
     return 0
 
 

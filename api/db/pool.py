@@ -240,8 +240,8 @@ class InstrumentedPool(PooledDatabase):
             if reuse_if_open:
                 return False
             raise peewee.OperationalError("Connection already opened.")
-        self._ensure_maintenance()
         conn = self._checkout()
+        self._ensure_maintenance()  # after the first checkout, so the warm-up counts it
         try:
             self._state.reset()
             self._state.set_connection(conn)
