@@ -243,8 +243,12 @@ class InstrumentedPool(PooledDatabase):
         conn = self._checkout()
         self._ensure_maintenance()  # after the first checkout, so the warm-up counts it
         try:
+            # Keep the open connection_context() blocks when a broken connection was
+            # discarded under them (see _discard_broken); after a normal close ctx is empty.
+            contexts = self._state.ctx
             self._state.reset()
             self._state.set_connection(conn)
+            self._state.ctx = contexts
             with _EXCEPTION_WRAPPER:
                 if self.server_version is None:
                     with self._lock:
@@ -396,10 +400,38 @@ class InstrumentedPool(PooledDatabase):
         except Exception as exc:
             if start is not None:
                 self._notify_hooks(sql, params, start, exc)
+            self._after_failure(exc)
             raise
         if start is not None:
             self._notify_hooks(sql, params, start, None)
         return cursor
+
+    def _after_failure(self, exc: BaseException) -> None:
+        """A statement failed: if the connection is gone and no transaction was open, let it go now.
+
+        The statement is not re-run (it may have reached the server); the next one, on this
+        thread, gets a fresh connection even if the application never closes its connection.
+        """
+        conn = self._state.conn
+        if conn is None or self._state.transactions or not self._is_broken(conn):
+            return
+        info = classify_error(exc, self._engine_name())
+        logger.info(
+            "pool %s: connection lost outside a transaction (%s: %s); the next statement opens a new one",
+            self.api_db_url, info.category.value, info.message,
+        )  # fmt: skip
+        with self._pool_lock:
+            self._in_use.pop(self.conn_key(conn), None)
+        self.api_db_counters.add("lost")
+        self._close_raw(conn)
+        self._state.conn = None
+        self._state.closed = True
+        with self._pool_lock:
+            self._pool_available.notify()
+
+    def _is_broken(self, conn: Any) -> bool:
+        """The driver says the connection is closed (no round trip)."""
+        return False
 
     def connection(self) -> Any:
         """The raw driver connection; what is done with it is not seen, so its session is reset on check-in."""
@@ -638,6 +670,9 @@ class _Maintenance(threading.Thread):
 class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase):
     """``PooledPostgresqlDatabase`` with api.db's checkout, check-in and counters."""
 
+    def _is_broken(self, conn: Any) -> bool:
+        return bool(conn.closed) or self._adapter.txn_status(conn) == self._adapter.txn_unknown
+
     def _fileno(self, conn: Any) -> int | None:
         return None if conn.closed else int(conn.fileno())
 
@@ -673,6 +708,9 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
 
     def _engine_name(self) -> str:
         return "mysql"
+
+    def _is_broken(self, conn: Any) -> bool:
+        return getattr(conn, "_sock", None) is None
 
     def _fileno(self, conn: Any) -> int | None:
         sock = getattr(conn, "_sock", None)
