@@ -10,10 +10,13 @@ says why next to each:
   database lock, with retries (playhouse opens them holding both, so one slow
   handshake or backoff would stall every other thread, even those returning);
 * check-in resets the session (PostgreSQL ``DISCARD ALL``, MySQL
-  ``COM_RESET_CONNECTION``) so no advisory lock, ``GET_LOCK``, ``SET`` or temporary
-  table reaches the next borrower (playhouse only rolls back);
+  ``COM_RESET_CONNECTION``) after any statement that may have changed it, or
+  always (``reset_session``), so no advisory lock, ``GET_LOCK``, ``SET`` or
+  temporary table reaches the next borrower (playhouse only rolls back);
 * a connection the server dropped is found on checkout (its socket has become
-  readable, or a ping after it sat idle) and replaced; never inside a transaction;
+  readable, or a ping after it sat idle: playhouse pings on every checkout) and
+  replaced; one that dies under a statement outside a transaction is let go at
+  once; no statement is ever re-run;
 * a maintenance thread (named, weakly referenced, stopped by ``close_all()``)
   reports leaks, reclaims connections of dead threads, closes idle ones and keeps
   ``min_connections`` open.
