@@ -2,13 +2,16 @@
 
 from api.db.blockers import BlockingSession
 from api.db.compat import DatabaseCompat, using_database
+from api.db.config import DatabaseConfig, PoolConfig, RetryConfig, load_config
 from api.db.connection import connect, db_type
 from api.db.ddl import LockSettings, safe_schema_migrator
+from api.db.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 from api.db.errors import ErrorCategory, StandardErrorHandler, categorize_error
 from api.db.exceptions import (
     ApiDbError,
     ConcurrentIndexInTransaction,
     ConfigurationError,
+    ConnectionRejected,
     DatabaseUnavailable,
     DDLLockTimeout,
     DriverNotInstalled,
@@ -17,6 +20,7 @@ from api.db.exceptions import (
     MigrationDeclarationError,
     MigrationError,
     MigrationLockTimeout,
+    PoolTimeout,
     UnrenderableDefault,
     UnsupportedCapability,
     VectorDimensionError,
@@ -50,6 +54,15 @@ from api.db.status import migration_status, pending_migrations
 from api.db.tracker import MigrationTracker
 
 __all__ = [
+    "PoolTimeout",
+    "ConnectionRejected",
+    "start_health_monitoring",
+    "log_connection_config",
+    "PoolDiagnostics",
+    "load_config",
+    "RetryConfig",
+    "PoolConfig",
+    "DatabaseConfig",
     "ApiDbError",
     "BlockingSession",
     "CompatibilityResult",

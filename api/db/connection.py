@@ -1,22 +1,30 @@
 """connect(): a Peewee database from a URL or ``DATABASE_URL``, pooled for PostgreSQL and MySQL.
 
 Built on ``playhouse.db_url``; this module adds what it lacks: ``mariadb://``,
-a check that the driver is importable before anything else happens, and typed
-errors whose text never shows the password.
+a check that the driver is importable before anything else happens, typed
+errors whose text never shows the password, and the pool settings of
+:mod:`api.db.config` (keywords, environment, presets) turned into an
+instrumented ``playhouse.pool`` database (:mod:`api.db.pool`) with connect and
+statement timeouts, ``application_name`` / ``program_name`` and query monitoring.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import logging
+import math
 import os
+from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
 import peewee
 from playhouse import db_url
 
+from api.db.config import DatabaseConfig, config_keys, load_config
 from api.db.exceptions import ConfigurationError, DriverNotInstalled, InvalidDatabaseURL
+from api.db.pool import POOL_CLASSES
+from api.db.querymon import QueryMonitor
 from api.db.redact import redact_url
 
 logger = logging.getLogger(__name__)
@@ -43,8 +51,11 @@ SCHEMES: dict[str, _Scheme] = {
     "sqlite": _Scheme("sqlite", "sqlite", None, None),
 }
 
-# Defaults applied to every pooled database unless the URL or the caller says otherwise.
-POOL_DEFAULTS: dict[str, Any] = {"max_connections": 20, "stale_timeout": 3600, "timeout": 30}
+# TCP keepalives, so a PostgreSQL call on a dead network fails within about a minute
+# instead of waiting forever (libpq ignores them on Unix sockets).
+POSTGRES_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+# Client-side read/write timeouts on MySQL exceed the server's statement limit by this much.
+MYSQL_IO_MARGIN = 10.0
 MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4"}
 
 
@@ -104,30 +115,74 @@ def _require_driver(scheme: _Scheme, shown: str) -> None:
         )
 
 
-def connect(url: str | None = None, **overrides: Any) -> peewee.Database:
+def connect(
+    url: str | None = None,
+    *,
+    preset: str | None = None,
+    environ: Mapping[str, str] | None = None,
+    **overrides: Any,
+) -> peewee.Database:
     """Return a Peewee database for ``url`` (or ``$DATABASE_URL``); no connection is opened yet.
 
     ``postgresql://`` / ``postgres://`` and ``mysql://`` / ``mariadb://`` give pooled
-    databases (``playhouse.pool``); ``sqlite:///path`` a plain SQLite database.
-    Query-string parameters and ``overrides`` are passed to the driver / pool.
+    databases (:mod:`api.db.pool`, built on ``playhouse.pool``); ``sqlite:///path`` a
+    plain SQLite database. Pool and retry settings (:mod:`api.db.config`) come from
+    ``overrides``, else ``environ`` (default ``os.environ``), else ``preset``; other
+    query-string parameters and ``overrides`` are passed to the driver.
     """
     url = resolve_url(url)
     scheme, target = parse_url(url)
     shown = redact_url(url)
     _require_driver(scheme, shown)
-    params: dict[str, Any] = {}
-    if scheme.engine != "sqlite":
-        params.update(POOL_DEFAULTS)
-    if scheme.engine == "mysql":
-        params.update(MYSQL_DEFAULTS)
-    params.update(overrides)
     try:
-        database = db_url.connect(target, unquote_password=True, unquote_user=True, **params)
+        params = db_url.parse(target, unquote_password=True, unquote_user=True)
+    except (ValueError, RuntimeError, TypeError) as exc:
+        raise InvalidDatabaseURL(f"cannot read {shown}: {redact_url(str(exc))}") from None
+    params.update(overrides)
+    keys = config_keys()
+    settings = {key: params.pop(key) for key in list(params) if key in keys}
+    config = load_config(environ, preset=preset, **settings)
+    if scheme.engine == "mysql":
+        for key, value in MYSQL_DEFAULTS.items():
+            params.setdefault(key, value)
+    try:
+        database: Any
+        if scheme.engine == "sqlite":
+            driver_options = {key: value for key, value in overrides.items() if key not in keys}
+            database = db_url.connect(target, unquote_password=True, unquote_user=True, **driver_options)
+        else:
+            _apply_timeouts(scheme.engine, params, config)
+            name = params.pop("database")
+            database = POOL_CLASSES[scheme.engine](
+                name, pool_config=config.pool, retry_config=config.retry, target=shown, **params
+            )
     except (ValueError, RuntimeError, TypeError) as exc:
         raise InvalidDatabaseURL(f"cannot build a database from {shown}: {redact_url(str(exc))}") from None
     database.api_db_url = shown
+    database.api_db_config = config
+    if config.pool.diagnostics:
+        QueryMonitor.install(database, slow_query_ms=config.pool.slow_query_ms)
     logger.debug("database configured from %s", shown)
     return database
+
+
+def _apply_timeouts(engine: str, params: dict[str, Any], config: DatabaseConfig) -> None:
+    """Connect / statement timeouts and the application name as the driver spells them (caller's values win)."""
+    pool = config.pool
+    if engine == "postgres":
+        params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))  # libpq: whole seconds, >= 2
+        params.setdefault("application_name", pool.app_name)
+        for key, value in POSTGRES_KEEPALIVES.items():
+            params.setdefault(key, value)
+        if pool.statement_timeout > 0:
+            option = f"-c statement_timeout={int(pool.statement_timeout * 1000)}"
+            params["options"] = f"{params['options']} {option}" if params.get("options") else option
+    else:
+        params.setdefault("connect_timeout", pool.connect_timeout)
+        params.setdefault("program_name", pool.app_name)
+        if pool.statement_timeout > 0:
+            params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
+            params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
 
 
 def db_type(database: peewee.Database) -> str:

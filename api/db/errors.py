@@ -172,13 +172,17 @@ SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
 # Engine-neutral patterns, tried when no code matched (first match wins, so the
 # specific "database ... does not exist" precedes the generic "does not exist").
 MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
-    (r"password authentication failed|access denied for user|authentication failed", C.AUTHENTICATION),
+    (
+        r"password authentication failed|access denied for user|authentication failed|role \S+ does not exist",
+        C.AUTHENTICATION,
+    ),
     (r"database \S+ does not exist|unknown database", C.UNKNOWN_DATABASE),
     (r"too many connections|remaining connection slots are reserved", C.TOO_MANY_CONNECTIONS),
     (
         r"could not connect|connection refused|server closed the connection|terminating connection"
-        r"|lost connection|gone away|can't connect|connection (?:is )?closed|no route to host"
-        r"|could not translate host name|timeout expired|connection timed out",
+        r"|lost connection|gone away|can't connect|connection (?:is |already )?closed|no route to host"
+        r"|could not translate host name|timeout expired|connection timed out|is the server running"
+        r"|the database system is (?:starting up|shutting down|in recovery mode)",
         C.CONNECTION_LOST,
     ),
     (r"deadlock", C.DEADLOCK),

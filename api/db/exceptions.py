@@ -9,6 +9,8 @@ original is kept on ``.orig``.
 
 from __future__ import annotations
 
+from playhouse.pool import MaxConnectionsExceeded
+
 
 class ApiDbError(Exception):
     """Base class of every error raised by api.db."""
@@ -126,3 +128,11 @@ class MigrationLockTimeout(ApiDbError, TimeoutError):
     def __init__(self, message: str, *, holder: dict[str, object] | None = None) -> None:
         super().__init__(message)
         self.holder = holder or {}
+
+
+class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
+    """No pooled connection became free within the acquire timeout; the message says who holds them."""
+
+
+class ConnectionRejected(DatabaseUnavailable):
+    """The server refused the credentials, database name or permissions; retrying cannot help."""
