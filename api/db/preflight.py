@@ -18,6 +18,7 @@ import peewee
 
 from api.db.connection import db_type
 from api.db.errors import classify_error
+from api.db.exceptions import DatabaseUnavailable
 from api.db.info import ServerInfo, server_info
 from api.db.pgvector import Support, check_pgvector
 from api.db.redact import redact_url
@@ -213,8 +214,8 @@ def get_extended_diagnostics(
     report.connection_pool_size = int(pool_size) if pool_size else None
     try:
         info = server_info(database)
-    except peewee.DatabaseError as exc:
-        error = classify_error(exc, report.engine)
+    except (peewee.DatabaseError, DatabaseUnavailable) as exc:
+        error = classify_error(getattr(exc, "orig", None) or exc, report.engine)
         logger.error("preflight: cannot reach %s: %s", redact_url(report.url), error.message)
         report.check("connectivity", Level.FAIL, f"{error.category.value}: {error.message}")
         return report
