@@ -29,6 +29,7 @@ import math
 import os
 import re
 import select
+from bisect import bisect_left
 import sys
 import threading
 import time
@@ -51,6 +52,10 @@ logger = logging.getLogger(__name__)
 _EXCEPTION_WRAPPER: Any = vars(peewee)["__exception_wrapper__"]
 
 WAIT_SAMPLES = 1000  # acquire waits kept for the percentiles
+# Upper bounds (seconds) of the acquire-wait histogram buckets, for Prometheus (``le``); +Inf is implied.
+WAIT_BUCKETS: tuple[float, ...] = (
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+)  # fmt: skip
 STACK_LIMIT = 12  # frames kept of an acquiring stack when leak detection is on (each costs ~0.7 us)
 
 # Frames from these directories are skipped when naming "the code that acquired a connection".
@@ -177,6 +182,8 @@ class PoolCounters:
         self.reclaimed = 0
         self.leaks = 0
         self.waits: deque[float] = deque(maxlen=WAIT_SAMPLES)  # seconds
+        self.wait_buckets = [0] * (len(WAIT_BUCKETS) + 1)  # per bucket, not cumulative; the last is +Inf
+        self.wait_sum = 0.0  # seconds, every acquisition since the pool was made
 
     def add(self, name: str, amount: int = 1) -> None:
         with self.lock:
@@ -186,6 +193,19 @@ class PoolCounters:
         with self.lock:
             self.acquisitions += 1
             self.waits.append(wait)
+            self.wait_buckets[bisect_left(WAIT_BUCKETS, wait)] += 1  # a wait equal to a bound counts in it (le)
+            self.wait_sum += wait
+
+    def wait_histogram(self) -> tuple[list[tuple[float, int]], float, int]:
+        """Cumulative ``(upper bound, count)`` pairs ending with ``(inf, total)``, the sum of waits, the total."""
+        with self.lock:
+            counts, total_wait = list(self.wait_buckets), self.wait_sum
+        cumulative: list[tuple[float, int]] = []
+        running = 0
+        for bound, count in zip((*WAIT_BUCKETS, math.inf), counts):
+            running += count
+            cumulative.append((bound, running))
+        return cumulative, total_wait, running
 
     def wait_percentiles_ms(self) -> tuple[float, float, float]:
         with self.lock:

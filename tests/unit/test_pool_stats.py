@@ -45,3 +45,26 @@ def test_connection_config_log_masks_the_password(caplog: pytest.LogCaptureFixtu
     assert "s3cr3t-pw" not in caplog.text and "s3cr3t-pw" not in repr(effective)
     assert effective["driver_options"]["password"] == "***"
     assert effective["pool"]["app_name"] == "shop"
+
+
+def test_acquire_wait_histogram_is_cumulative_and_bounds_are_inclusive() -> None:
+    from api.db.pool import WAIT_BUCKETS
+
+    counters = PoolCounters()
+    for wait in (0.0, 0.001, 0.0011, 0.3, 99.0):
+        counters.acquired(wait)
+    buckets, total_wait, count = counters.wait_histogram()
+    assert [bound for bound, _ in buckets] == [*WAIT_BUCKETS, float("inf")]
+    by_bound = dict(buckets)
+    assert by_bound[0.0001] == 1  # the zero wait
+    assert by_bound[0.001] == 2  # a wait equal to a bound counts in that bucket
+    assert by_bound[0.0025] == 3
+    assert by_bound[0.25] == 3 and by_bound[0.5] == 4
+    assert by_bound[30.0] == 4 and by_bound[float("inf")] == 5 == count
+    assert [n for _, n in buckets] == sorted(n for _, n in buckets)
+    assert total_wait == pytest.approx(0.0 + 0.001 + 0.0011 + 0.3 + 99.0)
+
+
+def test_empty_histogram() -> None:
+    buckets, total_wait, count = PoolCounters().wait_histogram()
+    assert all(n == 0 for _, n in buckets) and total_wait == 0.0 and count == 0
