@@ -1,0 +1,498 @@
+"""Database health: a bounded check of the database, the pool, the migrations and pgvector.
+
+How the check stays within its time bound (``timeout``, 0.8 s by default), even when
+the database hangs:
+
+* it never borrows from the application's pool: a checkout could wait the pool's
+  acquire timeout (30 s) and open connections with the retry budget. Pool
+  exhaustion is read from the pool's statistics instead (threads waiting, new
+  acquisition timeouts), without queueing;
+* it keeps one small *probe connection* of its own (a plain, unpooled Peewee
+  database with the application's driver options and short timeouts: a 2 s connect
+  timeout, a 1 s statement timeout; one attempt, no retry). A broken probe
+  connection is closed and opened again by the next check;
+* the database work runs in a worker thread and the caller waits for it at most
+  ``timeout``: a server that stopped answering (a ``SIGSTOP``-ed PostgreSQL, a
+  network black hole) yields an ``unhealthy`` answer on time, while the worker stays
+  blocked in the driver. Checks are single-flight: while one worker is out, no other
+  starts; callers wait for the one in flight, or get the timed-out answer;
+* results are cached for ``cache_ttl`` seconds; a stale cache is refreshed by one
+  check however many callers arrive at once.
+
+Status rules (the same table is in docs/HEALTH_AND_METRICS.md):
+
+* ``unhealthy``: the database does not answer (error or timeout), a migration
+  ``failed``, the migration state cannot be read, or the pool is exhausted (all
+  connections in use and threads waiting, or an acquisition timed out since the
+  previous check);
+* ``degraded``: pool utilization at or above ``POOL_WARNING_PERCENT``, the round
+  trip slower than ``latency_threshold_ms``, or migrations pending / running;
+* ``healthy`` otherwise.
+
+Ready (:attr:`DatabaseHealth.ready`): the database answers, nothing is pending,
+running or failed, and the pool is not exhausted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import math
+import threading
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import peewee
+
+from api.db.connection import db_type
+from api.db.declarations import MigrationLike, plan_migrations
+from api.db.diagnostics import PoolDiagnostics
+from api.db.errors import classify_error
+from api.db.exceptions import ConfigurationError, IncompatibleExtensionError
+from api.db.pgvector import check_pgvector
+from api.db.redact import redact_text
+from api.db.status import migration_status, pending_migrations
+from api.db.tracker import APPLIED, FAILED, RUNNING, MigrationTracker
+
+logger = logging.getLogger(__name__)
+
+HEALTHY = "healthy"
+DEGRADED = "degraded"
+UNHEALTHY = "unhealthy"
+STATUSES = (HEALTHY, DEGRADED, UNHEALTHY)
+
+DEFAULT_TIMEOUT = 0.8  # seconds a caller waits for the database part of a check
+DEFAULT_LATENCY_THRESHOLD_MS = 100.0
+PROBE_CONNECT_TIMEOUT = 2  # seconds; libpq takes whole seconds, at least 2
+PROBE_STATEMENT_TIMEOUT = 1.0  # seconds a probe statement may run on the server
+PROBE_IO_TIMEOUT = 2.0  # seconds; MySQL client-side read/write timeout of the probe connection
+
+
+@dataclass
+class DatabaseHealth:
+    """The outcome of one check. ``error`` and ``server_version`` are details an endpoint shows only on request."""
+
+    status: str
+    reachable: bool
+    latency_ms: float | None  # one SELECT 1 round trip on the probe connection
+    pool_active: int
+    pool_idle: int
+    pool_max: int
+    pool_waiting: int
+    pool_utilization_percent: float
+    pool_exhausted: bool
+    pgvector_available: bool
+    pgvector_version: str | None
+    migrations_checked: bool  # False when no migrations were declared to the check
+    migrations_pending: list[str] = field(default_factory=list)  # declared, not applied (running ones included)
+    migrations_running: list[str] = field(default_factory=list)
+    migrations_failed: list[str] = field(default_factory=list)
+    migrations_applied: int = 0  # history rows with status success or skipped
+    last_migration_duration_ms: float | None = None  # of the most recently recorded migration
+    reasons: list[str] = field(default_factory=list)  # why the status is not healthy; never error text
+    error: str | None = None  # classified, redacted driver message (a detail)
+    server_version: str | None = None  # a detail
+    engine: str = ""
+    check_duration_ms: float = 0.0  # the whole database part of the check
+    checked_at: float = 0.0  # time.time() when the check finished
+
+    @property
+    def ready(self) -> bool:
+        """Fit for traffic: the database answers, no migration pending/running/failed, the pool not exhausted."""
+        return (
+            self.reachable
+            and not self.migrations_pending
+            and not self.migrations_running
+            and not self.migrations_failed
+            and not self.pool_exhausted
+            and self.error is None
+        )
+
+    def to_dict(self, *, details: bool = False) -> dict[str, Any]:
+        """Components as JSON-ready dicts; without ``details`` no error text and no server version."""
+        database: dict[str, Any] = {
+            "status": "up" if self.reachable else "down",
+            "engine": self.engine,
+            "latency_ms": None if self.latency_ms is None else round(self.latency_ms, 3),
+        }
+        if details:
+            database["server_version"] = self.server_version
+            database["error"] = self.error
+        return {
+            "status": self.status,
+            "ready": self.ready,
+            "reasons": list(self.reasons),
+            "checked_at": round(self.checked_at, 3),
+            "check_duration_ms": round(self.check_duration_ms, 3),
+            "database": database,
+            "pool": {
+                "active": self.pool_active,
+                "idle": self.pool_idle,
+                "max": self.pool_max,
+                "waiting": self.pool_waiting,
+                "utilization_percent": self.pool_utilization_percent,
+                "exhausted": self.pool_exhausted,
+            },
+            "migrations": {
+                "checked": self.migrations_checked,
+                "pending": list(self.migrations_pending),
+                "running": list(self.migrations_running),
+                "failed": list(self.migrations_failed),
+                "applied": self.migrations_applied,
+                "last_duration_ms": self.last_migration_duration_ms,
+            },
+            "pgvector": {
+                "available": self.pgvector_available,
+                **({"version": self.pgvector_version} if details else {}),
+            },
+        }
+
+
+class _DatabaseFacts:
+    """What the worker learned from the database (filled in as far as it got)."""
+
+    def __init__(self) -> None:
+        self.reachable = False
+        self.latency_ms: float | None = None
+        self.server_version: str | None = None
+        self.pending: list[str] = []
+        self.running: list[str] = []
+        self.failed: list[str] = []
+        self.applied = 0
+        self.last_duration_ms: float | None = None
+        self.migrations_error: str | None = None
+        self.pgvector_available = False
+        self.pgvector_version: str | None = None
+        self.pgvector_problem = False
+        self.error: str | None = None
+        self.timed_out = False
+        self.duration_ms = 0.0
+
+
+def probe_database(db: peewee.Database) -> peewee.Database:
+    """A plain (unpooled) Peewee database like ``db`` with the probe's short timeouts; not connected yet.
+
+    ``thread_safe=False``: the connection is shared by the successive worker threads of a
+    checker, which never overlap (single-flight).
+    """
+    engine = db_type(db)
+    params: dict[str, Any] = dict(getattr(db, "connect_params", {}) or {})
+    if engine == "postgres":
+        params["connect_timeout"] = PROBE_CONNECT_TIMEOUT
+        option = f"-c statement_timeout={int(PROBE_STATEMENT_TIMEOUT * 1000)}"  # the last -c of a setting wins
+        params["options"] = f"{params['options']} {option}" if params.get("options") else option
+        params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
+        return peewee.PostgresqlDatabase(db.database, thread_safe=False, **params)
+    if engine == "mysql":
+        params["connect_timeout"] = PROBE_CONNECT_TIMEOUT
+        params["read_timeout"] = PROBE_IO_TIMEOUT
+        params["write_timeout"] = PROBE_IO_TIMEOUT
+        params["program_name"] = f"{params.get('program_name') or 'api.db'}-health"
+        return peewee.MySQLDatabase(db.database, thread_safe=False, **params)
+    if db.database == ":memory:":
+        return db  # a second connection would see another, empty database
+    params.pop("check_same_thread", None)
+    return peewee.SqliteDatabase(db.database, thread_safe=False, timeout=PROBE_STATEMENT_TIMEOUT,
+                                 check_same_thread=False, **params)  # fmt: skip
+
+
+class _Run:
+    """One check in flight in a worker thread."""
+
+    __slots__ = ("done", "started", "health", "timeout_health")
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+        self.started = time.monotonic()
+        self.health: DatabaseHealth | None = None  # set by the worker when it finishes
+        self.timeout_health: DatabaseHealth | None = None  # set by the first caller that stopped waiting
+
+
+class HealthChecker:
+    """Cached, single-flight, time-bounded health checks of one database (see the module docstring)."""
+
+    def __init__(
+        self,
+        db: peewee.Database,
+        migrations: Iterable[MigrationLike] | None = None,
+        *,
+        cache_ttl: float = 5.0,
+        timeout: float = DEFAULT_TIMEOUT,
+        latency_threshold_ms: float = DEFAULT_LATENCY_THRESHOLD_MS,
+    ) -> None:
+        for name, value, low in (("cache_ttl", cache_ttl, 0.0), ("timeout", timeout, 0.001),
+                                 ("latency_threshold_ms", latency_threshold_ms, 0.0)):  # fmt: skip
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+                raise ConfigurationError(f"{name} is {value!r}: expected a number of at least {low:g}")
+        self.db: Any = db
+        self.engine = db_type(db)
+        # Declarations are checked here, once, so a bad list fails when the app is built, not in a probe.
+        self.migrations = None if migrations is None else plan_migrations(migrations)
+        self.cache_ttl = float(cache_ttl)
+        self.timeout = float(timeout)
+        self.latency_threshold_ms = float(latency_threshold_ms)
+        self.probe_db: Any = probe_database(db)
+        self.checks_total = 0  # database checks started (not cache hits)
+        self.last: DatabaseHealth | None = None
+        self._cached_at = -math.inf  # monotonic
+        self._lock = threading.Lock()
+        self._running: _Run | None = None
+        self._timeouts_seen = self._pool_timeouts()
+
+    # ------------------------------------------------------------------ public
+
+    def check(self, max_age: float | None = None) -> DatabaseHealth:
+        """The cached result if younger than ``max_age`` (default ``cache_ttl``), else a fresh check.
+
+        Returns within ``timeout`` (plus the pool-statistics read) whatever the database does.
+        """
+        ttl = self.cache_ttl if max_age is None else max_age
+        arrived = time.monotonic()
+        cached = self.last
+        if cached is not None and arrived - self._cached_at < ttl:
+            return cached
+        with self._lock:
+            cached = self.last
+            if cached is not None and time.monotonic() - self._cached_at < ttl:
+                return cached
+            run = self._running
+            if run is None:
+                run = self._running = _Run()
+                self.checks_total += 1
+                worker = threading.Thread(target=self._work, args=(run,), name="api.db-health-probe", daemon=True)
+                worker.start()
+        if run.done.wait(max(0.0, self.timeout - (time.monotonic() - arrived))) and run.health is not None:
+            return run.health
+        with self._lock:  # one timed-out verdict per run, shared by every caller that waited on it
+            if run.timeout_health is None:
+                facts = _DatabaseFacts()
+                facts.timed_out = True
+                facts.duration_ms = (time.monotonic() - run.started) * 1e3
+                facts.error = f"the database did not answer within {self.timeout:g}s"
+                run.timeout_health = self._assess(facts)
+                self._remember(run.timeout_health)
+            return run.timeout_health
+
+    def _remember(self, health: DatabaseHealth) -> None:
+        """Cache ``health`` unless a newer result is cached already (call holding ``_lock``)."""
+        if self.last is None or health.checked_at >= self.last.checked_at:
+            self.last = health
+            self._cached_at = time.monotonic()
+
+    async def check_async(self, max_age: float | None = None) -> DatabaseHealth:
+        """:meth:`check` for asyncio: the waiting happens in a thread, never on the event loop."""
+        return await asyncio.to_thread(self.check, max_age)
+
+    def close(self) -> None:
+        """Close the probe connection (a worker still blocked in the driver closes nothing)."""
+        if self.probe_db is self.db:
+            return
+        with self._lock:
+            busy = self._running is not None
+        if not busy and not self.probe_db.is_closed():
+            self.probe_db.close()
+
+    # ------------------------------------------------------------------ worker
+
+    def _work(self, run: _Run) -> None:
+        started = time.perf_counter()
+        facts = _DatabaseFacts()
+        try:
+            self._probe(facts)
+        except Exception as exc:  # any failure is the answer: classified, logged, reported as unreachable
+            info = classify_error(exc, self.engine)
+            facts.reachable = False
+            facts.error = redact_text(f"{info.category.value}: {info.message}")
+            logger.warning("health check of %s failed (%s): %s", _name(self.db), info.category.value, info.message)
+            self._drop_probe_connection()
+        facts.duration_ms = (time.perf_counter() - started) * 1e3
+        with self._lock:
+            run.health = self._assess(facts)
+            self._remember(run.health)
+            self._running = None
+        run.done.set()
+        if run.started + self.timeout < time.monotonic():
+            logger.info("health check of %s finished late, after %.0f ms", _name(self.db), facts.duration_ms)
+
+    def _probe(self, facts: _DatabaseFacts) -> None:
+        probe = self.probe_db
+        if probe is not self.db:
+            probe.connect(reuse_if_open=True)
+        begin = time.perf_counter()
+        probe.execute_sql("SELECT 1").fetchone()
+        facts.latency_ms = (time.perf_counter() - begin) * 1e3
+        facts.reachable = True
+        if facts.server_version is None and self.engine != "sqlite":
+            version = getattr(probe, "server_version", None)
+            facts.server_version = ".".join(map(str, version)) if isinstance(version, tuple) else None
+        try:
+            self._read_migrations(probe, facts)
+        except peewee.DatabaseError as exc:  # the database answers but the history cannot be read
+            info = classify_error(exc, self.engine)
+            facts.migrations_error = info.category.value
+            facts.error = redact_text(f"{info.category.value}: {info.message}")
+            logger.warning("health check of %s: migration state unreadable (%s): %s",
+                           _name(self.db), info.category.value, info.message)  # fmt: skip
+        if self.engine == "postgres":
+            try:
+                result = check_pgvector(probe)
+            except IncompatibleExtensionError as exc:  # a known-bad version is installed: not usable
+                logger.warning("health check of %s: %s", _name(self.db), exc)
+                facts.pgvector_problem = True
+            else:
+                facts.pgvector_available = result.installed_version is not None
+                facts.pgvector_version = result.installed_version
+
+    def _read_migrations(self, probe: Any, facts: _DatabaseFacts) -> None:
+        if self.migrations is not None:
+            facts.pending = pending_migrations(probe, self.migrations)  # one round trip when nothing is pending
+            if facts.pending:
+                for line in migration_status(probe, self.migrations):
+                    if line.declared and line.status == RUNNING:
+                        facts.running.append(line.name)
+                    elif line.declared and line.status == FAILED:
+                        facts.failed.append(line.name)
+        history = MigrationTracker(probe).get_migration_history()  # oldest first; empty without a table
+        facts.applied = sum(1 for row in history if row.status in APPLIED)
+        finished = [row for row in history if row.duration_ms is not None]
+        facts.last_duration_ms = finished[-1].duration_ms if finished else None
+        if self.migrations is None:
+            facts.running = [row.migration_name for row in history if row.status == RUNNING]
+            facts.failed = [row.migration_name for row in history if row.status == FAILED]
+
+    def _drop_probe_connection(self) -> None:
+        if self.probe_db is self.db:
+            return
+        try:
+            self.probe_db.close()
+        except Exception as exc:  # the connection is broken already; closing it is best effort
+            info = classify_error(exc, self.engine)
+            logger.debug("health probe of %s: close failed (%s): %s", _name(self.db), info.category.value, info.message)
+
+    # ------------------------------------------------------------------ verdict
+
+    def _pool_timeouts(self) -> int:
+        return int(PoolDiagnostics(self.db).get_pool_stats()["acquisition_timeouts_total"])
+
+    def _assess(self, facts: _DatabaseFacts) -> DatabaseHealth:
+        diagnostics = PoolDiagnostics(self.db)
+        stats = diagnostics.get_pool_stats()
+        config = diagnostics.config
+        new_timeouts = stats["acquisition_timeouts_total"] - self._timeouts_seen
+        self._timeouts_seen = stats["acquisition_timeouts_total"]
+        exhausted = bool(stats["max"]) and (
+            (stats["active"] >= stats["max"] and stats["waiting"] > 0) or new_timeouts > 0
+        )
+        unhealthy: list[str] = []
+        degraded: list[str] = []
+        if facts.timed_out:
+            unhealthy.append(f"database did not answer within {self.timeout:g}s")
+        elif not facts.reachable:
+            unhealthy.append("database unreachable")
+        if facts.migrations_error:
+            unhealthy.append("migration state unreadable")
+        if facts.failed:
+            unhealthy.append(f"{len(facts.failed)} migration(s) failed")
+        if exhausted:
+            unhealthy.append(
+                "pool exhausted: " + (f"{new_timeouts} acquisition timeout(s)" if new_timeouts > 0
+                                      else f"{stats['waiting']} thread(s) waiting for a connection")  # fmt: skip
+            )
+        elif stats["max"] and stats["utilization_percent"] >= config.warning_percent:
+            degraded.append(f"pool utilization {stats['utilization_percent']:g}% >= {config.warning_percent:g}%")
+        if facts.pgvector_problem:
+            degraded.append("pgvector version known to be unsafe")
+        if facts.latency_ms is not None and facts.latency_ms > self.latency_threshold_ms:
+            degraded.append(f"latency {facts.latency_ms:.0f} ms > {self.latency_threshold_ms:g} ms")
+        pending_only = [name for name in facts.pending if name not in facts.running and name not in facts.failed]
+        if facts.running:
+            degraded.append(f"{len(facts.running)} migration(s) running")
+        if pending_only:
+            degraded.append(f"{len(pending_only)} migration(s) pending")
+        status = UNHEALTHY if unhealthy else DEGRADED if degraded else HEALTHY
+        return DatabaseHealth(
+            status=status,
+            reachable=facts.reachable,
+            latency_ms=facts.latency_ms,
+            pool_active=stats["active"],
+            pool_idle=stats["idle"],
+            pool_max=stats["max"],
+            pool_waiting=stats["waiting"],
+            pool_utilization_percent=stats["utilization_percent"],
+            pool_exhausted=exhausted,
+            pgvector_available=facts.pgvector_available,
+            pgvector_version=facts.pgvector_version,
+            migrations_checked=self.migrations is not None,
+            migrations_pending=list(facts.pending),
+            migrations_running=list(facts.running),
+            migrations_failed=list(facts.failed),
+            migrations_applied=facts.applied,
+            last_migration_duration_ms=facts.last_duration_ms,
+            reasons=unhealthy + degraded,
+            error=facts.error,
+            server_version=facts.server_version,
+            engine=self.engine,
+            check_duration_ms=facts.duration_ms,
+            checked_at=time.time(),
+        )
+
+
+def _name(db: Any) -> str:
+    return str(getattr(db, "api_db_url", None) or getattr(db, "database", "?"))
+
+
+def _checker_for(db: peewee.Database, migrations: Iterable[MigrationLike] | None, timeout: float,
+                 latency_threshold_ms: float) -> HealthChecker:  # fmt: skip
+    """The checker :func:`check_database_health` keeps on ``db``, so its probe connection and single-flight last."""
+    items = None if migrations is None else list(migrations)
+    key = (None if items is None else tuple(m.name for m in plan_migrations(items)), timeout, latency_threshold_ms)
+    with _REGISTRY_LOCK:
+        checkers: dict[Any, HealthChecker] | None = getattr(db, "api_db_health_checkers", None)
+        if checkers is None:
+            checkers = {}
+            setattr(db, "api_db_health_checkers", checkers)  # noqa: B010 - peewee.Database declares no such attribute
+            callbacks = getattr(db, "api_db_on_close", None)
+            if callbacks is None:
+                callbacks = []
+                setattr(db, "api_db_on_close", callbacks)  # noqa: B010 - as above
+            callbacks.append(functools.partial(_close_checkers, checkers))
+        checker = checkers.get(key)
+        if checker is None:
+            checker = checkers[key] = HealthChecker(
+                db, items, cache_ttl=0.0, timeout=timeout, latency_threshold_ms=latency_threshold_ms
+            )
+        return checker
+
+
+_REGISTRY_LOCK = threading.Lock()
+
+
+def _close_checkers(checkers: dict[Any, HealthChecker]) -> None:
+    for checker in list(checkers.values()):
+        checker.close()
+
+
+def check_database_health(
+    db: peewee.Database,
+    migrations: Iterable[MigrationLike] | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    latency_threshold_ms: float = DEFAULT_LATENCY_THRESHOLD_MS,
+) -> DatabaseHealth:
+    """Check ``db`` now (no cache) within ``timeout`` seconds: reachability, latency, pool, migrations, pgvector."""
+    return _checker_for(db, migrations, timeout, latency_threshold_ms).check(max_age=0.0)
+
+
+async def check_database_health_async(
+    db: peewee.Database,
+    migrations: Iterable[MigrationLike] | None = None,
+    *,
+    timeout: float = DEFAULT_TIMEOUT,
+    latency_threshold_ms: float = DEFAULT_LATENCY_THRESHOLD_MS,
+) -> DatabaseHealth:
+    """:func:`check_database_health` for asyncio: the event loop never blocks on the database."""
+    checker = _checker_for(db, migrations, timeout, latency_threshold_ms)
+    return await checker.check_async(max_age=0.0)
