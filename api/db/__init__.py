@@ -32,6 +32,13 @@ from api.db.fields import (
     validate_field_for_db,
     validate_models,
 )
+from api.db.health import (
+    DatabaseHealth,
+    HealthChecker,
+    check_database_health,
+    check_database_health_async,
+)
+from api.db.health_app import health_app
 from api.db.info import ServerInfo, server_info
 from api.db.lock import migration_lock
 from api.db.migrations import (
@@ -54,6 +61,11 @@ from api.db.status import migration_status, pending_migrations
 from api.db.tracker import MigrationTracker
 
 __all__ = [
+    "DatabaseHealth",
+    "HealthChecker",
+    "check_database_health",
+    "check_database_health_async",
+    "health_app",
     "PoolTimeout",
     "ConnectionRejected",
     "start_health_monitoring",

@@ -241,6 +241,39 @@ def cmd_repair(args: argparse.Namespace) -> int:
     return 0
 
 
+HEALTH_TOKEN_ENV = "API_DB_HEALTH_TOKEN"
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    """Serve /health/live, /health/ready, /health/detailed and /metrics until interrupted."""
+    import os
+
+    from api.db.health_app import health_app, make_health_server
+
+    migrations = load_migrations(args.migrations) if args.migrations else None
+    database = connect(args.database)
+    app = health_app(
+        database,
+        migrations,
+        cache_ttl=args.cache_ttl,
+        expose_details=args.expose_details,
+        token=os.environ.get(HEALTH_TOKEN_ENV) or None,
+    )
+    server = make_health_server(app, args.host, args.port)
+    host, port = server.server_address[:2]
+    print(f"serving health endpoints of {getattr(database, 'api_db_url', '')} on http://{host}:{port}", flush=True)
+    print("  /health/live  /health/ready  /health/detailed  /metrics  (Ctrl-C stops)", flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped", flush=True)
+    finally:
+        server.server_close()
+        app.close()
+        _close(database)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
@@ -292,6 +325,15 @@ def build_parser() -> argparse.ArgumentParser:
     action.add_argument("--mark-applied", action="store_true", help="record it success (you completed it by hand)")
     action.add_argument("--clear", action="store_true", help="delete its row; the next boot runs it again")
     repair.set_defaults(handler=cmd_repair)
+
+    serve = sub.add_parser("serve", help="serve the health probes and /metrics over HTTP (threaded)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
+    serve.add_argument("--port", type=int, default=8080, help="port to bind (8080; 0 picks a free one)")
+    serve.add_argument("--cache-ttl", type=float, default=5.0, help="seconds a health result is reused (5)")
+    serve.add_argument(
+        "--expose-details", action="store_true", help="show error text and versions in /health/detailed"
+    )
+    serve.set_defaults(handler=cmd_serve)
 
     for command in (migrate, status, history, validate, repair):
         command.add_argument("--json", action="store_true", help="machine-readable output")

@@ -29,12 +29,12 @@ import math
 import os
 import re
 import select
-from bisect import bisect_left
 import sys
 import threading
 import time
 import traceback
 import weakref
+from bisect import bisect_left
 from collections import deque
 from typing import Any
 

@@ -1,0 +1,185 @@
+"""``health_app``: a WSGI application with Kubernetes probes and Prometheus metrics, and a threaded server for it.
+
+=====================  ==========================================================
+``GET /health/live``   200 while the process serves requests; never touches the database
+``GET /health/ready``  200 when the database answers, nothing is pending or failed and
+                       the pool is not exhausted; 503 with short reasons otherwise
+``GET /health/detailed`` every component as JSON (200, or 503 when unhealthy);
+                       ``Authorization: Bearer <token>`` when a token is set
+``GET /metrics``       Prometheus exposition (:mod:`api.db.metrics`)
+=====================  ==========================================================
+
+``HEAD`` is accepted wherever ``GET`` is; other methods get 405, other paths 404. Paths
+are read from ``PATH_INFO``, so the application mounts under any prefix of a WSGI
+framework (Flask/werkzeug ``DispatcherMiddleware``, Django URL routing to a WSGI view).
+No response carries a password, a DSN or a stack trace; without ``expose_details``
+none carries error text, host names or server versions either.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import logging
+import socketserver
+from collections.abc import Iterable
+from typing import Any, Callable
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+
+import peewee
+
+from api.db.declarations import MigrationLike
+from api.db.errors import classify_error
+from api.db.exceptions import ConfigurationError
+from api.db.health import UNHEALTHY, HealthChecker
+
+logger = logging.getLogger(__name__)
+
+StartResponse = Callable[..., Any]
+
+LIVE, READY, DETAILED, METRICS = "/health/live", "/health/ready", "/health/detailed", "/metrics"
+ROUTES = (LIVE, READY, DETAILED, METRICS)
+ALLOWED_METHODS = ("GET", "HEAD")
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+            501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
+
+
+class HealthApp:
+    """The WSGI callable; build it with :func:`health_app`."""
+
+    def __init__(
+        self,
+        db: peewee.Database,
+        migrations: Iterable[MigrationLike] | None = None,
+        *,
+        cache_ttl: float = 5.0,
+        expose_details: bool = False,
+        token: str | None = None,
+        timeout: float | None = None,
+        latency_threshold_ms: float | None = None,
+    ) -> None:
+        if token is not None and (not isinstance(token, str) or not token.strip()):
+            raise ConfigurationError("token is empty: give a secret string, or None to leave /health/detailed open")
+        options: dict[str, Any] = {}
+        if timeout is not None:
+            options["timeout"] = timeout
+        if latency_threshold_ms is not None:
+            options["latency_threshold_ms"] = latency_threshold_ms
+        self.checker = HealthChecker(db, migrations, cache_ttl=cache_ttl, **options)
+        self.expose_details = bool(expose_details)
+        self._token = token.encode() if token is not None else None
+        self._registry: Any = None
+        self._metrics_missing: str | None = None
+        try:
+            from api.db.metrics import metrics_registry
+        except ImportError as exc:  # the metrics extra is optional; /metrics says how to get it
+            self._metrics_missing = f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
+            logger.warning("/metrics disabled: %s", self._metrics_missing)
+        else:
+            self._registry = metrics_registry(self.checker)
+
+    def close(self) -> None:
+        """Close the health probe's own connection."""
+        self.checker.close()
+
+    def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
+        method = str(environ.get("REQUEST_METHOD", "GET")).upper()
+        path = str(environ.get("PATH_INFO", "") or "/")
+        if len(path) > 1:
+            path = path.rstrip("/")
+        try:
+            if path not in ROUTES:
+                status, headers, body = _json(404, {"status": "not found", "paths": list(ROUTES)})
+            elif method not in ALLOWED_METHODS:
+                status, headers, body = _json(405, {"status": "method not allowed", "allowed": list(ALLOWED_METHODS)})
+                headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
+            else:
+                status, headers, body = self._route(path, environ)
+        except Exception as exc:  # answer 500 without the error text; the log has it, classified
+            info = classify_error(exc)
+            logger.error("health endpoint %s failed (%s): %s", path, info.category.value, info.message)
+            status, headers, body = _json(500, {"status": "error"})
+        start_response(f"{status} {_REASONS[status]}", headers)
+        return [] if method == "HEAD" else [body]
+
+    def _route(self, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        if path == LIVE:
+            return _json(200, {"status": "alive"})
+        if path == READY:
+            health = self.checker.check()
+            if health.ready:
+                return _json(200, {"status": "ready"})
+            return _json(503, {"status": "not ready", "reasons": health.reasons})
+        if path == DETAILED:
+            if self._token is not None and not self._authorized(environ):
+                status, headers, body = _json(401, {"status": "unauthorized"})
+                headers.append(("WWW-Authenticate", 'Bearer realm="api.db health"'))
+                return status, headers, body
+            health = self.checker.check()
+            return _json(503 if health.status == UNHEALTHY else 200, health.to_dict(details=self.expose_details))
+        if self._registry is None:
+            return _json(501, {"status": "metrics unavailable", "reason": self._metrics_missing})
+        from api.db.metrics import render_metrics
+
+        output, content_type = render_metrics(self._registry)
+        return 200, [("Content-Type", content_type), ("Cache-Control", "no-store"),
+                     ("Content-Length", str(len(output)))], output  # fmt: skip
+
+    def _authorized(self, environ: dict[str, Any]) -> bool:
+        assert self._token is not None
+        scheme, _, credentials = str(environ.get("HTTP_AUTHORIZATION", "")).partition(" ")
+        return scheme.lower() == "bearer" and hmac.compare_digest(credentials.strip().encode(), self._token)
+
+
+def _json(status: int, data: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))]
+    return status, headers, body
+
+
+def health_app(
+    db: peewee.Database,
+    migrations: Iterable[MigrationLike] | None = None,
+    cache_ttl: float = 5.0,
+    expose_details: bool = False,
+    token: str | None = None,
+    *,
+    timeout: float | None = None,
+    latency_threshold_ms: float | None = None,
+) -> HealthApp:
+    """A WSGI application serving ``/health/live``, ``/health/ready``, ``/health/detailed`` and ``/metrics``.
+
+    ``cache_ttl``: seconds a health result is reused (one check refreshes it, however
+    many requests arrive). ``expose_details``: include error text and versions in
+    ``/health/detailed``. ``token``: require ``Authorization: Bearer <token>`` there.
+    ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.HealthChecker`.
+    """
+    return HealthApp(
+        db, migrations, cache_ttl=cache_ttl, expose_details=expose_details, token=token,
+        timeout=timeout, latency_threshold_ms=latency_threshold_ms,
+    )  # fmt: skip
+
+
+# ---------------------------------------------------------------- server
+
+
+class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
+    """``wsgiref``'s server, one thread per request, so a slow check never blocks ``/health/live``."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 1024  # the default of 5 drops connections when many probes arrive at once
+
+
+class _LoggingHandler(WSGIRequestHandler):
+    """Request lines go to the ``api.db.health_app`` logger (DEBUG), not to stderr."""
+
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's parameter name
+        logger.debug("%s %s", self.address_string(), format % args)
+
+
+def make_health_server(app: Any, host: str = "127.0.0.1", port: int = 8080) -> ThreadingWSGIServer:
+    """A threaded ``wsgiref`` server for ``app`` bound to ``host:port`` (port 0: any free port); not started."""
+    server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_LoggingHandler)
+    assert isinstance(server, ThreadingWSGIServer)
+    return server
