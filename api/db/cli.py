@@ -260,7 +260,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
         token=os.environ.get(HEALTH_TOKEN_ENV) or None,
     )
     server = make_health_server(app, args.host, args.port)
-    host, port = server.server_address[:2]
+    host, port = str(server.server_address[0]), int(server.server_address[1])
     print(f"serving health endpoints of {getattr(database, 'api_db_url', '')} on http://{host}:{port}", flush=True)
     print("  /health/live  /health/ready  /health/detailed  /metrics  (Ctrl-C stops)", flush=True)
     try:
