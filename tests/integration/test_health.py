@@ -575,3 +575,40 @@ def test_mariadb_unreachable_and_hung_then_back(engine: Engine, db_url: str) -> 
     finally:
         proxy.close()
         database.close_all()
+
+
+# ---------------------------------------------------------------- python -m api.db serve
+
+
+@pytest.mark.engines("sqlite", "postgres")
+def test_serve_command(engine: Engine, db_url: str) -> None:
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from examples.app_migrations import MIGRATIONS
+
+    root = Path(__file__).resolve().parents[2]
+    command = [sys.executable, "-m", "api.db", "--database", db_url, "--migrations",
+               "examples.app_migrations:MIGRATIONS", "serve", "--port", "0", "--cache-ttl", "0"]  # fmt: skip
+    process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        match = re.search(r"on http://(127\.0\.0\.1:\d+)", first_line)
+        assert match, first_line + (process.stderr.read() if process.poll() is not None and process.stderr else "")
+        address = match.group(1)
+        assert request(address, "/health/live")[0] == 200
+        status, _, body, _ = request(address, "/health/ready")
+        assert status == 503 and b"migration(s) pending" in body
+        database = connect(db_url, environ={}, min_connections=0)
+        migrate_db(database, MIGRATIONS)
+        close_database(database)
+        assert request(address, "/health/ready")[0] == 200
+        assert b"api_db_migrations_applied " in request(address, "/metrics")[2]
+    finally:
+        process.send_signal(signal.SIGINT)
+        out, err = process.communicate(timeout=10)
+    assert process.returncode == 0, err
+    assert "stopped" in out and "Traceback" not in err
