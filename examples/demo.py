@@ -5,6 +5,9 @@ in ``.demo/pgdata`` (no Docker, no running server), connects through api.db,
 shows what the framework knows about the database, applies the example
 application's migrations (``examples/app_migrations.py``) and prints their status.
 The data directory is kept, so a second run finds the same database and nothing pending.
+With ``--serve`` (``make demo ARGS=--serve``) it then serves the health probes and
+Prometheus metrics of that database (``/health/live``, ``/health/ready``,
+``/health/detailed``, ``/metrics``) on 127.0.0.1 until Ctrl-C.
 """
 
 from __future__ import annotations
@@ -14,11 +17,19 @@ import logging
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from api.db import connect, migrate_db, migration_status, server_info  # noqa: E402
+from api.db import (  # noqa: E402
+    check_database_health,
+    connect,
+    health_app,
+    migrate_db,
+    migration_status,
+    server_info,
+)
 from api.db.cli import format_table  # noqa: E402
 from examples.app_migrations import MIGRATIONS  # noqa: E402
 
@@ -38,6 +49,8 @@ def start_embedded_postgres() -> str:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--database", help="use this URL instead of the embedded PostgreSQL")
+    parser.add_argument("--serve", action="store_true", help="then serve /health/* and /metrics until Ctrl-C")
+    parser.add_argument("--port", type=int, default=8080, help="port for --serve (8080)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     logging.getLogger("embedded_postgres").setLevel(logging.WARNING)
@@ -71,8 +84,33 @@ def main() -> int:
     ]
     print(format_table(("migration", "status", "applied_at", "duration"), rows))
     print(f"tables now: {', '.join(sorted(database.get_tables()))}")
+    health = check_database_health(database, MIGRATIONS)
+    print(f"health: {health.status}, ready={health.ready}, latency {health.latency_ms or 0:.2f} ms, "
+          f"pgvector {health.pgvector_version or 'not installed'}")  # fmt: skip
+    if args.serve:
+        serve(database, args.port)
     database.close_all()
     return 0
+
+
+def serve(database: Any, port: int) -> None:
+    """Serve the probes of ``database`` with the demo's migrations until Ctrl-C."""
+    from api.db.health_app import make_health_server
+
+    app = health_app(database, MIGRATIONS, expose_details=True)
+    server = make_health_server(app, "127.0.0.1", port)
+    base = f"http://127.0.0.1:{server.server_address[1]}"
+    print()
+    print(f"serving the health endpoints on {base} (Ctrl-C stops):")
+    for path in ("/health/live", "/health/ready", "/health/detailed", "/metrics"):
+        print(f"  curl {base}{path}")
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        print("stopped")
+    finally:
+        server.server_close()
+        app.close()
 
 
 if __name__ == "__main__":

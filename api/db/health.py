@@ -325,9 +325,7 @@ class HealthChecker:
         probe.execute_sql("SELECT 1").fetchone()
         facts.latency_ms = (time.perf_counter() - begin) * 1e3
         facts.reachable = True
-        if facts.server_version is None and self.engine != "sqlite":
-            version = getattr(probe, "server_version", None)
-            facts.server_version = ".".join(map(str, version)) if isinstance(version, tuple) else None
+        facts.server_version = _version_text(getattr(probe, "server_version", None))
         try:
             self._read_migrations(probe, facts)
         except peewee.DatabaseError as exc:  # the database answers but the history cannot be read
@@ -438,6 +436,16 @@ class HealthChecker:
             check_duration_ms=facts.duration_ms,
             checked_at=time.time(),
         )
+
+
+def _version_text(version: Any) -> str | None:
+    """peewee's ``server_version``: a tuple (MySQL, SQLite) or libpq's integer (PostgreSQL 180001 -> 18.1)."""
+    if isinstance(version, tuple):
+        return ".".join(map(str, version))
+    if isinstance(version, int) and version > 0:
+        major, rest = divmod(version, 10000)
+        return f"{major}.{rest}" if major >= 10 else f"{major}.{rest // 100}.{rest % 100}"
+    return None
 
 
 def _name(db: Any) -> str:

@@ -105,3 +105,10 @@ def test_serve_command_defaults_to_loopback() -> None:
     assert (args.host, args.port, args.cache_ttl, args.expose_details) == ("127.0.0.1", 8080, 5.0, False)
     args = build_parser().parse_args(["serve", "--host", "0.0.0.0", "--port", "9000", "--expose-details"])
     assert (args.host, args.port, args.expose_details) == ("0.0.0.0", 9000, True)
+
+
+def test_server_version_text() -> None:
+    from api.db.health import _version_text
+
+    assert _version_text(180001) == "18.1" and _version_text(90624) == "9.6.24"
+    assert _version_text((10, 11, 6)) == "10.11.6" and _version_text(None) is None
