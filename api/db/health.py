@@ -240,6 +240,7 @@ class HealthChecker:
         self._cached_at = -math.inf  # monotonic
         self._lock = threading.Lock()
         self._running: _Run | None = None
+        self._tracker: MigrationTracker | None = None
         self._timeouts_seen = self._pool_timeouts()
 
     # ------------------------------------------------------------------ public
@@ -353,7 +354,9 @@ class HealthChecker:
                         facts.running.append(line.name)
                     elif line.declared and line.status == FAILED:
                         facts.failed.append(line.name)
-        history = MigrationTracker(probe).get_migration_history()  # oldest first; empty without a table
+        if self._tracker is None:
+            self._tracker = MigrationTracker(probe)  # builds its models once, not at every check
+        history = self._tracker.get_migration_history()  # oldest first; empty without a table
         facts.applied = sum(1 for row in history if row.status in APPLIED)
         finished = [row for row in history if row.duration_ms is not None]
         facts.last_duration_ms = finished[-1].duration_ms if finished else None
