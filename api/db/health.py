@@ -241,6 +241,7 @@ class HealthChecker:
         self._lock = threading.Lock()
         self._running: _Run | None = None
         self._tracker: MigrationTracker | None = None
+        self._closed = False
         self._timeouts_seen = self._pool_timeouts()
 
     # ------------------------------------------------------------------ public
@@ -288,13 +289,14 @@ class HealthChecker:
         return await asyncio.to_thread(self.check, max_age)
 
     def close(self) -> None:
-        """Close the probe connection (a worker still blocked in the driver closes nothing)."""
+        """Close the probe connection now, or, if a worker is blocked in the driver, when it returns."""
         if self.probe_db is self.db:
             return
         with self._lock:
+            self._closed = True
             busy = self._running is not None
-        if not busy and not self.probe_db.is_closed():
-            self.probe_db.close()
+        if not busy:
+            self._drop_probe_connection()
 
     # ------------------------------------------------------------------ worker
 
@@ -309,12 +311,19 @@ class HealthChecker:
             facts.error = redact_text(f"{info.category.value}: {info.message}")
             logger.warning("health check of %s failed (%s): %s", _name(self.db), info.category.value, info.message)
             self._drop_probe_connection()
-        facts.duration_ms = (time.perf_counter() - started) * 1e3
-        with self._lock:
-            run.health = self._assess(facts)
-            self._remember(run.health)
-            self._running = None
-        run.done.set()
+        finally:
+            # Whatever happened (even a BaseException), the run ends: callers must never wait on it forever.
+            facts.duration_ms = (time.perf_counter() - started) * 1e3
+            with self._lock:
+                try:
+                    run.health = self._assess(facts)
+                    self._remember(run.health)
+                finally:
+                    self._running = None
+                    closed = self._closed
+            run.done.set()
+        if closed:
+            self._drop_probe_connection()
         if run.started + self.timeout < time.monotonic():
             logger.info("health check of %s finished late, after %.0f ms", _name(self.db), facts.duration_ms)
 
@@ -365,7 +374,7 @@ class HealthChecker:
             facts.failed = [row.migration_name for row in history if row.status == FAILED]
 
     def _drop_probe_connection(self) -> None:
-        if self.probe_db is self.db:
+        if self.probe_db is self.db or self.probe_db.is_closed():
             return
         try:
             self.probe_db.close()
