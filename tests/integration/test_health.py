@@ -161,7 +161,7 @@ def test_a_failed_migration_makes_the_database_unhealthy(db: Any, engine: Engine
 
 
 def test_cache_holds_under_200_concurrent_requests(db: Any, engine: Engine) -> None:
-    app = health_app(db, cache_ttl=1.5)
+    app = health_app(db, cache_ttl=2.5)
     probes: list[str] = []
     app.checker.probe_db.query_hooks.append(lambda event: probes.append(event.sql) if event.sql == "SELECT 1" else None)
     with served(app) as address:
@@ -170,10 +170,10 @@ def test_cache_holds_under_200_concurrent_requests(db: Any, engine: Engine) -> N
             with ThreadPoolExecutor(max_workers=100) as pool:
                 responses = list(pool.map(lambda _: request(address, "/health/ready"), range(200)))
             assert [r[0] for r in responses] == [200] * 200
-            assert time.monotonic() - round_started < 1.5, "the round must fit in one TTL to count one check"
+            assert time.monotonic() - round_started < 2.5, "the round must fit in one TTL to count one check"
             assert app.checker.checks_total == round_number
             assert probes == ["SELECT 1"] * round_number
-            time.sleep(1.6)  # the TTL passes: the next round refreshes once
+            time.sleep(2.6)  # the TTL passes: the next round refreshes once
 
 
 # ---------------------------------------------------------------- metrics
