@@ -95,7 +95,7 @@ def main() -> int:
 
 def serve(database: Any, port: int) -> None:
     """Serve the probes of ``database`` with the demo's migrations until Ctrl-C."""
-    from api.db.health_app import make_health_server
+    from api.db.health_wsgi import make_health_server
 
     app = health_app(database, MIGRATIONS, expose_details=True)
     server = make_health_server(app, "127.0.0.1", port)

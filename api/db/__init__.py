@@ -38,7 +38,7 @@ from api.db.health import (
     check_database_health,
     check_database_health_async,
 )
-from api.db.health_app import health_app
+from api.db.health_wsgi import health_app
 from api.db.info import ServerInfo, server_info
 from api.db.lock import migration_lock
 from api.db.migrations import (

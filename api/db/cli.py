@@ -248,7 +248,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve /health/live, /health/ready, /health/detailed and /metrics until interrupted."""
     import os
 
-    from api.db.health_app import health_app, make_health_server
+    from api.db.health_wsgi import health_app, make_health_server
 
     migrations = load_migrations(args.migrations) if args.migrations else None
     database = connect(args.database)

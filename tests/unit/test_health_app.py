@@ -13,7 +13,7 @@ from api.db import connect
 from api.db.cli import build_parser
 from api.db.exceptions import ConfigurationError, MigrationDeclarationError
 from api.db.health import DatabaseHealth, HealthChecker, check_database_health
-from api.db.health_app import health_app
+from api.db.health_wsgi import health_app
 
 
 @pytest.fixture
@@ -112,3 +112,10 @@ def test_server_version_text() -> None:
 
     assert _version_text(180001) == "18.1" and _version_text(90624) == "9.6.24"
     assert _version_text((10, 11, 6)) == "10.11.6" and _version_text(None) is None
+
+
+def test_mounted_under_a_prefix_it_routes_on_path_info(sqlite_db: Any) -> None:
+    # What werkzeug's DispatcherMiddleware and other WSGI mounts do: the prefix moves to SCRIPT_NAME.
+    app = health_app(sqlite_db)
+    assert call(app, "/health/live", SCRIPT_NAME="/ops")[0] == "200 OK"
+    assert call(app, "/ops/health/live")[0] == "404 Not Found"

@@ -172,7 +172,7 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _LoggingHandler(WSGIRequestHandler):
-    """Request lines go to the ``api.db.health_app`` logger (DEBUG), not to stderr."""
+    """Request lines go to the ``api.db.health_wsgi`` logger (DEBUG), not to stderr."""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's parameter name
         logger.debug("%s %s", self.address_string(), format % args)
