@@ -62,17 +62,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Print the preflight report; exit 1 when any check fails."""
     from api.db.preflight import get_extended_diagnostics
+    from api.db.status import migration_state
 
+    migrations = load_migrations(args.migrations) if args.migrations else None
     database = connect(args.database)
     try:
-        report = get_extended_diagnostics(database, require_pgvector=args.require_pgvector)
+        report = get_extended_diagnostics(
+            database,
+            require_pgvector=args.require_pgvector,
+            migration_state=(lambda db: migration_state(db, migrations)) if migrations is not None else None,
+        )
     finally:
         database.close()
     facts = [
         ("engine", f"{report.flavour or report.engine} {report.server_version}".strip()),
         ("database", report.database),
         ("pool size", report.connection_pool_size),
-        ("server connections", f"{report.current_connections} of {report.server_max_connections}"),
+        (
+            "server connections",
+            f"{report.current_connections} of {report.server_max_connections}" if report.server_max_connections else "-",
+        ),
         ("timeouts", ", ".join(f"{k}={v}" for k, v in report.timeouts.items()) or "-"),
         ("extensions", ", ".join(f"{k} {v}" for k, v in sorted(report.installed_extensions.items())) or "-"),
     ]
