@@ -307,6 +307,40 @@ def analyze_statement(
     return simple(OTHER, ACCESS_EXCLUSIVE, None, operation="other")
 
 
+_PG_ALTER_TYPE = re.compile(
+    rf"ALTER\s+TABLE\s+.*?\bALTER\s+(?:COLUMN\s+)?{_NAME}\s+(?:SET\s+DATA\s+)?TYPE\s+"
+    r"([A-Za-z][\w ]*?)\s*(?:\(\s*(\d+)\s*\))?\s*(USING\b.*|COLLATE\b.*)?;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+_PG_VARCHAR = frozenset({"varchar", "character varying"})
+
+
+def pg_type_change(sql: str) -> tuple[str, str, int | None, bool] | None:
+    """(column, new type, new length, has USING) of an ``ALTER COLUMN ... TYPE``; None if not one."""
+    match = _PG_ALTER_TYPE.match(strip_statement_settings(sql).strip())
+    if not match:
+        return None
+    length = int(match.group(3)) if match.group(3) else None
+    using = bool(match.group(4) and match.group(4).upper().startswith("USING"))
+    return unquote(match.group(1)), " ".join(match.group(2).lower().split()), length, using
+
+
+def pg_binary_coercible(old_type: str, old_length: int | None, new_type: str, new_length: int | None) -> bool:
+    """True when PostgreSQL changes the type without rewriting the table (catalog only).
+
+    Widening a VARCHAR, VARCHAR to TEXT and TEXT to unbounded VARCHAR are binary-coercible
+    (ALTER TABLE's notes); the same type and length is a no-op.
+    """
+    old, new = old_type.lower(), new_type.lower()
+    if old in _PG_VARCHAR and new in _PG_VARCHAR:
+        return new_length is None or (old_length is not None and new_length >= old_length)
+    if old in _PG_VARCHAR and new == "text":
+        return True
+    if old == "text" and new in _PG_VARCHAR:
+        return new_length is None
+    return old == new and old_length == new_length
+
+
 def extension_types(sql: str) -> list[str]:
     """Column types in ``sql`` that need an extension (``vector``, ``halfvec``, ``hstore``...)."""
     text = strip_statement_settings(sql)

@@ -20,7 +20,7 @@ import logging
 import re
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import peewee
@@ -35,12 +35,15 @@ from api.db.lockinfo import (
     CREATE,
     EXTENSION_TYPES,
     INDEX,
+    METADATA,
     DurationRange,
     StatementEffect,
     analyze_statement,
     estimate_duration,
     extension_types,
     format_bytes,
+    pg_binary_coercible,
+    pg_type_change,
 )
 from api.db.migrations import Migrator, make_schema_migrator, using_connection
 from api.db.redact import redact_text
@@ -265,6 +268,9 @@ def preview_migration(
     _check_settings(large_table_rows, large_table_bytes)
     planned = plan_migrations(migrations)  # raises MigrationDeclarationError before any database work
     engine = db_type(db)
+    if not db.is_closed() and db.in_transaction():
+        # Our BEGIN would commit the caller's transaction on MySQL and nest oddly elsewhere.
+        raise ConfigurationError("preview_migration cannot run inside a transaction: call it outside db.atomic()")
     with using_connection(db):
         info = server_info(db)
         pending = _pending(db, planned)
@@ -280,8 +286,8 @@ def preview_migration(
                     failures[migration.name] = failure
         _analyse(db, preview, info, capture.statements, pending, failures,
                  large_rows=large_table_rows, large_bytes=large_table_bytes)
-    for warning in preview.warnings:
-        logger.warning("preview: %s", warning)
+    for warning in preview.warnings:  # returned to the caller, who decides how loud they are
+        logger.info("preview: %s", warning)
     return preview
 
 
@@ -302,8 +308,10 @@ def _analyse(
     effects: list[tuple[CapturedStatement, StatementEffect]] = []
     for statement in captured:
         effect = analyze_statement(statement.sql, engine, flavour=info.flavour, version=info.version)
-        effects.append((statement, effect))
         table = effect.table
+        if engine == "postgres" and effect.rewrites_table and table is not None and table not in created:
+            effect = _pg_without_rewrite(db, statement.sql, table, effect)
+        effects.append((statement, effect))
         if table is not None and table not in sizes:
             sizes[table] = _table_size(db, engine, table)
         known = None if effect.kind == CREATE or table is None or table in created else sizes.get(table)
@@ -413,6 +421,22 @@ def _warn(
             "its effect in a preview",
             name,
         ))
+
+
+def _pg_without_rewrite(db: peewee.Database, sql: str, table: str, effect: StatementEffect) -> StatementEffect:
+    """A type change PostgreSQL does in the catalog only (VARCHAR(40) to VARCHAR(200)) does not rewrite."""
+    change = pg_type_change(sql)
+    if change is None or change[3]:
+        return effect
+    column, new_type, new_length, _ = change
+    row = db.execute_sql(
+        "SELECT data_type, character_maximum_length FROM information_schema.columns "
+        "WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
+        (table, column),
+    ).fetchone()
+    if row is None or not pg_binary_coercible(str(row[0]), row[1], new_type, new_length):
+        return effect
+    return replace(effect, kind=METADATA, rewrites_table=False)
 
 
 def _sqlite_rebuild(effect: StatementEffect, renamed_to: set[str]) -> bool:

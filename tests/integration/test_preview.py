@@ -10,7 +10,7 @@ from typing import Any
 
 import peewee
 import pytest
-from peewee import CharField, IntegerField, TextField
+from peewee import BigIntegerField, CharField, IntegerField, TextField
 
 from api.db import Migration, alter_db_add_column, migrate_db
 from api.db.capture import is_control, is_read, strip_statement_settings
@@ -203,21 +203,21 @@ def test_several_ddl_statements_on_mysql_warn(engine: Engine, db) -> None:
 
 
 def fill(db: peewee.Database, engine: str, table: str, rows: int) -> None:
-    """Create ``table`` (id, name) with ``rows`` rows made by the server, and refresh its statistics."""
-    db.execute_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(40))")
+    """Create ``table`` (id, name, num) with ``rows`` rows made by the server, and refresh its statistics."""
+    db.execute_sql(f"CREATE TABLE {table} (id INTEGER PRIMARY KEY, name VARCHAR(40), num INTEGER)")
     series = f"WITH RECURSIVE seq(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM seq WHERE n < {rows}) "
     if engine == "postgres":
-        db.execute_sql(f"INSERT INTO {table} SELECT g, 'name ' || g FROM generate_series(1, {rows}) g")
+        db.execute_sql(f"INSERT INTO {table} SELECT g, 'name ' || g, g FROM generate_series(1, {rows}) g")
         db.execute_sql(f"ANALYZE {table}")
     elif engine == "mysql":
         digits = "(" + " UNION ALL ".join(f"SELECT {d} AS d" for d in range(10)) + ")"
         number = " + ".join(f"{10**i} * t{i}.d" for i in range(5)) + " + 1"
         sources = ", ".join(f"{digits} t{i}" for i in range(5))  # recursion depth is capped on the server
-        db.execute_sql(f"INSERT INTO {table} (id, name) SELECT n, CONCAT('name ', n) FROM "
+        db.execute_sql(f"INSERT INTO {table} (id, name, num) SELECT n, CONCAT('name ', n), n FROM "
                        f"(SELECT {number} AS n FROM {sources}) s WHERE n <= {rows}")
         db.execute_sql(f"ANALYZE TABLE {table}").fetchall()
     else:
-        db.execute_sql(f"INSERT INTO {table} (id, name) {series}SELECT n, 'name ' || n FROM seq")
+        db.execute_sql(f"INSERT INTO {table} (id, name, num) {series}SELECT n, 'name ' || n, n FROM seq")
 
 
 def test_blocking_work_on_a_large_table_warns(engine: Engine, db) -> None:
@@ -225,7 +225,7 @@ def test_blocking_work_on_a_large_table_warns(engine: Engine, db) -> None:
         fill(db, engine.family, "big", 20_000)
     migrations = [
         ("index_name", lambda m: m.add_index("big", ("name",))),
-        ("retype", lambda m: m.alter_column_type("big", "name", CharField(max_length=80, null=True))),
+        ("retype", lambda m: m.alter_column_type("big", "num", BigIntegerField(null=True))),
     ]
     warned = preview_migration(db, migrations, large_table_rows=10_000)
     by_migration = {w.migration for w in warned.warnings if w.code == BLOCKS_LARGE_TABLE}
@@ -244,6 +244,9 @@ def test_blocking_work_on_a_large_table_warns(engine: Engine, db) -> None:
         preview = preview_migration(db, [concurrent], large_table_rows=10_000)
         assert [s.lock for s in preview.statements] == ["SHARE UPDATE EXCLUSIVE"]
         assert not preview.warnings and not preview.requires_table_lock
+        widen = ("widen", lambda m: m.alter_column_type("big", "name", CharField(max_length=80, null=True)))
+        preview = preview_migration(db, [widen], large_table_rows=10_000)
+        assert [(s.kind, s.rewrites_table) for s in preview.statements] == [("metadata", False)]  # binary-coercible
 
 
 def test_renames_and_drops_warn_about_the_previous_release(db) -> None:
@@ -284,7 +287,7 @@ def test_estimates_grow_with_table_size(engine: Engine, db) -> None:
     def plan(table: str) -> Any:
         return preview_migration(db, [(f"index_{table}", lambda m: m.add_index(table, ("name",))),
                                       (f"retype_{table}", lambda m: m.alter_column_type(
-                                          table, "name", CharField(max_length=80, null=True)))])
+                                          table, "num", BigIntegerField(null=True)))])
 
     small, large = plan("small"), plan("large")
     assert large.estimated_duration.high_seconds > small.estimated_duration.high_seconds
