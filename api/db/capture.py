@@ -8,6 +8,8 @@ active. For the thread that activated it:
   control statements the lock-safe migrator wraps around DDL (``SAVEPOINT``,
   ``SET LOCAL lock_timeout``, ``PRAGMA busy_timeout``...) reach the server;
 * everything else is recorded and answered with an empty result, never sent;
+* ``db.cursor()`` hands out cursors that apply the same split (for code that calls
+  ``db.cursor().execute(...)`` directly); a cursor from ``db.connection()`` is not covered;
 * peewee's ``begin`` / ``commit`` / ``rollback`` only move peewee's transaction
   stack: the caller owns the real (read-only) transaction around the capture.
 
@@ -107,6 +109,37 @@ class _NoResult:
         return None
 
 
+class _GuardedCursor:
+    """A driver cursor for ``db.cursor()`` callers under capture: the same read/write split as ``execute_sql``."""
+
+    def __init__(self, cursor: Any, capture: StatementCapture) -> None:
+        self._cursor = cursor
+        self._capture = capture
+        self._captured = False
+
+    def execute(self, sql: str, params: Any = None) -> Any:
+        if is_control(sql) or is_read(sql):
+            self._captured = False
+            return self._cursor.execute(sql) if params is None else self._cursor.execute(sql, params)
+        self._capture.record(sql, params)
+        self._captured = True
+        return None
+
+    def __getattr__(self, name: str) -> Any:
+        if self._captured and hasattr(_NoResult, name):
+            return getattr(_NoResult(), name)
+        return getattr(self._cursor, name)
+
+    def __iter__(self) -> Iterator[Any]:
+        return iter(()) if self._captured else iter(self._cursor)
+
+    def __enter__(self) -> _GuardedCursor:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._cursor.close()
+
+
 class StatementCapture:
     """Records the writes one thread sends through ``db`` while :meth:`active`; lets reads through."""
 
@@ -119,8 +152,15 @@ class StatementCapture:
     def _execute_sql(self, sql: str, params: Any = None) -> Any:
         if threading.get_ident() != self._owner or is_control(sql) or is_read(sql):
             return self._original_execute_sql(sql, params)
-        self.statements.append(CapturedStatement(sql, tuple(params or ()), self.migration))
+        self.record(sql, params)
         return _NoResult()
+
+    def record(self, sql: str, params: Any) -> None:
+        self.statements.append(CapturedStatement(sql, tuple(params or ()), self.migration))
+
+    def _cursor(self, *args: Any, **kwargs: Any) -> Any:
+        cursor = self._original_cursor(*args, **kwargs)
+        return cursor if threading.get_ident() != self._owner else _GuardedCursor(cursor, self)
 
     def _transaction_call(self, name: str) -> Any:
         original = getattr(self.db, name)
@@ -139,7 +179,8 @@ class StatementCapture:
             raise RuntimeError("a StatementCapture cannot be nested")
         self._owner = threading.get_ident()
         self._original_execute_sql = self.db.execute_sql
-        patched: dict[str, Any] = {"execute_sql": self._execute_sql}
+        self._original_cursor = self.db.cursor
+        patched: dict[str, Any] = {"execute_sql": self._execute_sql, "cursor": self._cursor}
         for name in ("begin", "commit", "rollback"):
             patched[name] = self._transaction_call(name)
         previous: dict[str, Any] = {name: self.db.__dict__.get(name) for name in patched}

@@ -267,6 +267,10 @@ def preview_migration(
     """
     _check_settings(large_table_rows, large_table_bytes)
     planned = plan_migrations(migrations)  # raises MigrationDeclarationError before any database work
+    if isinstance(db, peewee.DatabaseProxy):
+        if db.obj is None:
+            raise ConfigurationError("the database proxy is not initialized; call proxy.initialize(db) first")
+        db = db.obj  # the capture replaces methods on the database object itself
     engine = db_type(db)
     if not db.is_closed() and db.in_transaction():
         # Our BEGIN would commit the caller's transaction on MySQL and nest oddly elsewhere.

@@ -15,6 +15,7 @@ from peewee import BigIntegerField, CharField, IntegerField, TextField
 from api.db import Migration, alter_db_add_column, migrate_db
 from api.db.capture import is_control, is_read, strip_statement_settings
 from api.db.cli import main
+from api.db.exceptions import ConfigurationError
 from api.db.preview import (
     BLOCKS_LARGE_TABLE,
     BREAKS_PREVIOUS_RELEASE,
@@ -88,6 +89,28 @@ def test_preview_changes_nothing_and_covers_only_pending(db) -> None:
     assert {s.migration for s in preview.statements} == set(preview.pending)
     assert not [w for w in preview.warnings if w.code == INCOMPLETE]
     json.loads(json.dumps(preview.to_dict()))
+
+
+def test_writes_through_db_cursor_are_captured_too(db) -> None:
+    seed_item(db)
+    before = snapshot(db)
+
+    def raw_cursor(m: Any) -> None:
+        cursor = m.db.cursor()
+        cursor.execute("SELECT count(*) FROM item")
+        assert cursor.fetchone()[0] == 2  # reads are real
+        cursor.execute("DROP TABLE item")
+        assert cursor.fetchone() is None and cursor.rowcount == 0
+
+    preview = preview_migration(db, [CREATE_ITEM, ("raw_cursor", raw_cursor)])
+    assert snapshot(db) == before  # on MySQL too, where a DROP TABLE that reached the server would commit
+    assert preview.sql_statements == ["DROP TABLE item"]
+    assert [w.code for w in preview.warnings] == [BREAKS_PREVIOUS_RELEASE]
+
+
+def test_preview_refuses_a_callers_transaction(db) -> None:
+    with db.connection_context(), db.atomic(), pytest.raises(ConfigurationError, match="outside db.atomic"):
+        preview_migration(db, [CREATE_ITEM])
 
 
 def _migration_writes(statements: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
