@@ -45,9 +45,9 @@ from api.db.lockinfo import (
     pg_binary_coercible,
     pg_type_change,
 )
-from api.db.migrations import Migrator, make_schema_migrator, using_connection
+from api.db.migrations import Migrator, _resume_point, make_schema_migrator, using_connection
 from api.db.redact import redact_text
-from api.db.tracker import MigrationTracker
+from api.db.tracker import HistoryRow, MigrationTracker
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,8 @@ class MigrationPreview:
 
     @property
     def sql_statements(self) -> list[str]:
-        return [s.sql for s in self.statements]
+        """The statements in order, without MariaDB's per-statement lock-wait prefix (``statements[i].sql`` keeps it)."""
+        return [strip_statement_settings(s.sql) for s in self.statements]
 
     @property
     def requires_table_lock(self) -> bool:
@@ -170,20 +171,24 @@ def _read_only_transaction(db: peewee.Database, engine: str) -> Iterator[None]:
             db.cursor().execute(f"PRAGMA query_only = {int(query_only)}")
 
 
-def _pending(db: peewee.Database, planned: list[Migration]) -> list[Migration]:
+def _pending(db: peewee.Database, planned: list[Migration]) -> list[tuple[Migration, HistoryRow | None]]:
     history = MigrationTracker(db).history_by_name()  # a read path: creates nothing
-    return [m for m in planned if not (m.name in history and history[m.name].is_applied)]
+    return [(m, history.get(m.name)) for m in planned if not (m.name in history and history[m.name].is_applied)]
 
 
-def _run_one(db: peewee.Database, engine: str, migration: Migration, capture: StatementCapture) -> str | None:
+def _run_one(
+    db: peewee.Database, engine: str, migration: Migration, row: HistoryRow | None, capture: StatementCapture
+) -> str | None:
     """Run ``migration`` under ``capture``; None, or why it could not be previewed to its end."""
     capture.migration = migration.name
+    transactional = engine in ("postgres", "sqlite") and migration.atomic
     m = Migrator(
         db,
         make_schema_migrator(db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
         migration=migration.name,
+        # Like a real run: a failed non-transactional migration resumes after its completed operations.
+        resume_after=0 if transactional else _resume_point(row, migration),
     )
-    transactional = engine in ("postgres", "sqlite") and migration.atomic
     before = len(capture.statements)
     db.execute_sql(f"SAVEPOINT {_SAVEPOINT}")
     try:
@@ -277,15 +282,16 @@ def preview_migration(
         raise ConfigurationError("preview_migration cannot run inside a transaction: call it outside db.atomic()")
     with using_connection(db):
         info = server_info(db)
-        pending = _pending(db, planned)
+        pending_rows = _pending(db, planned)
+        pending = [migration for migration, _ in pending_rows]
         preview = MigrationPreview(engine, info.flavour, info.version_string, [m.name for m in pending])
         if not pending:
             return preview
         capture = StatementCapture(db)
         failures: dict[str, str] = {}
         with _read_only_transaction(db, engine), capture.active():
-            for migration in pending:
-                failure = _run_one(db, engine, migration, capture)
+            for migration, row in pending_rows:
+                failure = _run_one(db, engine, migration, row, capture)
                 if failure is not None:
                     failures[migration.name] = failure
         _analyse(db, preview, info, capture.statements, pending, failures,

@@ -15,7 +15,7 @@ from peewee import BigIntegerField, CharField, IntegerField, TextField
 from api.db import Migration, alter_db_add_column, migrate_db
 from api.db.capture import is_control, is_read, strip_statement_settings
 from api.db.cli import main
-from api.db.exceptions import ConfigurationError
+from api.db.exceptions import ConfigurationError, MigrationError
 from api.db.preview import (
     BLOCKS_LARGE_TABLE,
     BREAKS_PREVIOUS_RELEASE,
@@ -106,6 +106,18 @@ def test_writes_through_db_cursor_are_captured_too(db) -> None:
     assert snapshot(db) == before  # on MySQL too, where a DROP TABLE that reached the server would commit
     assert preview.sql_statements == ["DROP TABLE item"]
     assert [w.code for w in preview.warnings] == [BREAKS_PREVIOUS_RELEASE]
+
+
+def test_a_failed_non_transactional_migration_is_previewed_from_where_it_resumes(db) -> None:
+    seed_item(db)
+    two_steps = Migration("two_steps", lambda m: (m.add_column("item", "size", IntegerField(null=True)),
+                                                  m.sql("ALTER TABLE other ADD COLUMN x INTEGER")), atomic=False)
+    with pytest.raises(MigrationError):
+        migrate_db(db, [CREATE_ITEM, two_steps])  # "other" does not exist yet: the first operation stays applied
+    db.execute_sql("CREATE TABLE other (id INTEGER PRIMARY KEY)")
+    preview = preview_migration(db, [CREATE_ITEM, two_steps])
+    assert preview.pending == ["two_steps"] and preview.sql_statements == ["ALTER TABLE other ADD COLUMN x INTEGER"]
+    assert migrate_db(db, [CREATE_ITEM, two_steps]).applied == ["two_steps"]
 
 
 def test_preview_refuses_a_callers_transaction(db) -> None:
