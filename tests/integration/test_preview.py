@@ -15,6 +15,7 @@ from peewee import BigIntegerField, CharField, IntegerField, TextField
 from api.db import Migration, alter_db_add_column, migrate_db
 from api.db.capture import is_control, is_read, strip_statement_settings
 from api.db.cli import main
+from api.db.connection import db_type
 from api.db.exceptions import ConfigurationError, MigrationError
 from api.db.preview import (
     BLOCKS_LARGE_TABLE,
@@ -37,8 +38,21 @@ class Tag(peewee.Model):
         table_name = "tag"
 
 
-def styles(db: peewee.Database) -> list[Any]:
+ALL_ENGINES = ("sqlite", "postgres", "mysql", "pgvector", "pgvector_legacy")
+VECTOR_MIGRATIONS = [
+    ("vector", lambda m: m.sql("CREATE EXTENSION IF NOT EXISTS vector")),
+    ("embedding", lambda m: m.sql("ALTER TABLE item ADD COLUMN embedding vector(3)")),
+    ("hnsw", lambda m: m.sql("CREATE INDEX item_embedding ON item USING hnsw (embedding vector_l2_ops)")),
+]
+
+
+def styles(db: peewee.Database, engine: Engine) -> list[Any]:
     """Migrations written every way the engine accepts, none depending on an earlier one having run."""
+    vector = VECTOR_MIGRATIONS if engine.name.startswith("pgvector") else []
+    return [*base_styles(db), *vector]
+
+
+def base_styles(db: peewee.Database) -> list[Any]:
     p = db.param
     return [
         CREATE_ITEM,
@@ -66,6 +80,8 @@ def snapshot(db: peewee.Database) -> dict[str, Any]:
             if table in ("migration_history", "migration_state", "item"):
                 rows = sorted(tuple(str(v) for v in r) for r in db.execute_sql(f"SELECT * FROM {table}").fetchall())
             state[table] = (columns, indexes, rows)
+        if db_type(db) == "postgres":
+            state["extensions"] = sorted(db.execute_sql("SELECT extname, extversion FROM pg_extension").fetchall())
     return state
 
 
@@ -75,7 +91,8 @@ def seed_item(db: peewee.Database) -> None:
     db.execute_sql("INSERT INTO item (id, name) VALUES (3, 'c')")
 
 
-def test_preview_changes_nothing_and_covers_only_pending(db) -> None:
+@pytest.mark.engines(*ALL_ENGINES)
+def test_preview_changes_nothing_and_covers_only_pending(engine: Engine, db) -> None:
     empty = preview_migration(db, [CREATE_ITEM])
     assert empty.pending == ["create_item"] and empty.sql_statements
     with db.connection_context():
@@ -83,9 +100,10 @@ def test_preview_changes_nothing_and_covers_only_pending(db) -> None:
 
     seed_item(db)
     before = snapshot(db)
-    preview = preview_migration(db, styles(db))
+    preview = preview_migration(db, styles(db, engine))
     assert snapshot(db) == before
-    assert preview.pending == [m[0] for m in styles(db)][1:]  # a Migration is a tuple too, name first
+    assert preview.pending == [m[0] for m in styles(db, engine)][1:]  # a Migration is a tuple too, name first
+    assert not [w for w in preview.warnings if w.code == MISSING_EXTENSION]  # the deploy creates it first
     assert {s.migration for s in preview.statements} == set(preview.pending)
     assert not [w for w in preview.warnings if w.code == INCOMPLETE]
     json.loads(json.dumps(preview.to_dict()))
@@ -135,9 +153,10 @@ def _migration_writes(statements: list[tuple[str, tuple[Any, ...]]]) -> list[tup
     ]
 
 
-def test_captured_sql_equals_a_real_run(db) -> None:
+@pytest.mark.engines(*ALL_ENGINES)
+def test_captured_sql_equals_a_real_run(engine: Engine, db) -> None:
     seed_item(db)
-    migrations = styles(db)
+    migrations = styles(db, engine)
     preview = preview_migration(db, migrations)
     captured = [(strip_statement_settings(s.sql), tuple(s.params)) for s in preview.statements]
 
