@@ -32,6 +32,7 @@ from api.db.errors import classify_error
 from api.db.exceptions import ConfigurationError
 from api.db.info import ServerInfo, server_info
 from api.db.lockinfo import (
+    BYTES_PER_ROW_GUESS,
     CREATE,
     EXTENSION_TYPES,
     INDEX,
@@ -52,6 +53,7 @@ from api.db.tracker import HistoryRow, MigrationTracker
 logger = logging.getLogger(__name__)
 
 _SAVEPOINT = "api_db_preview"
+_PG_ROWS_PER_PAGE_GUESS = 60  # rows of a narrow table in one 8 kB heap page, for tables never analysed
 _SQLITE_REBUILD_SUFFIX = "__tmp__"  # playhouse's SqliteMigrator rebuilds a table through "<table>__tmp__"
 _DDL = re.compile(r"^\s*(?:CREATE|ALTER|DROP|RENAME|TRUNCATE)\b", re.IGNORECASE)
 _CREATE_EXTENSION = re.compile(r"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?", re.IGNORECASE)
@@ -156,19 +158,18 @@ def _read_only_transaction(db: peewee.Database, engine: str) -> Iterator[None]:
     cursor = db.cursor()
     query_only = None
     if engine == "sqlite":
-        query_only = cursor.execute("PRAGMA query_only").fetchone()[0]
+        query_only = int(cursor.execute("PRAGMA query_only").fetchone()[0])
         cursor.execute("PRAGMA query_only = ON")
-        cursor.execute("BEGIN")
-    elif engine == "postgres":
-        cursor.execute("BEGIN TRANSACTION READ ONLY")
-    else:
-        cursor.execute("START TRANSACTION READ ONLY")
+    begin = {"sqlite": "BEGIN", "postgres": "BEGIN TRANSACTION READ ONLY"}.get(engine, "START TRANSACTION READ ONLY")
     try:
-        yield
+        cursor.execute(begin)
+        try:
+            yield
+        finally:
+            db.cursor().execute("ROLLBACK")
     finally:
-        db.cursor().execute("ROLLBACK")
         if query_only is not None:
-            db.cursor().execute(f"PRAGMA query_only = {int(query_only)}")
+            db.cursor().execute(f"PRAGMA query_only = {query_only}")
 
 
 def _pending(db: peewee.Database, planned: list[Migration]) -> list[tuple[Migration, HistoryRow | None]]:
@@ -226,7 +227,7 @@ def _table_size(db: peewee.Database, engine: str, table: str) -> tuple[int, int]
             return None
         rows = int(row[0])
         if rows < 0:  # never analysed (PostgreSQL 14+ says -1): estimate from the heap's pages
-            rows = int(row[2]) * 60
+            rows = int(row[2]) * _PG_ROWS_PER_PAGE_GUESS
         return max(rows, 0), int(row[1])
     if engine == "mysql":
         row = db.execute_sql(
@@ -244,7 +245,7 @@ def _table_size(db: peewee.Database, engine: str, table: str) -> tuple[int, int]
     except peewee.DatabaseError as exc:  # dbstat is a compile-time option of SQLite
         logger.debug("no dbstat on this SQLite: %s", classify_error(exc, engine).message)
         size = None
-    return count, int(size or count * 100)
+    return count, int(size or count * BYTES_PER_ROW_GUESS)
 
 
 # -- analysis ---------------------------------------------------------------------------

@@ -126,6 +126,22 @@ def test_writes_through_db_cursor_are_captured_too(db) -> None:
     assert [w.code for w in preview.warnings] == [BREAKS_PREVIOUS_RELEASE]
 
 
+@pytest.mark.engines("sqlite", "postgres", "pgvector")
+def test_the_read_only_transaction_refuses_writes_that_bypass_the_capture(db) -> None:
+    seed_item(db)
+    before = snapshot(db)
+
+    def bypass(m: Any) -> None:
+        m.db.connection().cursor().execute("DROP TABLE item")  # the driver's own cursor: not captured
+
+    preview = preview_migration(db, [CREATE_ITEM, ("bypass", bypass)])
+    assert snapshot(db) == before
+    incomplete = [w for w in preview.warnings if w.code == INCOMPLETE]
+    assert [w.migration for w in incomplete] == ["bypass"]
+    assert re.search(r"read-only transaction|readonly database", incomplete[0].message), incomplete[0].message
+    assert preview.statements == []
+
+
 def test_a_failed_non_transactional_migration_is_previewed_from_where_it_resumes(db) -> None:
     seed_item(db)
     two_steps = Migration("two_steps", lambda m: (m.add_column("item", "size", IntegerField(null=True)),
