@@ -37,6 +37,7 @@ from api.db.lockinfo import (
     EXTENSION_TYPES,
     INDEX,
     METADATA,
+    OTHER,
     DurationRange,
     StatementEffect,
     analyze_statement,
@@ -64,6 +65,7 @@ NOT_ATOMIC = "not_atomic"
 BLOCKS_LARGE_TABLE = "blocks_large_table"
 BREAKS_PREVIOUS_RELEASE = "breaks_previous_release"
 INCOMPLETE = "incomplete"
+UNANALYSED = "unanalysed"
 
 
 @dataclass(frozen=True)
@@ -423,6 +425,14 @@ def _warn(
                 f"{what}: instances still running the previous release use the old name and fail until "
                 "replaced; expand first (add the new, deploy code that uses both), contract in a later release",
                 statement.migration,
+            ))
+    for planned in preview.statements:
+        if planned.kind == OTHER:
+            add(PreviewWarning(
+                UNANALYSED,
+                f"not analysed, so its lock and duration are unknown (assume the strongest lock): "
+                f"{redact_text(' '.join(planned.sql.split()))[:120]}",
+                planned.migration,
             ))
     for name, failure in failures.items():
         add(PreviewWarning(

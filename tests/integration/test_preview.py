@@ -23,6 +23,7 @@ from api.db.preview import (
     INCOMPLETE,
     MISSING_EXTENSION,
     NOT_ATOMIC,
+    UNANALYSED,
     preview_migration,
 )
 
@@ -347,6 +348,17 @@ def test_a_step_depending_on_an_earlier_one_is_reported_not_raised(db) -> None:
     incomplete = [w for w in preview.warnings if w.code == INCOMPLETE]
     assert [w.migration for w in incomplete] == ["needs_size"] and "cannot see" in incomplete[0].message
     assert [s.migration for s in preview.statements][-1] == "after"  # later migrations are still previewed
+
+
+@pytest.mark.engines("postgres")
+def test_statements_it_cannot_analyse_are_named(db) -> None:
+    seed_item(db)
+    block = ("anonymous_block", lambda m: m.sql("DO $$ BEGIN EXECUTE 'DROP TABLE item'; END $$"))
+    preview = preview_migration(db, [CREATE_ITEM, block])
+    assert [(s.kind, s.lock) for s in preview.statements] == [("other", "ACCESS EXCLUSIVE")]
+    assert [w.code for w in preview.warnings] == [UNANALYSED] and "DO $$" in preview.warnings[0].message
+    with db.connection_context():
+        assert "item" in db.get_tables()
 
 
 def test_estimates_grow_with_table_size(engine: Engine, db) -> None:
