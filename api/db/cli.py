@@ -62,17 +62,26 @@ def cmd_info(args: argparse.Namespace) -> int:
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Print the preflight report; exit 1 when any check fails."""
     from api.db.preflight import get_extended_diagnostics
+    from api.db.status import migration_state
 
+    migrations = load_migrations(args.migrations) if args.migrations else None
     database = connect(args.database)
     try:
-        report = get_extended_diagnostics(database, require_pgvector=args.require_pgvector)
+        report = get_extended_diagnostics(
+            database,
+            require_pgvector=args.require_pgvector,
+            migration_state=(lambda db: migration_state(db, migrations)) if migrations is not None else None,
+        )
     finally:
         database.close()
     facts = [
         ("engine", f"{report.flavour or report.engine} {report.server_version}".strip()),
         ("database", report.database),
         ("pool size", report.connection_pool_size),
-        ("server connections", f"{report.current_connections} of {report.server_max_connections}"),
+        (
+            "server connections",
+            f"{report.current_connections} of {report.server_max_connections}" if report.server_max_connections else "-",
+        ),
         ("timeouts", ", ".join(f"{k}={v}" for k, v in report.timeouts.items()) or "-"),
         ("extensions", ", ".join(f"{k} {v}" for k, v in sorted(report.installed_extensions.items())) or "-"),
     ]
@@ -274,6 +283,93 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Print what the pending migrations would do (statements, locks, sizes, duration, warnings); runs nothing."""
+    from api.db.capture import strip_statement_settings
+    from api.db.lockinfo import format_bytes
+    from api.db.preview import preview_migration
+
+    migrations = load_migrations(args.migrations)
+    database = connect(args.database)
+    try:
+        preview = preview_migration(database, migrations, large_table_rows=args.large_table_rows)
+    finally:
+        _close(database)
+    if not preview.pending:
+        text = f"{preview.engine}: nothing pending; nothing would run"
+    else:
+        rows = [
+            (
+                s.migration,
+                s.table or "-",
+                s.lock,
+                "yes" if s.blocks_writes else "no",
+                "yes" if s.rewrites_table else "no",
+                "new" if s.table_rows is None else f"{s.table_rows} / {format_bytes(s.table_bytes)}",
+                str(s.estimate),
+                _shorten(strip_statement_settings(s.sql)),
+            )
+            for s in preview.statements
+        ]
+        headers = ("migration", "table", "lock", "blocks writes", "rewrite", "rows / size", "estimate", "statement")
+        text = (
+            f"{preview.engine} {preview.server_version}: {len(preview.pending)} pending migration(s), "
+            f"{len(preview.statements)} statement(s), estimated {preview.estimated_duration}, "
+            f"table lock: {'yes' if preview.requires_table_lock else 'no'}\n"
+            + (format_table(headers, rows) if rows else "(no statement captured)")
+        )
+        if preview.warnings:
+            text += "\n\nwarnings:\n" + "\n".join(f"- [{w.code}] {w}" for w in preview.warnings)
+    _emit(args, preview.to_dict(), text)
+    return 0
+
+
+def _shorten(sql: str, limit: int = 100) -> str:
+    flat = " ".join(redact_text(sql).split())
+    return flat if len(flat) <= limit else flat[: limit - 3] + "..."
+
+
+def load_models(spec: str | None) -> list[Any]:
+    """Import ``module:ATTR`` naming a list of Peewee models (or a callable returning one)."""
+    import peewee
+
+    from api.db.exceptions import ConfigurationError
+
+    if not spec:
+        raise ConfigurationError("verify needs --models module:ATTR (for example myapp.models:MODELS)")
+    try:
+        models = load_migrations(spec)
+    except ConfigurationError as exc:
+        raise ConfigurationError(str(exc).replace("--migrations", "--models").replace("MIGRATIONS", "MODELS")) from None
+    wrong = [repr(m) for m in models if not (isinstance(m, type) and issubclass(m, peewee.Model))]
+    if wrong:
+        raise ConfigurationError(f"--models {spec!r}: not Peewee model classes: {', '.join(wrong[:5])}")
+    return models
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    """Compare the models with the live schema; exit 1 when any difference may break the application."""
+    from api.db.verify import verify_schema
+
+    models = load_models(args.models)
+    database = connect(args.database)
+    try:
+        with database.connection_context():
+            report = verify_schema(database, models)
+    finally:
+        _close(database)
+    if report.differences:
+        rows = [
+            (d.severity.upper(), d.kind, f"{d.table}.{d.column}" if d.column else d.table, d.expected, d.actual)
+            for d in report.differences
+        ]
+        text = format_table(("severity", "difference", "where", "expected", "found"), rows)
+    else:
+        text = f"{len(models)} model(s) match the database"
+    _emit(args, report.to_dict(), text)
+    return 0 if report.ok else 1
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
@@ -334,6 +430,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--expose-details", action="store_true", help="show error text and versions in /health/detailed"
     )
     serve.set_defaults(handler=cmd_serve)
+    plan = sub.add_parser("plan", help="dry-run: statements, locks, table sizes, duration and warnings; runs nothing")
+    plan.add_argument("--large-table-rows", type=int, default=100_000, help="rows from which a table is large (100000)")
+    plan.add_argument("--json", action="store_true", help="machine-readable output")
+    plan.set_defaults(handler=cmd_plan)
+
+    verify = sub.add_parser("verify", help="compare Peewee models with the live schema (exit 1 on an error)")
+    verify.add_argument("--models", metavar="MODULE:ATTR", required=True, help="a list of models, e.g. myapp.models:MODELS")
+    verify.add_argument("--json", action="store_true", help="machine-readable output")
+    verify.set_defaults(handler=cmd_verify)
 
     for command in (migrate, status, history, validate, repair):
         command.add_argument("--json", action="store_true", help="machine-readable output")

@@ -196,8 +196,10 @@ class LockSafeMixin(SchemaMigrator):
             if step.before_attempt is not None:
                 step.before_attempt()
             started = time.monotonic()
-            logger.info("DDL (attempt %d of %d, lock wait <= %.1f s): %s", attempt, attempts,
-                        self.settings.lock_timeout, step.shown)
+            if attempt == 1:
+                logger.info("DDL (lock wait <= %.1f s): %s", self.settings.lock_timeout, step.shown)
+            else:
+                logger.info("DDL attempt %d of %d: %s", attempt, attempts, step.shown)
             try:
                 self._execute_bounded(step)
                 return

@@ -68,8 +68,9 @@ def migration_status(db: peewee.Database, migrations: Iterable[MigrationLike]) -
                 row.error_message,
             )
         )
+    declared = {m.name for m in planned}
     for name, row in history.items():
-        if name not in {m.name for m in planned}:
+        if name not in declared:
             lines.append(
                 MigrationStatus(
                     name,
@@ -82,6 +83,17 @@ def migration_status(db: peewee.Database, migrations: Iterable[MigrationLike]) -
                 )
             )
     return lines
+
+
+def migration_state(db: peewee.Database, migrations: Iterable[MigrationLike]) -> dict[str, list[str]]:
+    """Names by state: ``pending``, ``running``, ``failed`` (declared) and ``unknown`` (recorded, not declared)."""
+    state: dict[str, list[str]] = {"pending": [], "running": [], "failed": [], "unknown": []}
+    for line in migration_status(db, migrations):
+        if not line.declared:
+            state["unknown"].append(line.name)
+        elif line.status in ("pending", "running", "failed"):
+            state[line.status].append(line.name)
+    return state
 
 
 def pending_migrations(db: peewee.Database, migrations: Iterable[MigrationLike]) -> list[str]:
