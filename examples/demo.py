@@ -101,7 +101,7 @@ def main() -> int:
 
 def serve(database: Any, port: int) -> None:
     """Serve the probes of ``database`` with the demo's migrations until Ctrl-C."""
-    from api.db.health_wsgi import make_health_server
+    from api.db.health_wsgi import make_health_server, run_until_stopped
 
     app = health_app(database, MIGRATIONS, expose_details=True)
     server = make_health_server(app, "127.0.0.1", port)
@@ -111,8 +111,7 @@ def serve(database: Any, port: int) -> None:
     for path in ("/health/live", "/health/ready", "/health/detailed", "/metrics"):
         print(f"  curl {base}{path}")
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        run_until_stopped(server)  # Ctrl-C or SIGTERM
         print("stopped")
     finally:
         server.server_close()

@@ -257,7 +257,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     """Serve /health/live, /health/ready, /health/detailed and /metrics until interrupted."""
     import os
 
-    from api.db.health_wsgi import health_app, make_health_server
+    from api.db.health_wsgi import health_app, make_health_server, run_until_stopped
 
     migrations = load_migrations(args.migrations) if args.migrations else None
     database = connect(args.database)
@@ -273,8 +273,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     print(f"serving health endpoints of {getattr(database, 'api_db_url', '')} on http://{host}:{port}", flush=True)
     print("  /health/live  /health/ready  /health/detailed  /metrics  (Ctrl-C stops)", flush=True)
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        run_until_stopped(server)  # Ctrl-C or SIGTERM
         print("stopped", flush=True)
     finally:
         server.server_close()

@@ -21,7 +21,9 @@ from __future__ import annotations
 import hmac
 import json
 import logging
+import signal
 import socketserver
+import threading
 from collections.abc import Iterable
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
@@ -183,3 +185,22 @@ def make_health_server(app: Any, host: str = "127.0.0.1", port: int = 8080) -> T
     server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_LoggingHandler)
     assert isinstance(server, ThreadingWSGIServer)
     return server
+
+
+def run_until_stopped(server: ThreadingWSGIServer) -> None:
+    """``server.serve_forever()`` until Ctrl-C or, when called from the main thread, SIGTERM (a container stop)."""
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            # shutdown() waits for serve_forever() to return: call it from another thread.
+            threading.Thread(target=server.shutdown, name="api.db-health-shutdown", daemon=True).start()
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:  # Ctrl-C is the way to stop the server, not an error
+        logger.info("health server on %s:%s stopped by Ctrl-C", *server.server_address[:2])
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)

@@ -607,8 +607,8 @@ def test_serve_command(engine: Engine, db_url: str) -> None:
         close_database(database)
         assert request(address, "/health/ready")[0] == 200
         assert b"api_db_migrations_applied " in request(address, "/metrics")[2]
-    finally:
-        process.send_signal(signal.SIGINT)
+    finally:  # Ctrl-C on SQLite, a container's stop (SIGTERM) on PostgreSQL
+        process.send_signal(signal.SIGINT if engine.family == "sqlite" else signal.SIGTERM)
         out, err = process.communicate(timeout=10)
     assert process.returncode == 0, err
     assert "stopped" in out and "Traceback" not in err
