@@ -47,7 +47,7 @@ def _close(database: peewee.Database) -> None:
 
 def _ddl_statements(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage().split(": ", 1)[1] for r in caplog.records
-            if r.name == "api.db.ddl" and r.getMessage().startswith("DDL (attempt 1")]
+            if r.name == "api.db.ddl" and r.getMessage().startswith("DDL (lock wait")]
 
 
 # --- a blocker: another session with an open transaction that wrote to the table -------------
