@@ -8,14 +8,17 @@ stderr and exit code 2; the URL shown anywhere has its password masked.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import importlib
 import json
 import logging
+import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 from api.db.connection import connect
-from api.db.exceptions import ApiDbError
+from api.db.exceptions import ApiDbError, ConfigurationError
 from api.db.info import server_info
 from api.db.redact import redact_text
 
@@ -38,13 +41,24 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return "\n".join(lines)
 
 
-def cmd_info(args: argparse.Namespace) -> int:
-    """Print the engine, flavour, version and extensions of the database."""
+@contextlib.contextmanager
+def opened(args: argparse.Namespace) -> Iterator[Any]:
+    """The database named by ``--database`` (or ``$DATABASE_URL``); every pooled connection closed on exit."""
     database = connect(args.database)
     try:
-        info = server_info(database)
+        yield database
     finally:
-        database.close()
+        close_all = getattr(database, "close_all", None)
+        if close_all is not None:
+            close_all()
+        else:
+            database.close()
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    """Print the engine, flavour, version and extensions of the database."""
+    with opened(args) as database:
+        info = server_info(database)
     data = info.to_dict()
     data["url"] = getattr(database, "api_db_url", "")
     rows = [
@@ -65,15 +79,12 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     from api.db.status import migration_state
 
     migrations = load_migrations(args.migrations) if args.migrations else None
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         report = get_extended_diagnostics(
             database,
             require_pgvector=args.require_pgvector,
             migration_state=(lambda db: migration_state(db, migrations)) if migrations is not None else None,
         )
-    finally:
-        database.close()
     facts = [
         ("engine", f"{report.flavour or report.engine} {report.server_version}".strip()),
         ("database", report.database),
@@ -91,31 +102,34 @@ def cmd_preflight(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
-def load_migrations(spec: str | None) -> list[Any]:
-    """Import ``module:ATTR`` (the current directory is importable) and return the migrations list."""
-    import importlib
-    import os
+def load_list(spec: str | None, option: str, example: str) -> list[Any]:
+    """Import ``module:ATTR`` named by ``option`` (the current directory is importable) and return it as a list.
 
-    from api.db.exceptions import ConfigurationError
-
+    ATTR may be dotted, and may name a callable that returns the list.
+    """
     if not spec:
-        raise ConfigurationError("this command needs --migrations module:ATTR (for example myapp.migrations:MIGRATIONS)")
+        raise ConfigurationError(f"this command needs {option} module:ATTR (for example {example})")
     module_name, _, attr = spec.partition(":")
     if not module_name or not attr:
-        raise ConfigurationError(f"--migrations {spec!r}: expected module:ATTR, for example myapp.migrations:MIGRATIONS")
+        raise ConfigurationError(f"{option} {spec!r}: expected module:ATTR, for example {example}")
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     try:
         target: Any = importlib.import_module(module_name)
     except ImportError as exc:
-        raise ConfigurationError(f"--migrations {spec!r}: cannot import {module_name}: {exc}") from None
+        raise ConfigurationError(f"{option} {spec!r}: cannot import {module_name}: {exc}") from None
     for part in attr.split("."):
         if not hasattr(target, part):
-            raise ConfigurationError(f"--migrations {spec!r}: {module_name} has no attribute {attr}")
+            raise ConfigurationError(f"{option} {spec!r}: {module_name} has no attribute {attr}")
         target = getattr(target, part)
     if callable(target) and not isinstance(target, (list, tuple)):
         target = target()
     return list(target)
+
+
+def load_migrations(spec: str | None) -> list[Any]:
+    """The migrations list named by ``--migrations module:ATTR``."""
+    return load_list(spec, "--migrations", "myapp.migrations:MIGRATIONS")
 
 
 def _ms(value: float | None) -> str:
@@ -127,8 +141,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     from api.db.migrations import migrate_db
 
     migrations = load_migrations(args.migrations)
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         report = migrate_db(
             database,
             migrations,
@@ -136,8 +149,6 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             atomic=args.atomic,
             on_unknown=args.on_unknown,
         )
-    finally:
-        _close(database)
     rows = [(o.name, o.status, _ms(o.duration_ms), o.reason or "") for o in report.outcomes]
     text = report.summary()
     if rows:
@@ -146,24 +157,13 @@ def cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
-def _close(database: Any) -> None:
-    close_all = getattr(database, "close_all", None)
-    if close_all is not None:
-        close_all()
-    else:
-        database.close()
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     """Print each migration's state; with --check, exit 1 when any is pending, running or failed."""
     from api.db.status import migration_status
 
     migrations = load_migrations(args.migrations)
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         lines = migration_status(database, migrations)
-    finally:
-        _close(database)
     rows = [
         (
             line.name + ("" if line.declared else " (not declared)"),
@@ -184,12 +184,9 @@ def cmd_history(args: argparse.Namespace) -> int:
     """Print the migration_history table, oldest first."""
     from api.db.tracker import MigrationTracker
 
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         with database.connection_context():
             history = MigrationTracker(database).get_migration_history()
-    finally:
-        _close(database)
     rows = [
         (
             r.migration_name,
@@ -214,11 +211,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     from api.db.status import validate_migrations
 
     migrations = load_migrations(args.migrations)
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         drifted = validate_migrations(database, migrations)
-    finally:
-        _close(database)
     if drifted:
         rows = [(line.name, line.status, line.applied_at or "") for line in drifted]
         text = (
@@ -236,11 +230,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
     from api.db.status import repair_migration
 
     action = "clear" if args.clear else "mark-applied"
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         before = repair_migration(database, args.name, action)
-    finally:
-        _close(database)
     outcome = "cleared: the next migrate_db() runs it again" if action == "clear" else "marked applied (success)"
     _emit(
         args,
@@ -255,12 +246,16 @@ HEALTH_TOKEN_ENV = "API_DB_HEALTH_TOKEN"
 
 def cmd_serve(args: argparse.Namespace) -> int:
     """Serve /health/live, /health/ready, /health/detailed and /metrics until interrupted."""
-    import os
 
-    from api.db.health_wsgi import health_app, make_health_server, run_until_stopped
 
     migrations = load_migrations(args.migrations) if args.migrations else None
-    database = connect(args.database)
+    with opened(args) as database:
+        return _serve(args, database, migrations)
+
+
+def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None) -> int:
+    from api.db.health_wsgi import health_app, make_health_server, run_until_stopped
+
     app = health_app(
         database,
         migrations,
@@ -278,7 +273,6 @@ def cmd_serve(args: argparse.Namespace) -> int:
     finally:
         server.server_close()
         app.close()
-        _close(database)
     return 0
 
 
@@ -289,11 +283,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from api.db.preview import preview_migration
 
     migrations = load_migrations(args.migrations)
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         preview = preview_migration(database, migrations, large_table_rows=args.large_table_rows)
-    finally:
-        _close(database)
     if not preview.pending:
         text = f"{preview.engine}: nothing pending; nothing would run"
     else:
@@ -329,17 +320,10 @@ def _shorten(sql: str, limit: int = 100) -> str:
 
 
 def load_models(spec: str | None) -> list[Any]:
-    """Import ``module:ATTR`` naming a list of Peewee models (or a callable returning one)."""
+    """The Peewee models named by ``--models module:ATTR`` (a list, or a callable returning one)."""
     import peewee
 
-    from api.db.exceptions import ConfigurationError
-
-    if not spec:
-        raise ConfigurationError("verify needs --models module:ATTR (for example myapp.models:MODELS)")
-    try:
-        models = load_migrations(spec)
-    except ConfigurationError as exc:
-        raise ConfigurationError(str(exc).replace("--migrations", "--models").replace("MIGRATIONS", "MODELS")) from None
+    models = load_list(spec, "--models", "myapp.models:MODELS")
     wrong = [repr(m) for m in models if not (isinstance(m, type) and issubclass(m, peewee.Model))]
     if wrong:
         raise ConfigurationError(f"--models {spec!r}: not Peewee model classes: {', '.join(wrong[:5])}")
@@ -351,12 +335,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
     from api.db.verify import verify_schema
 
     models = load_models(args.models)
-    database = connect(args.database)
-    try:
+    with opened(args) as database:
         with database.connection_context():
             report = verify_schema(database, models)
-    finally:
-        _close(database)
     if report.differences:
         rows = [
             (d.severity.upper(), d.kind, f"{d.table}.{d.column}" if d.column else d.table, d.expected, d.actual)
