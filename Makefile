@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint clean
+.PHONY: demo test lint bench clean
 
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ demo: $(STAMP)
 	$(BIN)/python examples/demo.py $(ARGS)
 
 lint: $(STAMP)
-	$(BIN)/ruff check api tests examples
+	$(BIN)/ruff check api tests examples bench
 	$(BIN)/mypy api
 
 test: lint
@@ -24,3 +24,10 @@ test: lint
 
 clean:
 	rm -rf $(VENV) .demo build *.egg-info
+
+# Benchmarks against the peers, each printing its table (minutes; not part of `make test`).
+bench: $(STAMP)
+	$(BIN)/python bench/noop_boot.py
+	$(BIN)/python bench/add_column.py
+	$(BIN)/python bench/pool_overhead.py
+	$(BIN)/python bench/health.py

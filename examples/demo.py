@@ -94,6 +94,7 @@ def main() -> int:
     print(f"health: {health.status}, ready={health.ready}, latency {health.latency_ms or 0:.2f} ms, "
           f"pgvector {health.pgvector_version or 'not installed'}")  # fmt: skip
     if args.serve:
+        database.close()  # hand this thread's connection back: the pool gauges then show an idle pool
         serve(database, args.port)
     database.close_all()
     return 0

@@ -56,12 +56,18 @@ from api.db.pgvector import (
     check_pgvector_compatibility,
     plan_vector_column,
 )
+from api.db.preflight import ExtendedPreflightReport, get_extended_diagnostics
 from api.db.preview import MigrationPreview, preview_migration
 from api.db.redact import redact_url
 from api.db.status import migration_status, pending_migrations
 from api.db.tracker import MigrationTracker
+from api.db.verify import SchemaReport, verify_schema
 
 __all__ = [
+    "verify_schema",
+    "SchemaReport",
+    "get_extended_diagnostics",
+    "ExtendedPreflightReport",
     "DatabaseHealth",
     "HealthChecker",
     "check_database_health",
