@@ -47,16 +47,22 @@ _REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not A
 
 
 class HealthApp:
-    """The WSGI callable; build it with :func:`health_app`."""
+    """A WSGI application serving ``/health/live``, ``/health/ready``, ``/health/detailed`` and ``/metrics``.
+
+    ``cache_ttl``: seconds a health result is reused (one check refreshes it, however
+    many requests arrive). ``expose_details``: include error text and versions in
+    ``/health/detailed``. ``token``: require ``Authorization: Bearer <token>`` there.
+    ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.HealthChecker`.
+    """
 
     def __init__(
         self,
         db: peewee.Database,
         migrations: Iterable[MigrationLike] | None = None,
-        *,
         cache_ttl: float = 5.0,
         expose_details: bool = False,
         token: str | None = None,
+        *,
         timeout: float | None = None,
         latency_threshold_ms: float | None = None,
     ) -> None:
@@ -139,27 +145,8 @@ def _json(status: int, data: dict[str, Any]) -> tuple[int, list[tuple[str, str]]
     return status, headers, body
 
 
-def health_app(
-    db: peewee.Database,
-    migrations: Iterable[MigrationLike] | None = None,
-    cache_ttl: float = 5.0,
-    expose_details: bool = False,
-    token: str | None = None,
-    *,
-    timeout: float | None = None,
-    latency_threshold_ms: float | None = None,
-) -> HealthApp:
-    """A WSGI application serving ``/health/live``, ``/health/ready``, ``/health/detailed`` and ``/metrics``.
-
-    ``cache_ttl``: seconds a health result is reused (one check refreshes it, however
-    many requests arrive). ``expose_details``: include error text and versions in
-    ``/health/detailed``. ``token``: require ``Authorization: Bearer <token>`` there.
-    ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.HealthChecker`.
-    """
-    return HealthApp(
-        db, migrations, cache_ttl=cache_ttl, expose_details=expose_details, token=token,
-        timeout=timeout, latency_threshold_ms=latency_threshold_ms,
-    )  # fmt: skip
+# The documented entry point: health_app(db, migrations=None, cache_ttl=5.0, expose_details=False, token=None).
+health_app = HealthApp
 
 
 # ---------------------------------------------------------------- server
