@@ -39,19 +39,17 @@ DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
 
 @contextlib.contextmanager
 def statements(db: Any) -> Iterator[list[str]]:
-    """Every SQL statement sent through ``db`` while active (a query hook on execute_sql)."""
+    """Every SQL statement sent through ``db`` while active (peewee's query hooks)."""
     seen: list[str] = []
-    original = db.execute_sql
 
-    def hook(sql: str, params: Any = None) -> Any:
-        seen.append(sql)
-        return original(sql, params)
+    def hook(event: Any) -> None:
+        seen.append(event.sql)
 
-    db.execute_sql = hook
+    db.query_hooks.append(hook)
     try:
         yield seen
     finally:
-        del db.execute_sql
+        db.query_hooks.remove(hook)
 
 
 def history(db: Any) -> dict[str, Any]:
