@@ -37,7 +37,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from api.db import connect, health_app, migrate_db  # noqa: E402
-from api.db.health_wsgi import make_health_server  # noqa: E402
+from api.db.health.wsgi import make_health_server  # noqa: E402
 from bench.pool_overhead import _admin, _table, _with_database  # noqa: E402
 from examples.app_migrations import MIGRATIONS  # noqa: E402
 

@@ -31,7 +31,7 @@ from playhouse.db_url import parse  # noqa: E402
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase  # noqa: E402
 
 from api.db import connect  # noqa: E402
-from api.db.diagnostics import PoolDiagnostics, start_health_monitoring  # noqa: E402
+from api.db.pool.diagnostics import PoolDiagnostics, start_health_monitoring  # noqa: E402
 
 SERVERS = {
     "postgres": os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -187,8 +187,8 @@ def component_costs(samples: int = 50_000) -> list[list[str]]:
     """CPU cost of each diagnostic piece in isolation, no server involved (microseconds per call)."""
     from peewee import QueryEvent
 
-    from api.db.pool import Checkout, changes_session
-    from api.db.querymon import QueryMonitor
+    from api.db.pool.pool import Checkout, changes_session
+    from api.db.pool.querymon import QueryMonitor
 
     monitor = QueryMonitor()
     event = QueryEvent('SELECT "t1"."name" FROM "bench_items" AS "t1" WHERE ("t1"."id" = %s)', (1,), 0.0002, None)

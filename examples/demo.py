@@ -31,8 +31,8 @@ from api.db import (  # noqa: E402
     server_info,
 )
 from api.db.cli import format_table  # noqa: E402
-from api.db.preflight import get_extended_diagnostics  # noqa: E402
-from api.db.status import migration_state  # noqa: E402
+from api.db.health.preflight import get_extended_diagnostics  # noqa: E402
+from api.db.migrate.status import migration_state  # noqa: E402
 from examples.app_migrations import MIGRATIONS  # noqa: E402
 
 DEMO_DIR = ROOT / ".demo"
@@ -102,7 +102,7 @@ def main() -> int:
 
 def serve(database: Any, port: int) -> None:
     """Serve the probes of ``database`` with the demo's migrations until Ctrl-C."""
-    from api.db.health_wsgi import make_health_server, run_until_stopped
+    from api.db.health.wsgi import make_health_server, run_until_stopped
 
     app = health_app(database, MIGRATIONS, expose_details=True)
     server = make_health_server(app, "127.0.0.1", port)

@@ -1,12 +1,8 @@
 """api.db: safe boot-time migrations and connection-pool diagnostics for Peewee applications."""
 
-from api.db.blockers import BlockingSession
-from api.db.compat import DatabaseCompat, using_database
-from api.db.config import DatabaseConfig, PoolConfig, RetryConfig, load_config
-from api.db.connection import connect, db_type
-from api.db.ddl import LockSettings, safe_schema_migrator
-from api.db.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
-from api.db.errors import ErrorCategory, StandardErrorHandler, categorize_error
+from api.db.engines.compat import DatabaseCompat, using_database
+from api.db.engines.info import ServerInfo, server_info
+from api.db.error_handler import ErrorCategory, StandardErrorHandler, categorize_error
 from api.db.exceptions import (
     ApiDbError,
     ConcurrentIndexInTransaction,
@@ -25,23 +21,16 @@ from api.db.exceptions import (
     UnsupportedCapability,
     VectorDimensionError,
 )
-from api.db.fields import (
-    DataBaseModel,
-    FieldWarning,
-    get_equivalent_type,
-    validate_field_for_db,
-    validate_models,
-)
-from api.db.health import (
+from api.db.health.checks import (
     DatabaseHealth,
     HealthChecker,
     check_database_health,
     check_database_health_async,
 )
-from api.db.health_wsgi import health_app
-from api.db.info import ServerInfo, server_info
-from api.db.lock import migration_lock
-from api.db.migrations import (
+from api.db.health.preflight import ExtendedPreflightReport, get_extended_diagnostics
+from api.db.health.wsgi import health_app
+from api.db.migrate.lock import migration_lock
+from api.db.migrate.runner import (
     Migration,
     MigrationReport,
     Migrator,
@@ -50,18 +39,29 @@ from api.db.migrations import (
     alter_db_rename_column,
     migrate_db,
 )
-from api.db.pgvector import (
+from api.db.migrate.status import migration_status, pending_migrations
+from api.db.migrate.tracker import MigrationTracker
+from api.db.pool.config import DatabaseConfig, PoolConfig, RetryConfig, load_config
+from api.db.pool.connect import connect, db_type
+from api.db.pool.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
+from api.db.preview.preview import MigrationPreview, preview_migration
+from api.db.redact import redact_url
+from api.db.schema.blockers import BlockingSession
+from api.db.schema.ddl import LockSettings, safe_schema_migrator
+from api.db.schema.fields import (
+    DataBaseModel,
+    FieldWarning,
+    get_equivalent_type,
+    validate_field_for_db,
+    validate_models,
+)
+from api.db.schema.pgvector import (
     CompatibilityResult,
     check_pgvector,
     check_pgvector_compatibility,
     plan_vector_column,
 )
-from api.db.preflight import ExtendedPreflightReport, get_extended_diagnostics
-from api.db.preview import MigrationPreview, preview_migration
-from api.db.redact import redact_url
-from api.db.status import migration_status, pending_migrations
-from api.db.tracker import MigrationTracker
-from api.db.verify import SchemaReport, verify_schema
+from api.db.schema.verify import SchemaReport, verify_schema
 
 __all__ = [
     "verify_schema",

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
-from api.db.connection import connect
+from api.db.engines.info import server_info
 from api.db.exceptions import ApiDbError, ConfigurationError
-from api.db.info import server_info
+from api.db.pool.connect import connect
 from api.db.redact import redact_text
 
 Handler = Callable[[argparse.Namespace], int]
@@ -75,8 +75,8 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Print the preflight report; exit 1 when any check fails."""
-    from api.db.preflight import get_extended_diagnostics
-    from api.db.status import migration_state
+    from api.db.health.preflight import get_extended_diagnostics
+    from api.db.migrate.status import migration_state
 
     migrations = load_migrations(args.migrations) if args.migrations else None
     with opened(args) as database:
@@ -138,7 +138,7 @@ def _ms(value: float | None) -> str:
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     """Apply pending migrations and print the report."""
-    from api.db.migrations import migrate_db
+    from api.db.migrate.runner import migrate_db
 
     migrations = load_migrations(args.migrations)
     with opened(args) as database:
@@ -159,7 +159,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print each migration's state; with --check, exit 1 when any is pending, running or failed."""
-    from api.db.status import migration_status
+    from api.db.migrate.status import migration_status
 
     migrations = load_migrations(args.migrations)
     with opened(args) as database:
@@ -182,7 +182,7 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_history(args: argparse.Namespace) -> int:
     """Print the migration_history table, oldest first."""
-    from api.db.tracker import MigrationTracker
+    from api.db.migrate.tracker import MigrationTracker
 
     with opened(args) as database:
         with database.connection_context():
@@ -208,7 +208,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 
 def cmd_validate(args: argparse.Namespace) -> int:
     """Check the declarations and report applied migrations whose definition changed; exit 1 on drift."""
-    from api.db.status import validate_migrations
+    from api.db.migrate.status import validate_migrations
 
     migrations = load_migrations(args.migrations)
     with opened(args) as database:
@@ -227,7 +227,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 def cmd_repair(args: argparse.Namespace) -> int:
     """Mark a failed or running migration applied, or clear it so the next boot runs it again."""
-    from api.db.status import repair_migration
+    from api.db.migrate.status import repair_migration
 
     action = "clear" if args.clear else "mark-applied"
     with opened(args) as database:
@@ -254,7 +254,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None) -> int:
-    from api.db.health_wsgi import health_app, make_health_server, run_until_stopped
+    from api.db.health.wsgi import health_app, make_health_server, run_until_stopped
 
     app = health_app(
         database,
@@ -278,9 +278,9 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Print what the pending migrations would do (statements, locks, sizes, duration, warnings); runs nothing."""
-    from api.db.capture import strip_statement_settings
-    from api.db.lockinfo import format_bytes
-    from api.db.preview import preview_migration
+    from api.db.preview.analysis import format_bytes
+    from api.db.preview.capture import strip_statement_settings
+    from api.db.preview.preview import preview_migration
 
     migrations = load_migrations(args.migrations)
     with opened(args) as database:
@@ -332,7 +332,7 @@ def load_models(spec: str | None) -> list[Any]:
 
 def cmd_verify(args: argparse.Namespace) -> int:
     """Compare the models with the live schema; exit 1 when any difference may break the application."""
-    from api.db.verify import verify_schema
+    from api.db.schema.verify import verify_schema
 
     models = load_models(args.models)
     with opened(args) as database:
@@ -437,7 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
     except Exception as exc:  # driver errors: classify and show one line, never a DSN
-        from api.db.errors import classify_error
+        from api.db.error_handler import classify_error
 
         info = classify_error(exc)
         print(f"error: {info.category.value}: {info.message}", file=sys.stderr)

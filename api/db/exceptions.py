@@ -65,7 +65,7 @@ class DDLLockTimeout(ApiDbError, TimeoutError):
     """A DDL statement could not get its table lock within the bounded wait, after every retry.
 
     ``blockers`` lists the sessions that held the lock when it gave up (``BlockingSession``
-    records from ``api.db.blockers``); the driver's last error is kept on ``orig``.
+    records from ``api.db.schema.blockers``); the driver's last error is kept on ``orig``.
     """
 
     def __init__(

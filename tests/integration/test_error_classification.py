@@ -18,7 +18,7 @@ import peewee
 import pytest
 
 from api.db import connect
-from api.db.errors import ErrorCategory, classify_error
+from api.db.error_handler import ErrorCategory, classify_error
 
 from engines import Engine, admin_cursor
 

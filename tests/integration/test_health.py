@@ -20,9 +20,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from api.db import Migration, PoolDiagnostics, connect, migrate_db
-from api.db.health import HealthChecker, check_database_health, check_database_health_async
-from api.db.health_wsgi import HealthApp, health_app, make_health_server
-from api.db.tracker import MigrationTracker
+from api.db.health.checks import HealthChecker, check_database_health, check_database_health_async
+from api.db.health.wsgi import HealthApp, health_app, make_health_server
+from api.db.migrate.tracker import MigrationTracker
 
 import engines
 from engines import Engine, admin_cursor

@@ -27,7 +27,7 @@ from api.db import (
     db_type,
     safe_schema_migrator,
 )
-from api.db.errors import ErrorCategory, StandardErrorHandler
+from api.db.error_handler import ErrorCategory, StandardErrorHandler
 
 from engines import Engine, admin_cursor
 
@@ -47,7 +47,7 @@ def _close(database: peewee.Database) -> None:
 
 def _ddl_statements(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage().split(": ", 1)[1] for r in caplog.records
-            if r.name == "api.db.ddl" and r.getMessage().startswith("DDL (lock wait")]
+            if r.name == "api.db.schema.ddl" and r.getMessage().startswith("DDL (lock wait")]
 
 
 # --- a blocker: another session with an open transaction that wrote to the table -------------
@@ -162,7 +162,7 @@ def test_add_column_not_null_default_matches_playhouse(db: peewee.Database, capl
     _make_items(db, table="ours")
     theirs = SchemaMigrator.from_database(db)
     ours = safe_schema_migrator(db)
-    caplog.set_level(logging.INFO, logger="api.db.ddl")
+    caplog.set_level(logging.INFO, logger="api.db.schema.ddl")
     for name, fld in _defaults():
         theirs.migrate(theirs.add_column("theirs", name, fld))
         ours.migrate(ours.add_column("ours", name, fld))
@@ -223,7 +223,7 @@ def test_blocked_ddl_keeps_readers_moving_and_succeeds_after_the_blocker(
     db.close()
     lock_timeout, held_for = 1.0, 4.0
     migrator = safe_schema_migrator(db, lock_timeout=lock_timeout, retries=8, backoff=0.2, max_backoff=0.4)
-    caplog.set_level(logging.INFO, logger="api.db.ddl")
+    caplog.set_level(logging.INFO, logger="api.db.schema.ddl")
     with open_writer_transaction(engine, db_url) as (_, end_blocker), Readers(db_url) as readers:
         thread, outcome = _in_thread(
             lambda: migrator.migrate(migrator.add_column("items", "flag", peewee.BooleanField(default=False)))
@@ -301,7 +301,7 @@ def test_mysql_code_path_on_this_server(engine: Engine, db_url: str, db: peewee.
     _make_items(db)
     migrator = safe_schema_migrator(db, lock_timeout=1.0, retries=0)
     migrator._compat = DatabaseCompat("mysql", (8, 0, 36))
-    caplog.set_level(logging.INFO, logger="api.db.ddl")
+    caplog.set_level(logging.INFO, logger="api.db.schema.ddl")
     read = "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout"
     db.connect(reuse_if_open=True)
     original = db.execute_sql(read).fetchone()
@@ -377,7 +377,7 @@ def test_invalid_index_from_a_failed_build_is_dropped_before_retrying(db: peewee
 @pytest.mark.engines("mysql")
 def test_online_index_on_mysql(db: peewee.Database, caplog: pytest.LogCaptureFixture) -> None:
     _make_items(db)
-    caplog.set_level(logging.INFO, logger="api.db.ddl")
+    caplog.set_level(logging.INFO, logger="api.db.schema.ddl")
     migrator = safe_schema_migrator(db)
     migrator.migrate(migrator.add_index("items", ("v",), concurrently=True))
     assert any(s.endswith("ALGORITHM=INPLACE LOCK=NONE") for s in _ddl_statements(caplog))
@@ -406,7 +406,7 @@ def test_foreign_key_added_not_valid_then_validated(db: peewee.Database, caplog:
     db.create_tables([Parent])
     db.execute_sql("INSERT INTO parent (id) VALUES (1)")
     _make_items(db)
-    caplog.set_level(logging.INFO, logger="api.db.ddl")
+    caplog.set_level(logging.INFO, logger="api.db.schema.ddl")
     migrator = safe_schema_migrator(db)
     migrator.migrate(migrator.add_column("items", "parent_id",
                                          peewee.ForeignKeyField(Parent, null=True, field=Parent.id)))

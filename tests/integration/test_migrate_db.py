@@ -27,10 +27,10 @@ from api.db import (
     migration_status,
     pending_migrations,
 )
-from api.db.lock import PG_LOCK_KEY, mysql_lock_name
-from api.db.migrations import make_schema_migrator
-from api.db.status import repair_migration, validate_migrations
-from api.db.tracker import MigrationTracker
+from api.db.migrate.lock import PG_LOCK_KEY, mysql_lock_name
+from api.db.migrate.runner import make_schema_migrator
+from api.db.migrate.status import repair_migration, validate_migrations
+from api.db.migrate.tracker import MigrationTracker
 
 from engines import Engine, admin_cursor
 

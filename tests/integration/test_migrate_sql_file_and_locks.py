@@ -12,8 +12,8 @@ import peewee
 import pytest
 
 from api.db import Migration, MigrationError, connect, migrate_db
-from api.db.sqlfile import SQLFileError
-from api.db.tracker import MigrationTracker
+from api.db.migrate.sqlfile import SQLFileError
+from api.db.migrate.tracker import MigrationTracker
 
 from engines import Engine, admin_cursor
 
@@ -61,7 +61,7 @@ def test_sql_file_adopts_an_existing_schema(engine: Engine, db: Any, tmp_path: P
     script = PG_SCHEMA if engine.family == "postgres" else PORTABLE_SCHEMA
     with db.connection_context():
         # An older deployment created everything by hand, untracked.
-        from api.db.sqlfile import split_sql
+        from api.db.migrate.sqlfile import split_sql
 
         for statement in split_sql(script):
             # peewee hands psycopg2/PyMySQL a params tuple, so a literal % must be doubled here.

@@ -15,7 +15,7 @@ import pytest
 from boot_child import MIGRATIONS
 
 from api.db import connect, migrate_db
-from api.db.tracker import MigrationTracker
+from api.db.migrate.tracker import MigrationTracker
 
 from engines import admin_cursor, get_engine
 

@@ -10,7 +10,7 @@ import pytest
 from peewee import DatabaseError
 
 from api.db import VectorDimensionError, check_pgvector, plan_vector_column
-from api.db.pgvector import Support
+from api.db.schema.pgvector import Support
 
 from engines import Engine
 

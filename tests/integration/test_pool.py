@@ -13,8 +13,8 @@ from typing import Any
 import pytest
 
 from api.db import connect
-from api.db.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 from api.db.exceptions import DatabaseUnavailable, PoolTimeout
+from api.db.pool.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 
 import engines
 from engines import Engine, admin_cursor
@@ -91,7 +91,7 @@ def test_exhaustion_raises_pool_timeout_after_the_configured_wait(pool_factory: 
     assert "pool size 2, 2 in use" in text
     assert "test_pool.py" in text and "in _hold" in text and "holder-" in text
     stats = PoolDiagnostics(database).get_pool_stats()
-    from api.db.diagnostics import POOL_STAT_KEYS
+    from api.db.pool.diagnostics import POOL_STAT_KEYS
 
     assert tuple(stats) == POOL_STAT_KEYS
     assert stats["acquisition_timeouts_total"] == 1
@@ -159,7 +159,7 @@ def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
             _kill(engine, _pool_sessions(engine, db_url, app_name))
             time.sleep(0.1)
             database.execute_sql("INSERT INTO events (id, note) VALUES (2, 'second')")
-    from api.db.errors import ErrorCategory, classify_error
+    from api.db.error_handler import ErrorCategory, classify_error
 
     chain: list[BaseException] = []
     error: BaseException | None = caught.value
@@ -209,7 +209,7 @@ def test_raw_driver_changes_are_reset_too(pool_factory: Any, engine: Engine) -> 
 
 def test_statement_timeout_cancels_long_queries(pool_factory: Any, engine: Engine) -> None:
     database = pool_factory(max_connections=1, statement_timeout=0.5)
-    from api.db.errors import ErrorCategory, classify_error
+    from api.db.error_handler import ErrorCategory, classify_error
 
     started = time.monotonic()
     with database.connection_context():
@@ -478,7 +478,7 @@ def test_thread_that_keeps_its_connection_recovers_after_a_kill(pool_factory: An
     assert database.execute_sql("SELECT 1").fetchone()[0] == 1  # autoconnect; the thread keeps it
     _kill(engine, _pool_sessions(engine, db_url, app_name))
     time.sleep(0.1)
-    from api.db.errors import ErrorCategory, classify_error
+    from api.db.error_handler import ErrorCategory, classify_error
 
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's own error is the point
         database.execute_sql("SELECT 2")

@@ -8,7 +8,7 @@ import socket
 import pytest
 
 from api.db import connect, server_info
-from api.db.preflight import Level, get_extended_diagnostics
+from api.db.health.preflight import Level, get_extended_diagnostics
 
 from engines import Engine
 

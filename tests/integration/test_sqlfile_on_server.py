@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.db.sqlfile import split_sql
+from api.db.migrate.sqlfile import split_sql
 
 SCRIPT = """
 CREATE TABLE doc (id serial PRIMARY KEY, body text NOT NULL DEFAULT 'a;b');

@@ -8,7 +8,7 @@ import uuid
 
 import peewee
 
-from api.db.verify import verify_schema
+from api.db.schema.verify import verify_schema
 
 
 def make_models(database: peewee.Database) -> tuple[type[peewee.Model], type[peewee.Model]]:

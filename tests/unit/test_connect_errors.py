@@ -11,7 +11,7 @@ import psycopg2
 import pymysql
 import pytest
 
-from api.db.errors import FATAL_CONFIGURATION, ErrorCategory, classify_error
+from api.db.error_handler import FATAL_CONFIGURATION, ErrorCategory, classify_error
 
 C = ErrorCategory
 

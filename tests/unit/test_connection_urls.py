@@ -7,7 +7,7 @@ import pytest
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
 from api.db import ConfigurationError, DriverNotInstalled, InvalidDatabaseURL, connect, db_type
-from api.db import connection as connection_module
+from api.db.pool import connect as connection_module
 
 
 @pytest.mark.parametrize(

@@ -8,7 +8,7 @@ import peewee
 import pytest
 
 from api.db import ConfigurationError, LockSettings, safe_schema_migrator
-from api.db.ddl import LockSafeOperation, LockSafeSqliteMigrator
+from api.db.schema.ddl import LockSafeOperation, LockSafeSqliteMigrator
 
 
 @pytest.mark.parametrize(

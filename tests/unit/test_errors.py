@@ -11,7 +11,7 @@ from __future__ import annotations
 import peewee
 import pytest
 
-from api.db.errors import (
+from api.db.error_handler import (
     ALREADY_ABSENT,
     ALREADY_PRESENT,
     EXPECTED,
@@ -205,7 +205,7 @@ def test_message_never_shows_a_password() -> None:
 
 
 def test_handle_migration_error_levels(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level("DEBUG", logger="api.db.errors")
+    caplog.set_level("DEBUG", logger="api.db.error_handler")
     assert StandardErrorHandler.handle_migration_error(MyError(1060, "Duplicate column name 'a'"), "t", "a", "add_column", "mysql")
     assert caplog.records[-1].levelname == "INFO"
     assert StandardErrorHandler.handle_migration_error(

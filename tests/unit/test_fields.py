@@ -56,11 +56,11 @@ def test_sqlite_has_no_length_limits() -> None:
 
 
 def test_messages_say_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
-    caplog.set_level(logging.WARNING, logger="api.db.fields")
+    caplog.set_level(logging.WARNING, logger="api.db.schema.fields")
     warnings = validate_models([Article], "mariadb")
     slug = next(w for w in warnings if w.field == "slug")
     assert "4096 bytes" in slug.message and "3072-byte" in slug.message and "max_length <= 768" in slug.message
-    assert len([r for r in caplog.records if r.name == "api.db.fields"]) == len(warnings)
+    assert len([r for r in caplog.records if r.name == "api.db.schema.fields"]) == len(warnings)
 
 
 def test_single_field_and_composite_index() -> None:

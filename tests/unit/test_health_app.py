@@ -12,8 +12,8 @@ import pytest
 from api.db import connect
 from api.db.cli import build_parser
 from api.db.exceptions import ConfigurationError, MigrationDeclarationError
-from api.db.health import DatabaseHealth, HealthChecker, check_database_health
-from api.db.health_wsgi import health_app
+from api.db.health.checks import DatabaseHealth, HealthChecker, check_database_health
+from api.db.health.wsgi import health_app
 
 
 @pytest.fixture
@@ -79,7 +79,7 @@ def test_an_internal_failure_is_a_500_without_the_error_text(sqlite_db: Any, mon
 def test_metrics_without_prometheus_client_say_how_to_install_it(
     sqlite_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "api.db.metrics", None)  # the import fails as if the extra were missing
+    monkeypatch.setitem(sys.modules, "api.db.health.metrics", None)  # the import fails as if the extra were missing
     app = health_app(sqlite_db)
     status, _, body = call(app, "/metrics")
     assert status == "501 Not Implemented" and b"api-db[metrics]" in body
@@ -108,7 +108,7 @@ def test_serve_command_defaults_to_loopback() -> None:
 
 
 def test_server_version_text() -> None:
-    from api.db.health import _version_text
+    from api.db.health.checks import _version_text
 
     assert _version_text(180001) == "18.1" and _version_text(90624) == "9.6.24"
     assert _version_text((10, 11, 6)) == "10.11.6" and _version_text(None) is None

@@ -11,7 +11,7 @@ import pytest
 from peewee import SQL
 
 from api.db import ConfigurationError, UnrenderableDefault
-from api.db.literals import render_literal
+from api.db.schema.literals import render_literal
 
 CASES: list[tuple[Any, str, str, str]] = [
     # value, postgres, mysql, sqlite

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from api.db.lock import (
+from api.db.migrate.lock import (
     LOCK_NAMESPACE,
     MYSQL_LOCK_NAME_MAX,
     PG_LOCK_KEY,

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.db.capture import is_control, is_read, strip_statement_settings
-from api.db.lockinfo import (
+from api.db.preview.analysis import (
     analyze_statement,
     estimate_duration,
     extension_types,
@@ -13,6 +12,7 @@ from api.db.lockinfo import (
     pg_type_change,
     unquote,
 )
+from api.db.preview.capture import is_control, is_read, strip_statement_settings
 
 PG = [
     ('ALTER TABLE "item" ADD COLUMN "size" INTEGER', "metadata", "ACCESS EXCLUSIVE", True, False),

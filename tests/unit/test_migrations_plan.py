@@ -7,10 +7,10 @@ import functools
 import pytest
 from peewee import CharField
 
-from api.db.checksums import definition_checksum
-from api.db.declarations import Migration, _quick_names, migrations_digest, plan_migrations
 from api.db.exceptions import ConfigurationError, MigrationDeclarationError
-from api.db.migrations import (
+from api.db.migrate.checksums import definition_checksum
+from api.db.migrate.declarations import Migration, _quick_names, migrations_digest, plan_migrations
+from api.db.migrate.runner import (
     MigrationOutcome,
     MigrationReport,
     _check_settings,

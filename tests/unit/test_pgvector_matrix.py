@@ -12,7 +12,7 @@ from api.db import (
     check_pgvector_compatibility,
     plan_vector_column,
 )
-from api.db.pgvector import Support
+from api.db.schema.pgvector import Support
 
 
 @pytest.mark.parametrize(
@@ -54,7 +54,7 @@ def test_known_bad_versions_raise(version: str) -> None:
 
 
 def test_untested_version_warns(caplog: pytest.LogCaptureFixture) -> None:
-    with caplog.at_level(logging.WARNING, logger="api.db.pgvector"):
+    with caplog.at_level(logging.WARNING, logger="api.db.schema.pgvector"):
         result = check_pgvector_compatibility("0.9.1")
     assert any("untested" in w for w in result.warnings)
     assert any("untested" in r.getMessage() for r in caplog.records)

@@ -8,9 +8,9 @@ import pymysql
 import pytest
 
 from api.db import connect
-from api.db.config import PRESETS, PoolConfig, RetryConfig, environment_names, load_config
 from api.db.exceptions import ConfigurationError, ConnectionRejected, DatabaseUnavailable
-from api.db.retry import backoff_delays, call_with_retry
+from api.db.pool.config import PRESETS, PoolConfig, RetryConfig, environment_names, load_config
+from api.db.pool.retry import backoff_delays, call_with_retry
 
 FULL_ENV = {
     "POOL_MIN_CONNECTIONS": "3",

@@ -7,8 +7,8 @@ import logging
 import pytest
 
 from api.db import connect
-from api.db.diagnostics import POOL_STAT_KEYS, PoolDiagnostics, log_connection_config
-from api.db.pool import PoolCounters
+from api.db.pool.diagnostics import POOL_STAT_KEYS, PoolDiagnostics, log_connection_config
+from api.db.pool.pool import PoolCounters
 
 
 def test_wait_percentiles_over_the_last_thousand() -> None:
@@ -48,7 +48,7 @@ def test_connection_config_log_masks_the_password(caplog: pytest.LogCaptureFixtu
 
 
 def test_acquire_wait_histogram_is_cumulative_and_bounds_are_inclusive() -> None:
-    from api.db.pool import WAIT_BUCKETS
+    from api.db.pool.pool import WAIT_BUCKETS
 
     counters = PoolCounters()
     for wait in (0.0, 0.001, 0.0011, 0.3, 99.0):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from peewee import QueryEvent
 
-from api.db.querymon import WINDOW, QueryMonitor, normalize_sql
+from api.db.pool.querymon import WINDOW, QueryMonitor, normalize_sql
 
 
 @pytest.mark.parametrize(
@@ -70,6 +70,6 @@ def test_p95_is_the_nearest_rank() -> None:
     ],
 )
 def test_session_changing_statements_are_recognized(sql: str, changes: bool) -> None:
-    from api.db.pool import changes_session
+    from api.db.pool.pool import changes_session
 
     assert changes_session(sql) is changes

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from api.db.sqlfile import SQLFileError, read_sql_file, split_sql
+from api.db.migrate.sqlfile import SQLFileError, read_sql_file, split_sql
 
 FUNCTION = """
 -- schema for documents; a comment with a ; inside

@@ -6,7 +6,7 @@
                        the pool is not exhausted; 503 with short reasons otherwise
 ``GET /health/detailed`` every component as JSON (200, or 503 when unhealthy);
                        ``Authorization: Bearer <token>`` when a token is set
-``GET /metrics``       Prometheus exposition (:mod:`api.db.metrics`)
+``GET /metrics``       Prometheus exposition (:mod:`api.db.health.metrics`)
 =====================  ==========================================================
 
 ``HEAD`` is accepted wherever ``GET`` is; other methods get 405, other paths 404. Paths
@@ -30,10 +30,10 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import peewee
 
-from api.db.declarations import MigrationLike
-from api.db.errors import classify_error
+from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError
-from api.db.health import UNHEALTHY, HealthChecker
+from api.db.health.checks import UNHEALTHY, HealthChecker
+from api.db.migrate.declarations import MigrationLike
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class HealthApp:
     ``cache_ttl``: seconds a health result is reused (one check refreshes it, however
     many requests arrive). ``expose_details``: include error text and versions in
     ``/health/detailed``. ``token``: require ``Authorization: Bearer <token>`` there.
-    ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.HealthChecker`.
+    ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.checks.HealthChecker`.
     """
 
     def __init__(
@@ -79,7 +79,7 @@ class HealthApp:
         self._registry: Any = None
         self._metrics_missing: str | None = None
         try:
-            from api.db.metrics import metrics_registry
+            from api.db.health.metrics import metrics_registry
         except ImportError as exc:  # the metrics extra is optional; /metrics says how to get it
             self._metrics_missing = f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
             logger.warning("/metrics disabled: %s", self._metrics_missing)
@@ -127,7 +127,7 @@ class HealthApp:
             return _json(503 if health.status == UNHEALTHY else 200, health.to_dict(details=self.expose_details))
         if self._registry is None:
             return _json(501, {"status": "metrics unavailable", "reason": self._metrics_missing})
-        from api.db.metrics import render_metrics
+        from api.db.health.metrics import render_metrics
 
         output, content_type = render_metrics(self._registry)
         return 200, [("Content-Type", content_type), ("Cache-Control", "no-store"),
@@ -161,7 +161,7 @@ class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
 
 
 class _LoggingHandler(WSGIRequestHandler):
-    """Request lines go to the ``api.db.health_wsgi`` logger (DEBUG), not to stderr."""
+    """Request lines go to the ``api.db.health.wsgi`` logger (DEBUG), not to stderr."""
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 - the stdlib's parameter name
         logger.debug("%s %s", self.address_string(), format % args)

@@ -4,7 +4,7 @@
 ``sqlite``) with the value each flag has on a current server. ``VERSION_GATES``
 says from which server version a flag holds (and what it is below that), and
 ``EXTENSION_GATES`` which PostgreSQL extension a flag needs. ``for_database(db)``
-reads the live server (``api.db.info.server_info``) and resolves every flag for it;
+reads the live server (``api.db.engines.info.server_info``) and resolves every flag for it;
 ``require(flag)`` raises :class:`UnsupportedCapability` naming the version needed.
 """
 
@@ -241,7 +241,7 @@ class DatabaseCompat:
     @classmethod
     def for_database(cls, database: peewee.Database) -> DatabaseCompat:
         """The capabilities of the live server behind ``database`` (flavour and version read from it)."""
-        from api.db.info import server_info
+        from api.db.engines.info import server_info
 
         info = server_info(database)
         extensions: set[str] | None = None
@@ -375,7 +375,7 @@ def _database_from(args: tuple[Any, ...]) -> peewee.Database:
         return active
     raise ConfigurationError(
         "DatabaseCompat.requires cannot find the live database: pass database=, give the migration "
-        "the migrator (or database) as its first argument, or call it inside api.db.compat.using_database(db)"
+        "the migrator (or database) as its first argument, or call it inside api.db.engines.compat.using_database(db)"
     )
 
 

@@ -6,7 +6,7 @@ The flow of :func:`migrate_db`:
 2. Fast path: one query compares a digest of the declared names
    with the digests recorded after earlier complete runs. Nothing pending: done,
    without the lock.
-3. Otherwise take the migration lock (:mod:`api.db.lock`), read the history again
+3. Otherwise take the migration lock (:mod:`api.db.migrate.lock`), read the history again
    under it, and apply what is pending:
 
    * PostgreSQL and SQLite (transactional DDL): all pending migrations and their
@@ -18,8 +18,8 @@ The flow of :func:`migrate_db`:
      each), then ``success``. A failure leaves a ``failed`` row listing what
      completed; the next run resumes after the completed operations.
 
-Declarations live in :mod:`api.db.declarations`, checksums in :mod:`api.db.checksums`,
-the read paths (status, validate, repair) in :mod:`api.db.status`.
+Declarations live in :mod:`api.db.migrate.declarations`, checksums in :mod:`api.db.migrate.checksums`,
+the read paths (status, validate, repair) in :mod:`api.db.migrate.status`.
 """
 
 from __future__ import annotations
@@ -36,9 +36,13 @@ from typing import Any
 import peewee
 from playhouse.migrate import Operation, SchemaMigrator
 
-from api.db.connection import db_type
-from api.db.ddl import safe_schema_migrator
-from api.db.declarations import (
+from api.db.error_handler import ErrorInfo, already_applied, classify_error
+from api.db.exceptions import (
+    ConfigurationError,
+    MigrationError,
+    UnsupportedCapability,
+)
+from api.db.migrate.declarations import (
     Migration,
     MigrationLike,
     _quick_names,
@@ -46,16 +50,8 @@ from api.db.declarations import (
     migrations_digest,
     plan_migrations,
 )
-from api.db.errors import ErrorInfo, already_applied, classify_error
-from api.db.exceptions import (
-    ConfigurationError,
-    MigrationError,
-    UnsupportedCapability,
-)
-from api.db.fields import validate_models
-from api.db.lock import migration_lock
-from api.db.redact import redact_text
-from api.db.tracker import (
+from api.db.migrate.lock import migration_lock
+from api.db.migrate.tracker import (
     APPLIED,
     FAILED,
     RUNNING,
@@ -64,7 +60,11 @@ from api.db.tracker import (
     HistoryRow,
     MigrationTracker,
 )
-from api.db.verify import verify_schema
+from api.db.pool.connect import db_type
+from api.db.redact import redact_text
+from api.db.schema.ddl import safe_schema_migrator
+from api.db.schema.fields import validate_models
+from api.db.schema.verify import verify_schema
 
 logger = logging.getLogger(__name__)
 
@@ -742,7 +742,7 @@ def _alter(migrator: Any, operation: str, table: str, column: str, *args: Any) -
         if already_applied(exc, operation, db=db, db_type=engine, table=table, **old_new):
             logger.info("%s %s.%s: already done, skipping", operation, table, column)
             return True
-        from api.db.errors import StandardErrorHandler
+        from api.db.error_handler import StandardErrorHandler
 
         return StandardErrorHandler.handle_migration_error(exc, table, column, operation, engine, sql=log.last)
     return True

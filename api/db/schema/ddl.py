@@ -41,12 +41,12 @@ from playhouse.migrate import (
     operation,
 )
 
-from api.db.blockers import BlockingSession, find_blockers
-from api.db.compat import DatabaseCompat
-from api.db.connection import db_type
-from api.db.errors import ErrorCategory, StandardErrorHandler
+from api.db.engines.compat import DatabaseCompat
+from api.db.error_handler import ErrorCategory, StandardErrorHandler
 from api.db.exceptions import ConcurrentIndexInTransaction, ConfigurationError, DDLLockTimeout
-from api.db.literals import render_literal
+from api.db.pool.connect import db_type
+from api.db.schema.blockers import BlockingSession, find_blockers
+from api.db.schema.literals import render_literal
 
 logger = logging.getLogger(__name__)
 

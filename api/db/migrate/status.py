@@ -12,11 +12,16 @@ from typing import Any
 
 import peewee
 
-from api.db.declarations import MigrationLike, _quick_names, migrations_digest, plan_migrations
 from api.db.exceptions import ConfigurationError
-from api.db.lock import migration_lock
-from api.db.migrations import using_connection
-from api.db.tracker import FAILED, RUNNING, SUCCESS, HistoryRow, MigrationTracker
+from api.db.migrate.declarations import (
+    MigrationLike,
+    _quick_names,
+    migrations_digest,
+    plan_migrations,
+)
+from api.db.migrate.lock import migration_lock
+from api.db.migrate.runner import using_connection
+from api.db.migrate.tracker import FAILED, RUNNING, SUCCESS, HistoryRow, MigrationTracker
 
 logger = logging.getLogger(__name__)
 

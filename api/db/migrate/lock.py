@@ -24,9 +24,9 @@ from typing import Any
 
 import peewee
 
-from api.db.connection import db_type
-from api.db.errors import classify_error
+from api.db.error_handler import classify_error
 from api.db.exceptions import MigrationLockTimeout
+from api.db.pool.connect import db_type
 
 logger = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """PoolDiagnostics: the statistics of a pool, its health in the log, a monitor thread, query timings.
 
 ``PoolDiagnostics(db)`` is a cheap view: the counters live on the database
-(:mod:`api.db.pool`, :mod:`api.db.querymon`), so any number of views, made at
+(:mod:`api.db.pool.pool`, :mod:`api.db.pool.querymon`), so any number of views, made at
 any time, read the same numbers. The keys of :meth:`PoolDiagnostics.get_pool_stats`
 are constant (:data:`POOL_STAT_KEYS`) and documented in docs/CONNECTION_POOL.md.
 """
@@ -16,10 +16,10 @@ from typing import Any
 
 import peewee
 
-from api.db.config import PoolConfig
-from api.db.errors import classify_error
-from api.db.pool import InstrumentedPool
-from api.db.querymon import QueryMonitor, QueryStats
+from api.db.error_handler import classify_error
+from api.db.pool.config import PoolConfig
+from api.db.pool.pool import InstrumentedPool
+from api.db.pool.querymon import QueryMonitor, QueryStats
 from api.db.redact import MASK, redact_text
 
 logger = logging.getLogger(__name__)

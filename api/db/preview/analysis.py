@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from api.db.capture import strip_statement_settings
+from api.db.preview.capture import strip_statement_settings
 
 # -- kinds of work ------------------------------------------------------------------------
 

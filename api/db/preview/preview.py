@@ -2,7 +2,7 @@
 
 The pending migrations (by the tracker's read paths; no table is created) run as
 ``migrate_db`` would run them, same migrator, same transaction shape, with a
-:class:`~api.db.capture.StatementCapture` on the database for this thread: reads and
+:class:`~api.db.preview.capture.StatementCapture` on the database for this thread: reads and
 introspection reach the server, every other statement is recorded and not sent. All
 of it happens inside one transaction that is always rolled back and, where the
 engine has one, is read-only (PostgreSQL ``READ ONLY``, SQLite ``PRAGMA query_only``)
@@ -10,7 +10,7 @@ as a net for SQL that bypasses ``execute_sql`` (a raw driver cursor). MySQL/Mari
 have no such net for DDL (it commits implicitly): there, only the capture stands
 between a preview and the server.
 
-Each captured statement is then analysed (:mod:`api.db.lockinfo`) against the
+Each captured statement is then analysed (:mod:`api.db.preview.analysis`) against the
 table's current size from the catalog.
 """
 
@@ -25,13 +25,14 @@ from typing import Any
 
 import peewee
 
-from api.db.capture import CapturedStatement, StatementCapture, strip_statement_settings
-from api.db.connection import db_type
-from api.db.declarations import Migration, MigrationLike, _takes_migrator, plan_migrations
-from api.db.errors import classify_error
+from api.db.engines.info import ServerInfo, server_info
+from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError
-from api.db.info import ServerInfo, server_info
-from api.db.lockinfo import (
+from api.db.migrate.declarations import Migration, MigrationLike, _takes_migrator, plan_migrations
+from api.db.migrate.runner import Migrator, _resume_point, make_schema_migrator, using_connection
+from api.db.migrate.tracker import HistoryRow, MigrationTracker
+from api.db.pool.connect import db_type
+from api.db.preview.analysis import (
     BYTES_PER_ROW_GUESS,
     CREATE,
     EXTENSION_TYPES,
@@ -47,9 +48,8 @@ from api.db.lockinfo import (
     pg_binary_coercible,
     pg_type_change,
 )
-from api.db.migrations import Migrator, _resume_point, make_schema_migrator, using_connection
+from api.db.preview.capture import CapturedStatement, StatementCapture, strip_statement_settings
 from api.db.redact import redact_text
-from api.db.tracker import HistoryRow, MigrationTracker
 
 logger = logging.getLogger(__name__)
 

@@ -47,15 +47,15 @@ from typing import Any
 
 import peewee
 
-from api.db.connection import db_type
-from api.db.declarations import MigrationLike, plan_migrations
-from api.db.diagnostics import PoolDiagnostics
-from api.db.errors import classify_error
+from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError, IncompatibleExtensionError
-from api.db.pgvector import check_pgvector
+from api.db.migrate.declarations import MigrationLike, plan_migrations
+from api.db.migrate.status import migration_status, pending_migrations
+from api.db.migrate.tracker import APPLIED, FAILED, RUNNING, MigrationTracker
+from api.db.pool.connect import db_type
+from api.db.pool.diagnostics import PoolDiagnostics
 from api.db.redact import redact_text
-from api.db.status import migration_status, pending_migrations
-from api.db.tracker import APPLIED, FAILED, RUNNING, MigrationTracker
+from api.db.schema.pgvector import check_pgvector
 
 logger = logging.getLogger(__name__)
 

@@ -16,15 +16,15 @@ from pathlib import Path
 from types import CodeType, FunctionType
 from typing import Any, Union
 
-from api.db.checksums import definition_checksum
 from api.db.exceptions import MigrationDeclarationError
-from api.db.sqlfile import SQLFileError, read_sql_file
-from api.db.tracker import NAME_MAX_LENGTH
+from api.db.migrate.checksums import definition_checksum
+from api.db.migrate.sqlfile import SQLFileError, read_sql_file
+from api.db.migrate.tracker import NAME_MAX_LENGTH
 
 MigrationFn = Callable[..., Any]
 MigrationLike = Union["Migration", tuple[str, MigrationFn]]
 
-DIGEST_VERSION = "api.db.migrations/1"
+DIGEST_VERSION = "api.db.migrate.runner/1"
 
 
 class Migration(tuple):
@@ -33,7 +33,7 @@ class Migration(tuple):
     ``atomic=False`` runs it outside any transaction (``CREATE INDEX CONCURRENTLY``).
     ``lock_timeout`` (seconds) and ``lock_retries`` bound how long each of its DDL
     statements waits for a table lock, and how often it tries again (None: the
-    defaults of :func:`api.db.ddl.safe_schema_migrator`).
+    defaults of :func:`api.db.schema.ddl.safe_schema_migrator`).
     Immutable (a tuple underneath, cheap to build at every boot); validated with the
     whole list by :func:`plan_migrations`.
     """
@@ -65,7 +65,7 @@ class Migration(tuple):
     ) -> Migration:
         """A migration that runs the statements of an SQL file, read and split now.
 
-        A missing or malformed file raises :class:`~api.db.sqlfile.SQLFileError` here,
+        A missing or malformed file raises :class:`~api.db.migrate.sqlfile.SQLFileError` here,
         before anything runs. Each statement is one ``m.sql`` operation, so objects
         that already exist are counted as applied (adoption) and MySQL resumes after
         the last completed statement. The statements are part of the checksum.

@@ -9,7 +9,7 @@ from typing import Any
 
 import peewee
 
-from api.db.connection import db_type
+from api.db.pool.connect import db_type
 
 
 @dataclass(frozen=True)

@@ -16,12 +16,12 @@ from typing import Any
 
 import peewee
 
-from api.db.connection import db_type
-from api.db.errors import classify_error
+from api.db.engines.info import ServerInfo, server_info
+from api.db.error_handler import classify_error
 from api.db.exceptions import DatabaseUnavailable
-from api.db.info import ServerInfo, server_info
-from api.db.pgvector import Support, check_pgvector
+from api.db.pool.connect import db_type
 from api.db.redact import redact_url
+from api.db.schema.pgvector import Support, check_pgvector
 
 logger = logging.getLogger(__name__)
 

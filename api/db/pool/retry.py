@@ -1,7 +1,7 @@
 """Open a connection with exponential backoff, retrying only what a retry can fix.
 
 What is transient and what is fatal comes from the classification tables in
-:mod:`api.db.errors`: ``ErrorInfo.is_transient`` (connection lost or refused,
+:mod:`api.db.error_handler`: ``ErrorInfo.is_transient`` (connection lost or refused,
 too many connections, lock timeouts) is retried; ``FATAL_CONFIGURATION``
 (wrong password, unknown database, no permission) fails at once with
 :class:`ConnectionRejected` saying what to check; anything else is raised as is.
@@ -15,9 +15,9 @@ import time
 from collections.abc import Iterator
 from typing import Callable, TypeVar
 
-from api.db.config import RetryConfig
-from api.db.errors import FATAL_CONFIGURATION, ErrorCategory, classify_error
+from api.db.error_handler import FATAL_CONFIGURATION, ErrorCategory, classify_error
 from api.db.exceptions import ConnectionRejected, DatabaseUnavailable
+from api.db.pool.config import RetryConfig
 
 logger = logging.getLogger(__name__)
 

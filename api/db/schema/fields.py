@@ -19,7 +19,7 @@ from typing import Any, Union
 import peewee
 from playhouse.migrate import _truncate_constraint_name
 
-from api.db.compat import ENGINE_OF_FLAVOUR, DatabaseCompat, normalize_flavour
+from api.db.engines.compat import ENGINE_OF_FLAVOUR, DatabaseCompat, normalize_flavour
 from api.db.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)

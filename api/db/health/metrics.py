@@ -1,8 +1,8 @@
 """Prometheus metrics of one database, computed at scrape time by a custom ``prometheus_client`` collector.
 
 Nothing is counted twice: the pool and query numbers are read from the counters the
-pool keeps anyway (:meth:`api.db.diagnostics.PoolDiagnostics.get_pool_stats`, the
-acquire-wait histogram of :class:`api.db.pool.PoolCounters`), and the database,
+pool keeps anyway (:meth:`api.db.pool.diagnostics.PoolDiagnostics.get_pool_stats`, the
+acquire-wait histogram of :class:`api.db.pool.pool.PoolCounters`), and the database,
 migration and pgvector numbers from the health checker's cached result, so a scrape
 costs no database round trip unless that result is older than the cache TTL.
 The collector goes into a :class:`prometheus_client.CollectorRegistry` of its own
@@ -24,9 +24,9 @@ from prometheus_client.core import (
 )
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, generate_latest
 
-from api.db.diagnostics import PoolDiagnostics
-from api.db.health import STATUSES, HealthChecker
-from api.db.pool import InstrumentedPool
+from api.db.health.checks import STATUSES, HealthChecker
+from api.db.pool.diagnostics import PoolDiagnostics
+from api.db.pool.pool import InstrumentedPool
 
 PREFIX = "api_db_"
 
@@ -53,7 +53,7 @@ POOL_COUNTERS: tuple[tuple[str, str, str], ...] = (
 
 
 class DatabaseCollector:
-    """A ``prometheus_client`` collector for one :class:`~api.db.health.HealthChecker` and its database."""
+    """A ``prometheus_client`` collector for one :class:`~api.db.health.checks.HealthChecker` and its database."""
 
     def __init__(self, checker: HealthChecker) -> None:
         self.checker = checker

@@ -3,8 +3,8 @@
 Built on ``playhouse.db_url``; this module adds what it lacks: ``mariadb://``,
 a check that the driver is importable before anything else happens, typed
 errors whose text never shows the password, and the pool settings of
-:mod:`api.db.config` (keywords, environment, presets) turned into an
-instrumented ``playhouse.pool`` database (:mod:`api.db.pool`) with connect and
+:mod:`api.db.pool.config` (keywords, environment, presets) turned into an
+instrumented ``playhouse.pool`` database (:mod:`api.db.pool.pool`) with connect and
 statement timeouts, ``application_name`` / ``program_name`` and query monitoring.
 """
 
@@ -21,10 +21,10 @@ from urllib.parse import urlsplit
 import peewee
 from playhouse import db_url
 
-from api.db.config import DatabaseConfig, config_keys, load_config
 from api.db.exceptions import ConfigurationError, DriverNotInstalled, InvalidDatabaseURL
-from api.db.pool import POOL_CLASSES
-from api.db.querymon import QueryMonitor
+from api.db.pool.config import DatabaseConfig, config_keys, load_config
+from api.db.pool.pool import POOL_CLASSES
+from api.db.pool.querymon import QueryMonitor
 from api.db.redact import redact_url
 
 logger = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def connect(
     """Return a Peewee database for ``url`` (or ``$DATABASE_URL``); no connection is opened yet.
 
     ``postgresql://`` / ``postgres://`` and ``mysql://`` / ``mariadb://`` give pooled
-    databases (:mod:`api.db.pool`, built on ``playhouse.pool``); ``sqlite:///path`` a
-    plain SQLite database. Pool and retry settings (:mod:`api.db.config`) come from
+    databases (:mod:`api.db.pool.pool`, built on ``playhouse.pool``); ``sqlite:///path`` a
+    plain SQLite database. Pool and retry settings (:mod:`api.db.pool.config`) come from
     ``overrides``, else ``environ`` (default ``os.environ``), else ``preset``; other
     query-string parameters and ``overrides`` are passed to the driver.
     """

@@ -41,10 +41,10 @@ from typing import Any
 import peewee
 from playhouse.pool import PooledDatabase, PooledMySQLDatabase, PooledPostgresqlDatabase
 
-from api.db.config import PoolConfig, RetryConfig
-from api.db.errors import classify_error
+from api.db.error_handler import classify_error
 from api.db.exceptions import PoolTimeout
-from api.db.retry import call_with_retry
+from api.db.pool.config import PoolConfig, RetryConfig
+from api.db.pool.retry import call_with_retry
 
 logger = logging.getLogger(__name__)
 
@@ -59,9 +59,9 @@ WAIT_BUCKETS: tuple[float, ...] = (
 STACK_LIMIT = 12  # frames kept of an acquiring stack when leak detection is on (each costs ~0.7 us)
 
 # Frames from these directories are skipped when naming "the code that acquired a connection".
-_INTERNAL_DIRS = tuple(
-    os.path.dirname(os.path.abspath(path)) + os.sep
-    for path in (__file__, peewee.__file__)
+_INTERNAL_DIRS = (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))) + os.sep,  # the whole api.db package
+    os.path.dirname(os.path.abspath(peewee.__file__)) + os.sep,
 ) + (os.path.dirname(os.path.abspath(sys.modules[PooledDatabase.__module__].__file__ or "")) + os.sep,)
 _internal_code: dict[Any, bool] = {}
 
