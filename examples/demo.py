@@ -31,6 +31,7 @@ from api.db import (  # noqa: E402
     server_info,
 )
 from api.db.cli import format_table  # noqa: E402
+from api.db.engines.state import state_of  # noqa: E402
 from api.db.health.preflight import get_extended_diagnostics  # noqa: E402
 from api.db.migrate.status import migration_state  # noqa: E402
 from examples.app_migrations import MIGRATIONS  # noqa: E402
@@ -62,7 +63,7 @@ def main() -> int:
     database.execute_sql("CREATE EXTENSION IF NOT EXISTS vector")
     info = server_info(database)
     print("== api.db demo ==")
-    print(f"database URL: {database.api_db_url}")
+    print(f"database URL: {state_of(database).url}")
     print(
         format_table(
             ("field", "value"),

@@ -1,5 +1,6 @@
 """api.db: safe boot-time migrations and connection-pool diagnostics for Peewee applications."""
 
+from api.db.engines import db_type
 from api.db.engines.compat import DatabaseCompat, using_database
 from api.db.engines.info import ServerInfo, server_info
 from api.db.error_handler import ErrorCategory, StandardErrorHandler, categorize_error
@@ -42,7 +43,7 @@ from api.db.migrate.runner import (
 from api.db.migrate.status import migration_status, pending_migrations
 from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.config import DatabaseConfig, PoolConfig, RetryConfig, load_config
-from api.db.pool.connect import connect, db_type
+from api.db.pool.connect import connect
 from api.db.pool.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 from api.db.preview.preview import MigrationPreview, preview_migration
 from api.db.redact import redact_url

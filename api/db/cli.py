@@ -18,6 +18,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Callable
 
 from api.db.engines.info import server_info
+from api.db.engines.state import state_of
 from api.db.exceptions import ApiDbError, ConfigurationError
 from api.db.pool.connect import connect
 from api.db.redact import redact_text
@@ -60,7 +61,7 @@ def cmd_info(args: argparse.Namespace) -> int:
     with opened(args) as database:
         info = server_info(database)
     data = info.to_dict()
-    data["url"] = getattr(database, "api_db_url", "")
+    data["url"] = state_of(database).url
     rows = [
         ("url", data["url"]),
         ("engine", info.engine),
@@ -265,7 +266,7 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
     )
     server = make_health_server(app, args.host, args.port)
     host, port = str(server.server_address[0]), int(server.server_address[1])
-    print(f"serving health endpoints of {getattr(database, 'api_db_url', '')} on http://{host}:{port}", flush=True)
+    print(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}", flush=True)
     print("  /health/live  /health/ready  /health/detailed  /metrics  (Ctrl-C stops)", flush=True)
     try:
         run_until_stopped(server)  # Ctrl-C or SIGTERM

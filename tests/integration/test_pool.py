@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 
 from api.db import connect
+from api.db.engines.state import state_of
 from api.db.exceptions import DatabaseUnavailable, PoolTimeout
 from api.db.pool.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 
@@ -189,7 +190,7 @@ def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engin
             ).fetchone()[0]
             path = database.execute_sql("SHOW search_path").fetchone()[0]
             assert (held, path) == (0, '"$user", public')
-            assert database.execute_sql("SHOW application_name").fetchone()[0] == database.api_db_config.pool.app_name
+            assert database.execute_sql("SHOW application_name").fetchone()[0] == state_of(database).config.pool.app_name
         else:
             row = database.execute_sql("SELECT IS_USED_LOCK('apidb_pool_test'), @leftover, @@session.sql_mode").fetchone()
             assert row[0] is None and row[1] is None and "ANSI" not in row[2].split(",")
@@ -371,7 +372,7 @@ def test_health_thresholds_and_monitor_thread(pool_factory: Any, caplog: pytest.
     database.close_all()
     assert monitor.stopped and not monitor.is_alive()
     assert not [t for t in threading.enumerate() if t.name.startswith("api.db-pool-maintenance[") and "@" not in t.name
-                and t.is_alive() and database.api_db_url in t.name]  # fmt: skip
+                and t.is_alive() and state_of(database).url in t.name]  # fmt: skip
     config = log_connection_config(database)
     assert config["pool"]["max_connections"] == 5
 

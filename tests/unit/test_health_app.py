@@ -11,6 +11,7 @@ import pytest
 
 from api.db import connect
 from api.db.cli import build_parser
+from api.db.engines.state import state_of
 from api.db.exceptions import ConfigurationError, MigrationDeclarationError
 from api.db.health.checks import DatabaseHealth, HealthChecker, check_database_health
 from api.db.health.wsgi import health_app
@@ -96,7 +97,7 @@ def test_one_shot_check_reuses_its_probe(sqlite_db: Any) -> None:
     first = check_database_health(sqlite_db)
     second = check_database_health(sqlite_db)
     assert first.status == second.status == "healthy" and second.checked_at >= first.checked_at
-    checkers = sqlite_db.api_db_health_checkers
+    checkers = state_of(sqlite_db).health_checkers
     assert len(checkers) == 1 and next(iter(checkers.values())).checks_total == 2
 
 

@@ -2,14 +2,9 @@
 
 from __future__ import annotations
 
-from api.db.migrate.lock import (
-    LOCK_NAMESPACE,
-    MYSQL_LOCK_NAME_MAX,
-    PG_LOCK_KEY,
-    _pg_key_parts,
-    describe_holder,
-    mysql_lock_name,
-)
+from api.db.engines.base import LOCK_NAMESPACE, describe_holder
+from api.db.engines.mysql import MYSQL_LOCK_NAME_MAX, mysql_lock_name
+from api.db.engines.postgres import PG_LOCK_KEY, pg_key_parts
 
 
 def test_mysql_lock_name_carries_the_database_and_fits() -> None:
@@ -19,7 +14,7 @@ def test_mysql_lock_name_carries_the_database_and_fits() -> None:
 
 
 def test_pg_key_splits_as_pg_locks_shows_it() -> None:
-    classid, objid = _pg_key_parts(PG_LOCK_KEY)
+    classid, objid = pg_key_parts(PG_LOCK_KEY)
     assert ((classid << 32) | objid) == PG_LOCK_KEY & 0xFFFFFFFFFFFFFFFF
     assert 0 <= classid < 2**32 and 0 <= objid < 2**32
     assert -(2**63) <= PG_LOCK_KEY < 2**63

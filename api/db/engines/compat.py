@@ -19,13 +19,15 @@ from typing import Any, Callable, TypeVar
 
 import peewee
 
+from api.db.engines import ENGINE_OF_FLAVOUR as _ENGINE_OF_FLAVOUR
+from api.db.engines import FLAVOURS as _FLAVOURS
 from api.db.exceptions import ConfigurationError, UnsupportedCapability
 
 logger = logging.getLogger(__name__)
 
-FLAVOURS = ("postgres", "mysql", "mariadb", "sqlite")
-FLAVOUR_NAMES = {"postgres": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB", "sqlite": "SQLite"}
-ENGINE_OF_FLAVOUR = {"postgres": "postgres", "mysql": "mysql", "mariadb": "mysql", "sqlite": "sqlite"}
+FLAVOURS = tuple(_FLAVOURS)
+FLAVOUR_NAMES = {name: flavour.title for name, flavour in _FLAVOURS.items()}
+ENGINE_OF_FLAVOUR = {name: engine.name for name, engine in _ENGINE_OF_FLAVOUR.items()}
 _ALIASES = {"postgresql": "postgres", "pg": "postgres", "sqlite3": "sqlite"}
 
 # What each flag means; docs/DATABASE_COMPATIBILITY.md shows the same table.
@@ -50,122 +52,15 @@ FLAGS: dict[str, str] = {
     "vector_type": "a vector column type for embeddings (pgvector, MySQL 9 / MariaDB 11.7 VECTOR)",
 }
 
-CAPABILITIES: dict[str, dict[str, Any]] = {
-    "postgres": {
-        "full_text_search": True,  # tsvector / tsquery, GIN indexes
-        "json_functions": True,  # json/jsonb operators and functions
-        "auto_increment": False,  # SERIAL / IDENTITY columns backed by sequences instead
-        "sequence_support": True,
-        "type_casting": "full",  # value::type, and ALTER COLUMN ... TYPE ... USING expr
-        "max_varchar": 10485760,  # VARCHAR(n) limit; TEXT is unlimited
-        "transactional_ddl": True,  # almost all DDL rolls back (not CREATE INDEX CONCURRENTLY)
-        "advisory_locks": True,  # pg_advisory_lock / pg_try_advisory_lock
-        "add_column_if_not_exists": True,  # 9.6+
-        "instant_add_column": True,  # 11+: a non-volatile DEFAULT is stored once (attmissingval)
-        "concurrent_index": True,  # CREATE INDEX CONCURRENTLY, outside a transaction only
-        "lock_timeout_setting": "lock_timeout",  # milliseconds; SET LOCAL scopes it to a transaction
-        "max_identifier_length": 63,  # NAMEDATALEN - 1 bytes; longer names are truncated with a NOTICE
-        "max_index_key_bytes": 2704,  # B-tree entry limit on 8 kB pages; checked per row, at write time
-        "native_json_type": True,  # jsonb
-        "partial_indexes": True,
-        "check_constraints": True,
-        "vector_type": True,  # only with the pgvector extension: see EXTENSION_GATES
-    },
-    "mysql": {
-        "full_text_search": True,  # FULLTEXT indexes on InnoDB, MATCH ... AGAINST
-        "json_functions": True,  # 5.7.8+
-        "auto_increment": True,
-        "sequence_support": False,
-        "type_casting": "limited",  # CAST(x AS SIGNED/CHAR/DATE/...); no ::, no USING
-        "max_varchar": 16383,  # 65,535-byte row limit / 4 bytes per utf8mb4 character
-        "transactional_ddl": False,  # every DDL statement commits implicitly
-        "advisory_locks": True,  # GET_LOCK / RELEASE_LOCK
-        "add_column_if_not_exists": False,  # no IF NOT EXISTS for columns in any MySQL version
-        "instant_add_column": True,  # 8.0.12+: ALGORITHM=INSTANT is the default for ADD COLUMN
-        "concurrent_index": True,  # online DDL: ALGORITHM=INPLACE, LOCK=NONE
-        "lock_timeout_setting": "lock_wait_timeout",  # whole seconds, metadata locks
-        "max_identifier_length": 64,  # characters
-        "max_index_key_bytes": 3072,  # InnoDB DYNAMIC/COMPRESSED rows (767 with COMPACT/REDUNDANT)
-        "native_json_type": True,  # 5.7.8+: binary JSON
-        "partial_indexes": False,
-        "check_constraints": True,  # 8.0.16+ enforced; parsed and ignored before
-        "vector_type": True,  # 9.0+ VECTOR
-    },
-    "mariadb": {
-        "full_text_search": True,  # FULLTEXT indexes, MATCH ... AGAINST
-        "json_functions": True,  # 10.2.3+
-        "auto_increment": True,
-        "sequence_support": True,  # 10.3+ CREATE SEQUENCE, NEXTVAL()
-        "type_casting": "limited",
-        "max_varchar": 16383,
-        "transactional_ddl": False,  # implicit commit, as MySQL
-        "advisory_locks": True,  # GET_LOCK / RELEASE_LOCK
-        "add_column_if_not_exists": True,  # 10.0.2+
-        "instant_add_column": True,  # 10.3.2+ (10.4+: at any position)
-        "concurrent_index": True,  # ALGORITHM=INPLACE, LOCK=NONE
-        "lock_timeout_setting": "lock_wait_timeout",  # also SET STATEMENT ... FOR, scoped to one statement
-        "max_identifier_length": 64,
-        "max_index_key_bytes": 3072,  # 10.2.2+ with DYNAMIC rows (767 before)
-        "native_json_type": False,  # JSON is an alias of LONGTEXT with a json_valid() CHECK
-        "partial_indexes": False,
-        "check_constraints": True,  # 10.2.1+ enforced
-        "vector_type": True,  # 11.7+ VECTOR
-    },
-    "sqlite": {
-        "full_text_search": True,  # FTS5 virtual tables (compiled into Python's sqlite3 builds)
-        "json_functions": True,  # built in from 3.38 (JSON1 extension before)
-        "auto_increment": True,  # INTEGER PRIMARY KEY AUTOINCREMENT
-        "sequence_support": False,
-        "type_casting": "limited",  # CAST to storage classes; types are affinities
-        "max_varchar": None,  # VARCHAR(n) is TEXT; n is not enforced
-        "transactional_ddl": True,
-        "advisory_locks": False,  # a single writer at a time is the only lock
-        "add_column_if_not_exists": False,
-        "instant_add_column": True,  # ADD COLUMN only edits the schema text; rows are never touched
-        "concurrent_index": False,  # CREATE INDEX holds the write lock of the whole file
-        "lock_timeout_setting": "busy_timeout",  # PRAGMA busy_timeout, milliseconds, per connection
-        "max_identifier_length": None,
-        "max_index_key_bytes": None,
-        "native_json_type": False,  # JSON is TEXT (JSONB blobs from 3.45 are still BLOB columns)
-        "partial_indexes": True,  # 3.8.0+
-        "check_constraints": True,
-        "vector_type": False,
-    },
-}
-
+# The matrix as the engines declare it (engines/postgres.py, mysql.py, sqlite.py): one source of truth.
+CAPABILITIES: dict[str, dict[str, Any]] = {name: dict(f.capabilities) for name, f in _FLAVOURS.items()}
 # Flags that hold only from a server version on: flavour -> flag -> (first version, value before it).
 VERSION_GATES: dict[str, dict[str, tuple[tuple[int, ...], Any]]] = {
-    "postgres": {
-        "add_column_if_not_exists": ((9, 6), False),
-        "instant_add_column": ((11,), False),
-        "native_json_type": ((9, 4), False),
-    },
-    "mysql": {
-        "json_functions": ((5, 7, 8), False),
-        "native_json_type": ((5, 7, 8), False),
-        "instant_add_column": ((8, 0, 12), False),
-        "check_constraints": ((8, 0, 16), False),
-        "max_index_key_bytes": ((5, 7, 7), 767),
-        "vector_type": ((9, 0), False),
-    },
-    "mariadb": {
-        "add_column_if_not_exists": ((10, 0, 2), False),
-        "check_constraints": ((10, 2, 1), False),
-        "max_index_key_bytes": ((10, 2, 2), 767),
-        "json_functions": ((10, 2, 3), False),
-        "instant_add_column": ((10, 3, 2), False),
-        "sequence_support": ((10, 3), False),
-        "vector_type": ((11, 7), False),
-    },
-    "sqlite": {
-        "partial_indexes": ((3, 8, 0), False),
-        "json_functions": ((3, 38), False),
-    },
+    name: dict(f.version_gates) for name, f in _FLAVOURS.items() if f.version_gates
 }
-
 # Flags that need a PostgreSQL extension available on the server: flag -> extension name.
 EXTENSION_GATES: dict[str, dict[str, str]] = {
-    "postgres": {"vector_type": "vector"},
+    name: dict(f.extension_gates) for name, f in _FLAVOURS.items() if f.extension_gates
 }
 
 _active_database: ContextVar[peewee.Database | None] = ContextVar("api_db_active_database", default=None)

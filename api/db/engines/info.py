@@ -3,13 +3,10 @@
 from __future__ import annotations
 
 import re
-import sqlite3
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import peewee
-
-from api.db.pool.connect import db_type
 
 
 @dataclass(frozen=True)
@@ -42,28 +39,8 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(1).split("."))
 
 
-def _scalar(database: peewee.Database, sql: str) -> Any:
-    row = database.execute_sql(sql).fetchone()
-    return row[0] if row else None
-
-
 def server_info(database: peewee.Database) -> ServerInfo:
     """Read the server's identity through ``database`` (opens a connection if needed)."""
-    engine = db_type(database)
-    if engine == "postgres":
-        text = str(_scalar(database, "SHOW server_version"))
-        name = str(_scalar(database, "SELECT current_database()"))
-        installed = dict(database.execute_sql("SELECT extname, extversion FROM pg_extension").fetchall())
-        available = dict(
-            database.execute_sql(
-                "SELECT name, default_version FROM pg_available_extensions"
-            ).fetchall()
-        )
-        return ServerInfo(engine, "postgres", parse_version(text), text, name, installed, available)
-    if engine == "mysql":
-        text = str(_scalar(database, "SELECT VERSION()"))
-        name = str(_scalar(database, "SELECT DATABASE()"))
-        flavour = "mariadb" if "mariadb" in text.lower() else "mysql"
-        return ServerInfo(engine, flavour, parse_version(text), text, name)
-    text = sqlite3.sqlite_version
-    return ServerInfo(engine, "sqlite", parse_version(text), text, str(database.database))
+    from api.db.engines import engine_for
+
+    return engine_for(database).read_server_info()

@@ -47,12 +47,13 @@ from typing import Any
 
 import peewee
 
+from api.db.engines import db_type
+from api.db.engines.state import database_label, state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError, IncompatibleExtensionError
 from api.db.migrate.declarations import MigrationLike, plan_migrations
 from api.db.migrate.status import migration_status, pending_migrations
 from api.db.migrate.tracker import APPLIED, FAILED, RUNNING, MigrationTracker
-from api.db.pool.connect import db_type
 from api.db.pool.diagnostics import PoolDiagnostics
 from api.db.redact import redact_text
 from api.db.schema.pgvector import check_pgvector
@@ -461,7 +462,7 @@ def _version_text(version: Any) -> str | None:
 
 
 def _name(db: Any) -> str:
-    return str(getattr(db, "api_db_url", None) or getattr(db, "database", "?"))
+    return database_label(db)
 
 
 def _checker_for(db: peewee.Database, migrations: Iterable[MigrationLike] | None, timeout: float,
@@ -470,15 +471,10 @@ def _checker_for(db: peewee.Database, migrations: Iterable[MigrationLike] | None
     items = None if migrations is None else list(migrations)
     key = (None if items is None else tuple(m.name for m in plan_migrations(items)), timeout, latency_threshold_ms)
     with _REGISTRY_LOCK:
-        checkers: dict[Any, HealthChecker] | None = getattr(db, "api_db_health_checkers", None)
-        if checkers is None:
-            checkers = {}
-            setattr(db, "api_db_health_checkers", checkers)  # noqa: B010 - peewee.Database declares no such attribute
-            callbacks = getattr(db, "api_db_on_close", None)
-            if callbacks is None:
-                callbacks = []
-                setattr(db, "api_db_on_close", callbacks)  # noqa: B010 - as above
-            callbacks.append(functools.partial(_close_checkers, checkers))
+        state = state_of(db)
+        checkers: dict[Any, HealthChecker] = state.health_checkers
+        if not checkers:
+            state.on_close.append(functools.partial(_close_checkers, checkers))
         checker = checkers.get(key)
         if checker is None:
             checker = checkers[key] = HealthChecker(

@@ -73,7 +73,7 @@ class DatabaseCollector:
 
     def _wait_histogram(self, db: Any) -> Metric:
         if isinstance(db, InstrumentedPool):
-            buckets, total_wait, _count = db.api_db_counters.wait_histogram()
+            buckets, total_wait, _count = db.counters.wait_histogram()
         else:
             buckets, total_wait = [(math.inf, 0)], 0.0
         return HistogramMetricFamily(

@@ -16,10 +16,11 @@ from typing import Any
 
 import peewee
 
+from api.db.engines import db_type
 from api.db.engines.info import ServerInfo, server_info
+from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import DatabaseUnavailable
-from api.db.pool.connect import db_type
 from api.db.redact import redact_url
 from api.db.schema.pgvector import Support, check_pgvector
 
@@ -209,7 +210,7 @@ def get_extended_diagnostics(
     require_pgvector: bool = False,
 ) -> ExtendedPreflightReport:
     """Gather and judge the preflight facts of ``database``; an unreachable server is a failed check, not an exception."""
-    report = ExtendedPreflightReport(engine=db_type(database), url=str(getattr(database, "api_db_url", "") or ""))
+    report = ExtendedPreflightReport(engine=db_type(database), url=state_of(database).url)
     pool_size = getattr(database, "_max_connections", None)
     report.connection_pool_size = int(pool_size) if pool_size else None
     try:

@@ -36,6 +36,7 @@ from typing import Any
 import peewee
 from playhouse.migrate import Operation, SchemaMigrator
 
+from api.db.engines import db_type
 from api.db.error_handler import ErrorInfo, already_applied, classify_error
 from api.db.exceptions import (
     ConfigurationError,
@@ -60,7 +61,6 @@ from api.db.migrate.tracker import (
     HistoryRow,
     MigrationTracker,
 )
-from api.db.pool.connect import db_type
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
 from api.db.schema.fields import validate_models

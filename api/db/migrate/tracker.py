@@ -22,8 +22,8 @@ from typing import Any, TypeVar
 
 import peewee
 
+from api.db.engines import db_type
 from api.db.error_handler import ALREADY_ABSENT, classify_error
-from api.db.pool.connect import db_type
 from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)

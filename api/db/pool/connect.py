@@ -21,6 +21,7 @@ from urllib.parse import urlsplit
 import peewee
 from playhouse import db_url
 
+from api.db.engines.state import state_of
 from api.db.exceptions import ConfigurationError, DriverNotInstalled, InvalidDatabaseURL
 from api.db.pool.config import DatabaseConfig, config_keys, load_config
 from api.db.pool.pool import POOL_CLASSES
@@ -158,8 +159,9 @@ def connect(
             )
     except (ValueError, RuntimeError, TypeError) as exc:
         raise InvalidDatabaseURL(f"cannot build a database from {shown}: {redact_url(str(exc))}") from None
-    database.api_db_url = shown
-    database.api_db_config = config
+    state = state_of(database)
+    state.url = shown
+    state.config = config
     if config.pool.diagnostics:
         QueryMonitor.install(database, slow_query_ms=config.pool.slow_query_ms)
     logger.debug("database configured from %s", shown)
@@ -184,13 +186,3 @@ def _apply_timeouts(engine: str, params: dict[str, Any], config: DatabaseConfig)
             params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
             params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
 
-
-def db_type(database: peewee.Database) -> str:
-    """``postgres``, ``mysql`` or ``sqlite`` from the database class (no round trip)."""
-    if isinstance(database, peewee.PostgresqlDatabase):
-        return "postgres"
-    if isinstance(database, peewee.MySQLDatabase):
-        return "mysql"
-    if isinstance(database, peewee.SqliteDatabase):
-        return "sqlite"
-    raise ConfigurationError(f"unsupported database class {type(database).__name__}")

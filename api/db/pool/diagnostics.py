@@ -16,6 +16,7 @@ from typing import Any
 
 import peewee
 
+from api.db.engines.state import database_label, state_of
 from api.db.error_handler import classify_error
 from api.db.pool.config import PoolConfig
 from api.db.pool.pool import InstrumentedPool
@@ -58,7 +59,7 @@ class PoolDiagnostics:
 
     @property
     def config(self) -> PoolConfig:
-        config = getattr(self.db, "api_db_config", None)
+        config = state_of(self.db).config
         return config.pool if config is not None else PoolConfig()
 
     def get_pool_stats(self) -> dict[str, Any]:
@@ -68,7 +69,7 @@ class PoolDiagnostics:
         db = self.db
         if isinstance(db, InstrumentedPool):
             stats.update({k: v for k, v in db.pool_snapshot().items() if k in stats})
-            counters = db.api_db_counters
+            counters = db.counters
             with counters.lock:
                 stats["acquisitions_total"] = counters.acquisitions
                 stats["acquisition_timeouts_total"] = counters.timeouts
@@ -87,7 +88,7 @@ class PoolDiagnostics:
             stats["idle"] = len(db._connections)
         if stats["max"]:
             stats["utilization_percent"] = round(100.0 * stats["active"] / stats["max"], 1)
-        monitor = getattr(db, "api_db_query_monitor", None)
+        monitor = state_of(db).query_monitor
         if isinstance(monitor, QueryMonitor):
             stats["queries_total"] = monitor.queries_total
             stats["slow_queries_total"] = monitor.slow_queries_total
@@ -131,7 +132,7 @@ class PoolDiagnostics:
 
     def get_query_performance(self, limit: int = 10) -> list[dict[str, Any]]:
         """The ``limit`` slowest normalized statements (by p95): sql, count, errors, window, mean/p95/max ms."""
-        monitor = getattr(self.db, "api_db_query_monitor", None)
+        monitor = state_of(self.db).query_monitor
         if not isinstance(monitor, QueryMonitor):
             return []
         return [_rounded(stat) for stat in monitor.slowest(limit)]
@@ -149,7 +150,7 @@ def _rounded(stat: QueryStats) -> dict[str, Any]:
 
 
 def _name(db: Any) -> str:
-    return str(getattr(db, "api_db_url", None) or getattr(db, "database", "?"))
+    return database_label(db)
 
 
 class HealthMonitor(threading.Thread):
@@ -193,11 +194,7 @@ class HealthMonitor(threading.Thread):
 def start_health_monitoring(db: peewee.Database, interval: float = HEALTH_CHECK_INTERVAL) -> HealthMonitor:
     """Start a named daemon thread logging ``db``'s pool health every ``interval`` seconds; ``.close()`` stops it."""
     monitor = HealthMonitor(db, interval)
-    callbacks = getattr(db, "api_db_on_close", None)
-    if callbacks is None:
-        callbacks = []
-        setattr(db, "api_db_on_close", callbacks)  # noqa: B010 - peewee.Database declares no such attribute
-    callbacks.append(monitor.close)
+    state_of(db).on_close.append(monitor.close)
     monitor.start()
     return monitor
 
@@ -214,7 +211,7 @@ def log_pool_health(db: peewee.Database) -> int:
 
 def log_connection_config(db: peewee.Database) -> dict[str, Any]:
     """Log (INFO) and return the effective settings of ``db``; the URL and options have passwords masked."""
-    config = getattr(db, "api_db_config", None)
+    config = state_of(db).config
     options = {
         key: (MASK if "pass" in key.lower() else redact_text(value) if isinstance(value, str) else value)
         for key, value in getattr(db, "connect_params", {}).items()

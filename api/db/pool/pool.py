@@ -41,6 +41,7 @@ from typing import Any
 import peewee
 from playhouse.pool import PooledDatabase, PooledMySQLDatabase, PooledPostgresqlDatabase
 
+from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import PoolTimeout
 from api.db.pool.config import PoolConfig, RetryConfig
@@ -236,10 +237,10 @@ class InstrumentedPool(PooledDatabase):
         target: str,
         **kwargs: Any,
     ) -> None:
-        self.api_db_pool_config = pool_config
-        self.api_db_retry_config = retry_config
-        self.api_db_url = target
-        self.api_db_counters = PoolCounters()
+        self.pool_config = pool_config
+        self.retry_config = retry_config
+        self.target = target
+        self.counters = PoolCounters()
         self._waiting = 0
         self._opening = 0  # slots reserved by threads opening a new connection
         self._returning = 0  # connections between check-in and the idle list (being reset)
@@ -288,7 +289,7 @@ class InstrumentedPool(PooledDatabase):
         return self._checkout()
 
     def _checkout(self) -> Any:
-        config = self.api_db_pool_config
+        config = self.pool_config
         started = time.monotonic()
         deadline = started + config.acquire_timeout
         frame = _caller_frame()
@@ -305,7 +306,7 @@ class InstrumentedPool(PooledDatabase):
                         break
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
-                        self.api_db_counters.add("timeouts")
+                        self.counters.add("timeouts")
                         raise PoolTimeout(self._timeout_message(config.acquire_timeout))
                     self._waiting += 1
                     try:
@@ -329,7 +330,7 @@ class InstrumentedPool(PooledDatabase):
             with self._pool_lock:
                 self._opening -= 1
                 self._in_use[checkout.key] = checkout
-            self.api_db_counters.acquired(time.monotonic() - started)
+            self.counters.acquired(time.monotonic() - started)
             return conn
 
     def _release_slot(self) -> None:
@@ -343,13 +344,13 @@ class InstrumentedPool(PooledDatabase):
         if self._stale_timeout and time.time() - idle.created > self._stale_timeout:
             self._close_raw(conn)
             return False
-        recently_used = time.monotonic() - idle.returned < self.api_db_pool_config.alive_bypass
+        recently_used = time.monotonic() - idle.returned < self.pool_config.alive_bypass
         if recently_used and not self._socket_readable(conn):
             return True
         # The socket spoke unprompted (a server closing it says so) or the connection sat idle: ping.
         if self._is_closed(conn):
-            logger.info("pool %s: a connection dropped by the server was replaced", self.api_db_url)
-            self.api_db_counters.add("lost")
+            logger.info("pool %s: a connection dropped by the server was replaced", self.target)
+            self.counters.add("lost")
             self._close_raw(conn)
             return False
         return True
@@ -368,11 +369,11 @@ class InstrumentedPool(PooledDatabase):
     def _open_connection(self) -> Any:
         conn = call_with_retry(
             self._open_raw,
-            config=self.api_db_retry_config,
+            config=self.retry_config,
             db_type=self._engine_name(),
-            target=self.api_db_url,
+            target=self.target,
         )
-        self.api_db_counters.add("created")
+        self.counters.add("created")
         return conn
 
     def _open_raw(self) -> Any:
@@ -401,7 +402,7 @@ class InstrumentedPool(PooledDatabase):
             else "none is held by a known caller"
         )
         return (
-            f"no connection free in pool {self.api_db_url} after waiting {timeout:g}s: "
+            f"no connection free in pool {self.target} after waiting {timeout:g}s: "
             f"pool size {self._max_connections}, {len(self._in_use)} in use, {self._waiting} other(s) waiting; "
             f"{held}. Return connections promptly (use db.connection_context()), raise POOL_MAX_CONNECTIONS, "
             "or set POOL_LEAK_THRESHOLD to report connections held too long"
@@ -441,11 +442,11 @@ class InstrumentedPool(PooledDatabase):
         info = classify_error(exc, self._engine_name())
         logger.info(
             "pool %s: connection lost outside a transaction (%s: %s); the next statement opens a new one",
-            self.api_db_url, info.category.value, info.message,
+            self.target, info.category.value, info.message,
         )  # fmt: skip
         with self._pool_lock:
             self._in_use.pop(self.conn_key(conn), None)
-        self.api_db_counters.add("lost")
+        self.counters.add("lost")
         self._close_raw(conn)
         self._state.conn = None
         self._state.closed = True
@@ -469,7 +470,7 @@ class InstrumentedPool(PooledDatabase):
             checkout.dirty = True
 
     def _needs_reset(self, checkout: Checkout) -> bool:
-        mode = self.api_db_pool_config.reset_session
+        mode = self.pool_config.reset_session
         return mode == "always" or (mode == "auto" and checkout.dirty)
 
     # ---------------------------------------------------------------- check-in
@@ -507,7 +508,7 @@ class InstrumentedPool(PooledDatabase):
             if self._stale_timeout and time.time() - checkout.timestamp > self._stale_timeout:
                 self._close_raw(conn)
             elif not self._reset(conn, self._needs_reset(checkout)):
-                self.api_db_counters.add("lost")
+                self.counters.add("lost")
                 self._close_raw(conn)
             else:
                 keep = True
@@ -523,12 +524,12 @@ class InstrumentedPool(PooledDatabase):
         return bool(self._can_reuse(conn))
 
     def _close_raw(self, conn: Any) -> None:
-        self.api_db_counters.add("closed")
+        self.counters.add("closed")
         try:
             super(PooledDatabase, self)._close(conn)
         except Exception as exc:  # the connection is being discarded; a failing close changes nothing
             info = classify_error(exc, self._engine_name())
-            logger.debug("pool %s: closing a connection failed (%s): %s", self.api_db_url, info.category.value, info.message)
+            logger.debug("pool %s: closing a connection failed (%s): %s", self.target, info.category.value, info.message)
 
     def close_idle(self) -> None:
         with self._pool_lock:
@@ -543,8 +544,7 @@ class InstrumentedPool(PooledDatabase):
         if maintenance is not None:
             maintenance.stop()
         super().close_all()
-        stop_monitors = getattr(self, "api_db_on_close", None)
-        for callback in list(stop_monitors or ()):
+        for callback in list(state_of(self).on_close):
             callback()
 
     # ---------------------------------------------------------------- inspection
@@ -554,7 +554,7 @@ class InstrumentedPool(PooledDatabase):
         with self._pool_lock:
             return {
                 "max": self._max_connections,
-                "min": self.api_db_pool_config.min_connections,
+                "min": self.pool_config.min_connections,
                 "active": len(self._in_use),
                 "idle": len(self._connections),
                 "waiting": self._waiting,
@@ -584,18 +584,18 @@ class InstrumentedPool(PooledDatabase):
 
     def check_leaks(self) -> int:
         """Report checkouts older than the leak threshold (once each); reclaim those of dead threads."""
-        threshold = self.api_db_pool_config.leak_threshold
+        threshold = self.pool_config.leak_threshold
         reported = 0
         for checkout in self.checkouts():
             if not checkout.thread.is_alive():
                 with self._pool_lock:
                     if self._in_use.pop(checkout.key, None) is None:
                         continue
-                self.api_db_counters.add("reclaimed")
+                self.counters.add("reclaimed")
                 logger.warning(
                     "pool %s: reclaiming a connection whose thread %r ended without returning it "
                     "(held %.1fs); it was acquired at:\n%s",
-                    self.api_db_url, checkout.thread.name, checkout.age, checkout.format_stack(),
+                    self.target, checkout.thread.name, checkout.age, checkout.format_stack(),
                 )  # fmt: skip
                 self._close_raw(checkout.connection)
                 with self._pool_lock:
@@ -607,13 +607,13 @@ class InstrumentedPool(PooledDatabase):
                 logger.warning(
                     "pool %s: possible connection leak: held %.1fs (POOL_LEAK_THRESHOLD=%gs) by thread %r, "
                     "acquired at:\n%s",
-                    self.api_db_url, checkout.age, threshold, checkout.thread.name, checkout.format_stack(),
+                    self.target, checkout.age, threshold, checkout.thread.name, checkout.format_stack(),
                 )  # fmt: skip
-                self.api_db_counters.add("leaks")
+                self.counters.add("leaks")
         return reported
 
     def _reap_idle(self) -> None:
-        config = self.api_db_pool_config
+        config = self.pool_config
         now_mono, now_wall = time.monotonic(), time.time()
         doomed: list[Any] = []
         with self._pool_lock:
@@ -637,7 +637,7 @@ class InstrumentedPool(PooledDatabase):
         while True:
             with self._pool_lock:
                 total = len(self._in_use) + len(self._connections) + self._opening + self._returning
-                if total >= min(self.api_db_pool_config.min_connections, self._max_connections):
+                if total >= min(self.pool_config.min_connections, self._max_connections):
                     return opened
                 self._opening += 1
             try:
@@ -647,10 +647,10 @@ class InstrumentedPool(PooledDatabase):
                 info = classify_error(exc, self._engine_name())
                 logger.warning(
                     "pool %s: could not open a connection to reach POOL_MIN_CONNECTIONS (%s): %s",
-                    self.api_db_url, info.category.value, info.message,
+                    self.target, info.category.value, info.message,
                 )  # fmt: skip
                 return opened
-            self.api_db_counters.add("created")
+            self.counters.add("created")
             with self._pool_lock:
                 self._opening -= 1
                 self._connections.insert(0, _Idle(conn, time.time(), time.monotonic()))
@@ -662,10 +662,10 @@ class _Maintenance(threading.Thread):
     """Runs ``maintain()`` on a pool it references weakly, until stopped or the pool is gone."""
 
     def __init__(self, pool: InstrumentedPool) -> None:
-        super().__init__(name=f"api.db-pool-maintenance[{pool.api_db_url}]", daemon=True)
+        super().__init__(name=f"api.db-pool-maintenance[{pool.target}]", daemon=True)
         self._pool = weakref.ref(pool)
         self._stop_event = threading.Event()
-        config = pool.api_db_pool_config
+        config = pool.pool_config
         self.interval = min(1.0, config.idle_timeout / 2)
         if config.leak_threshold > 0:
             self.interval = max(0.05, min(self.interval, config.leak_threshold / 4))
@@ -686,7 +686,7 @@ class _Maintenance(threading.Thread):
                 pool.maintain()
             except Exception as exc:  # keep maintaining; the failure is classified and logged
                 info = classify_error(exc, pool._engine_name())
-                logger.error("pool %s: maintenance pass failed (%s): %s", pool.api_db_url, info.category.value, info.message)
+                logger.error("pool %s: maintenance pass failed (%s): %s", pool.target, info.category.value, info.message)
             del pool
 
 
@@ -716,7 +716,7 @@ class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase)
                     cursor.execute("DISCARD ALL")
         except Exception as exc:  # a broken connection: the caller closes it and counts it lost
             info = classify_error(exc, "postgres")
-            logger.info("pool %s: connection not reusable (%s): %s", self.api_db_url, info.category.value, info.message)
+            logger.info("pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message)
             return False
         return True
 
@@ -748,7 +748,7 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
 
     def _session_statements(self, conn: Any) -> list[str]:
         statements: list[str] = []
-        timeout = self.api_db_pool_config.statement_timeout
+        timeout = self.pool_config.statement_timeout
         if timeout > 0:
             if "mariadb" in str(conn.get_server_info()).lower():
                 statements.append(f"SET SESSION max_statement_time = {timeout:g}")
@@ -770,7 +770,7 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
                 conn.rollback()
         except Exception as exc:  # a broken connection: the caller closes it and counts it lost
             info = classify_error(exc, "mysql")
-            logger.info("pool %s: connection not reusable (%s): %s", self.api_db_url, info.category.value, info.message)
+            logger.info("pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message)
             return False
         return True
 

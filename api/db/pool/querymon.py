@@ -17,6 +17,8 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from typing import Any
 
+from api.db.engines.state import database_label, state_of
+
 logger = logging.getLogger(__name__)
 
 WINDOW = 1000  # durations kept per normalized statement
@@ -79,22 +81,22 @@ class QueryMonitor:
     @classmethod
     def install(cls, database: Any, *, slow_query_ms: float = 1000.0) -> QueryMonitor:
         """The monitor of ``database``, created and added to its ``query_hooks`` on first use."""
-        existing = getattr(database, "api_db_query_monitor", None)
+        existing = state_of(database).query_monitor
         if isinstance(existing, QueryMonitor):
             existing.slow_query_ms = slow_query_ms
             return existing
-        monitor = cls(slow_query_ms=slow_query_ms, name=getattr(database, "api_db_url", "") or str(database.database))
-        database.api_db_query_monitor = monitor
+        monitor = cls(slow_query_ms=slow_query_ms, name=database_label(database))
+        state_of(database).query_monitor = monitor
         database.query_hooks.append(monitor)
         return monitor
 
     @staticmethod
     def uninstall(database: Any) -> None:
-        monitor = getattr(database, "api_db_query_monitor", None)
+        monitor = state_of(database).query_monitor
         if monitor is not None:
             if monitor in database.query_hooks:
                 database.query_hooks.remove(monitor)
-            database.api_db_query_monitor = None
+            state_of(database).query_monitor = None
 
     def normalize(self, sql: str) -> str:
         shape = self._normalized.get(sql)  # peewee repeats the same SQL text with new parameters

@@ -25,13 +25,13 @@ from typing import Any
 
 import peewee
 
+from api.db.engines import db_type
 from api.db.engines.info import ServerInfo, server_info
 from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError
 from api.db.migrate.declarations import Migration, MigrationLike, _takes_migrator, plan_migrations
 from api.db.migrate.runner import Migrator, _resume_point, make_schema_migrator, using_connection
 from api.db.migrate.tracker import HistoryRow, MigrationTracker
-from api.db.pool.connect import db_type
 from api.db.preview.analysis import (
     BYTES_PER_ROW_GUESS,
     CREATE,

@@ -15,8 +15,8 @@ from typing import Any
 
 import peewee
 
+from api.db.engines import db_type
 from api.db.error_handler import StandardErrorHandler
-from api.db.pool.connect import db_type
 from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)

@@ -41,10 +41,10 @@ from playhouse.migrate import (
     operation,
 )
 
+from api.db.engines import db_type
 from api.db.engines.compat import DatabaseCompat
 from api.db.error_handler import ErrorCategory, StandardErrorHandler
 from api.db.exceptions import ConcurrentIndexInTransaction, ConfigurationError, DDLLockTimeout
-from api.db.pool.connect import db_type
 from api.db.schema.blockers import BlockingSession, find_blockers
 from api.db.schema.literals import render_literal
 

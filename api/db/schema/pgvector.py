@@ -15,9 +15,9 @@ from typing import Any, NamedTuple
 
 import peewee
 
+from api.db.engines import db_type
 from api.db.engines.info import parse_version
 from api.db.exceptions import IncompatibleExtensionError, VectorDimensionError
-from api.db.pool.connect import db_type
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ from typing import Any
 import peewee
 from playhouse.reflection import Introspector
 
-from api.db.pool.connect import db_type
+from api.db.engines import db_type
 
 logger = logging.getLogger(__name__)
 

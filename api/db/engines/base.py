@@ -1,0 +1,193 @@
+"""The engine interface: what api.db needs to know about one engine family, in one place.
+
+One subclass per family lives beside this file (``postgres.py``, ``mysql.py`` for MySQL
+and MariaDB, ``sqlite.py``). Code outside ``engines/`` asks ``engine_for(db)`` and never
+compares engine names. Facts that differ by flavour or server version (the capability
+matrix of :class:`~api.db.engines.compat.DatabaseCompat`) are :class:`Flavour` data;
+facts that need SQL are methods. To add an engine, see docs/ARCHITECTURE.md.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import peewee
+
+from api.db.exceptions import MigrationLockTimeout
+
+if TYPE_CHECKING:
+    from api.db.engines.info import ServerInfo
+
+logger = logging.getLogger(__name__)
+
+LOCK_NAMESPACE = "api.db.migrate"
+
+
+@dataclass(frozen=True)
+class Flavour:
+    """One server product of an engine family, as capability data (see engines/compat.py for the flags)."""
+
+    name: str  # postgres, mysql, mariadb, sqlite
+    title: str  # PostgreSQL, MySQL, MariaDB, SQLite
+    capabilities: Mapping[str, Any]  # flag -> value on a current server
+    version_gates: Mapping[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # flag -> (from, before)
+    extension_gates: Mapping[str, str] = field(default_factory=dict)  # flag -> extension it needs
+    min_version: tuple[int, ...] = (0,)  # oldest release preflight accepts without a warning
+
+
+def scalar(cursor: Any, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    """The first column of the first row of ``sql`` on a DB-API cursor (None when no row)."""
+    cursor.execute(sql, params)
+    row = cursor.fetchone()
+    return row[0] if row else None
+
+
+def describe_holder(holder: Mapping[str, Any]) -> str:
+    """``pid=123, application_name=app``: the lock holder in one line."""
+    if not holder:
+        return "holder unknown (the lock was released meanwhile, or the server does not say)"
+    return ", ".join(f"{k}={v}" for k, v in holder.items() if v not in (None, ""))
+
+
+class Engine:
+    """One engine family behind a Peewee database; one instance per database (``engine_for``)."""
+
+    name: ClassVar[str]  # the protocol family: postgres, mysql, sqlite
+    database_class: ClassVar[type[peewee.Database]]  # the peewee class that speaks it
+    flavours: ClassVar[tuple[Flavour, ...]]  # the first is the default when the server is not asked
+    # The DB-API placeholder of the driver is %s, so a literal % in raw SQL must be doubled.
+    pyformat: ClassVar[bool] = True
+    # How the migration lock waits: the seconds of one attempt (0: a non-blocking try, polled with backoff).
+    lock_wait_step: ClassVar[float] = 0.0
+    lock_poll_first: ClassVar[float] = 0.02
+    lock_poll_max: ClassVar[float] = 0.5
+    # What a user runs to end a stuck session, named in lock timeout errors.
+    terminate_hint: ClassVar[str] = ""
+
+    def __init__(self, database: peewee.Database) -> None:
+        self.database = database
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.database.database!r}>"
+
+    # -- facts -------------------------------------------------------------------
+
+    @classmethod
+    def flavour_named(cls, name: str) -> Flavour | None:
+        return next((f for f in cls.flavours if f.name == name), None)
+
+    @classmethod
+    def transactional_ddl(cls) -> bool:
+        """Whether DDL rolls back with its transaction: the ``transactional_ddl`` flag of every flavour."""
+        return all(bool(f.capabilities["transactional_ddl"]) for f in cls.flavours)
+
+    def read_server_info(self) -> ServerInfo:
+        """The server's identity, read through the database (opens a connection if needed)."""
+        raise NotImplementedError
+
+    def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
+        row = self.database.execute_sql(sql, params).fetchone()
+        return row[0] if row else None
+
+    # -- the migration lock ------------------------------------------------------------
+
+    def try_lock(self, conn: Any, wait: float) -> bool:
+        """Try to take the session lock on ``conn``, waiting up to ``wait`` seconds where the engine can."""
+        raise NotImplementedError
+
+    def unlock(self, conn: Any) -> tuple[bool, str]:
+        """Release the session lock on ``conn``: (released, the statement that said so)."""
+        raise NotImplementedError
+
+    def read_lock_holder(self) -> dict[str, Any]:
+        """Who holds the migration lock now (pid, application, host...); empty when nobody or unknown."""
+        return {}
+
+    def lock_holder(self) -> dict[str, Any]:
+        """``read_lock_holder``, best effort: a failure to read it is logged and answers empty."""
+        from api.db.error_handler import classify_error
+
+        try:
+            return self.read_lock_holder()
+        except peewee.DatabaseError as exc:  # the timeout error is raised anyway
+            logger.warning("could not read the migration lock holder: %s", classify_error(exc, self.name).message)
+        return {}
+
+    def lock_label(self) -> str:
+        """How the lock is named in log lines: ``pg_advisory_lock 123``, ``GET_LOCK name``."""
+        return self.name
+
+    def after_lock(self, conn: Any) -> bool:
+        """Session settings for the lock holder; True when ``before_unlock`` must undo them."""
+        return False
+
+    def before_unlock(self, conn: Any) -> None:
+        """Undo what ``after_lock`` set, before the connection goes back to the pool."""
+
+    @contextlib.contextmanager
+    def migration_lock(self, timeout: float) -> Iterator[None]:
+        """Hold the engine's migration lock on this thread's connection for the ``with`` block."""
+        conn = self.database.connection()
+        self._acquire(conn, timeout)
+        logger.debug("migration lock taken (%s)", self.lock_label())
+        changed = self.after_lock(conn)
+        try:
+            yield
+        finally:
+            if changed:
+                self.before_unlock(conn)
+            self._release(conn)
+
+    def _acquire(self, conn: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        delay = self.lock_poll_first
+        logged = False
+        while True:
+            remaining = max(0.0, deadline - time.monotonic())
+            step = min(remaining, self.lock_wait_step)
+            if self.try_lock(conn, step):
+                return
+            if time.monotonic() >= deadline or (self.lock_wait_step and remaining <= step):
+                raise self.lock_timeout_error(timeout, self.lock_holder())
+            if not logged or self.lock_wait_step:
+                logger.info("waiting for the migration lock, held by %s", describe_holder(self.lock_holder()))
+                logged = True
+            if not self.lock_wait_step:
+                time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
+                delay = min(delay * 2, self.lock_poll_max)
+
+    def _release(self, conn: Any) -> None:
+        """Release on ``conn``, the DB-API connection that took the lock, whatever this thread holds now."""
+        from api.db.error_handler import classify_error
+
+        if self.database.is_closed() or self.database.connection() is not conn:
+            logger.warning("the connection that took the migration lock was swapped; releasing on the original one")
+        try:
+            released, statement = self.unlock(conn)
+        except Exception as exc:  # a dead connection has released its session lock with it
+            info = classify_error(exc, self.name)
+            logger.warning("migration lock not released explicitly (%s: %s)", info.category.value, info.message)
+            return
+        if not released:
+            logger.warning("migration lock was not held at release (%s returned %s)", statement, released)
+        else:
+            logger.debug("migration lock released")
+
+    def lock_timeout_error(self, timeout: float, holder: Mapping[str, Any]) -> MigrationLockTimeout:
+        return MigrationLockTimeout(
+            f"the migration lock was not free within {timeout:g} s; held by {describe_holder(holder)}. "
+            f"Another instance is probably migrating: wait for it, or, if that session is stuck, end it "
+            f"({self.terminate_hint}) and boot again",
+            holder=dict(holder),
+        )
+
+    # -- previews (statement analysis) ----------------------------------------------------
+
+    # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    # -- connections, pool and health --------------------------------------------------------

@@ -1,0 +1,145 @@
+"""MySQL and MariaDB: one protocol family, two flavours, as data and as the SQL that reads them."""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Any
+
+import peewee
+
+from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, scalar
+from api.db.engines.info import ServerInfo, parse_version
+
+MYSQL_LOCK_NAME_MAX = 64
+
+MYSQL = Flavour(
+    "mysql",
+    "MySQL",
+    {
+        "full_text_search": True,  # FULLTEXT indexes on InnoDB, MATCH ... AGAINST
+        "json_functions": True,  # 5.7.8+
+        "auto_increment": True,
+        "sequence_support": False,
+        "type_casting": "limited",  # CAST(x AS SIGNED/CHAR/DATE/...); no ::, no USING
+        "max_varchar": 16383,  # 65,535-byte row limit / 4 bytes per utf8mb4 character
+        "transactional_ddl": False,  # every DDL statement commits implicitly
+        "advisory_locks": True,  # GET_LOCK / RELEASE_LOCK
+        "add_column_if_not_exists": False,  # no IF NOT EXISTS for columns in any MySQL version
+        "instant_add_column": True,  # 8.0.12+: ALGORITHM=INSTANT is the default for ADD COLUMN
+        "concurrent_index": True,  # online DDL: ALGORITHM=INPLACE, LOCK=NONE
+        "lock_timeout_setting": "lock_wait_timeout",  # whole seconds, metadata locks
+        "max_identifier_length": 64,  # characters
+        "max_index_key_bytes": 3072,  # InnoDB DYNAMIC/COMPRESSED rows (767 with COMPACT/REDUNDANT)
+        "native_json_type": True,  # 5.7.8+: binary JSON
+        "partial_indexes": False,
+        "check_constraints": True,  # 8.0.16+ enforced; parsed and ignored before
+        "vector_type": True,  # 9.0+ VECTOR
+    },
+    version_gates={
+        "json_functions": ((5, 7, 8), False),
+        "native_json_type": ((5, 7, 8), False),
+        "instant_add_column": ((8, 0, 12), False),
+        "check_constraints": ((8, 0, 16), False),
+        "max_index_key_bytes": ((5, 7, 7), 767),
+        "vector_type": ((9, 0), False),
+    },
+    min_version=(8, 0),
+)
+
+MARIADB = Flavour(
+    "mariadb",
+    "MariaDB",
+    {
+        "full_text_search": True,  # FULLTEXT indexes, MATCH ... AGAINST
+        "json_functions": True,  # 10.2.3+
+        "auto_increment": True,
+        "sequence_support": True,  # 10.3+ CREATE SEQUENCE, NEXTVAL()
+        "type_casting": "limited",
+        "max_varchar": 16383,
+        "transactional_ddl": False,  # implicit commit, as MySQL
+        "advisory_locks": True,  # GET_LOCK / RELEASE_LOCK
+        "add_column_if_not_exists": True,  # 10.0.2+
+        "instant_add_column": True,  # 10.3.2+ (10.4+: at any position)
+        "concurrent_index": True,  # ALGORITHM=INPLACE, LOCK=NONE
+        "lock_timeout_setting": "lock_wait_timeout",  # also SET STATEMENT ... FOR, scoped to one statement
+        "max_identifier_length": 64,
+        "max_index_key_bytes": 3072,  # 10.2.2+ with DYNAMIC rows (767 before)
+        "native_json_type": False,  # JSON is an alias of LONGTEXT with a json_valid() CHECK
+        "partial_indexes": False,
+        "check_constraints": True,  # 10.2.1+ enforced
+        "vector_type": True,  # 11.7+ VECTOR
+    },
+    version_gates={
+        "add_column_if_not_exists": ((10, 0, 2), False),
+        "check_constraints": ((10, 2, 1), False),
+        "max_index_key_bytes": ((10, 2, 2), 767),
+        "json_functions": ((10, 2, 3), False),
+        "instant_add_column": ((10, 3, 2), False),
+        "sequence_support": ((10, 3), False),
+        "vector_type": ((11, 7), False),
+    },
+    min_version=(10, 3),
+)
+
+
+def mysql_lock_name(database_name: str) -> str:
+    """``api.db.migrate:<database>``, hashed when longer than MySQL's 64-character limit."""
+    name = f"{LOCK_NAMESPACE}:{database_name}"
+    if len(name) > MYSQL_LOCK_NAME_MAX:
+        name = f"{LOCK_NAMESPACE}:{hashlib.sha256(database_name.encode()).hexdigest()[:40]}"
+    return name
+
+
+class MySQLEngine(Engine):
+    """MySQL and MariaDB through PyMySQL."""
+
+    name = "mysql"
+    database_class = peewee.MySQLDatabase
+    flavours = (MYSQL, MARIADB)
+    lock_wait_step = 5.0  # GET_LOCK waits in slices so that the holder can be logged while waiting
+    terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
+
+    def read_server_info(self) -> ServerInfo:
+        text = str(self.scalar("SELECT VERSION()"))
+        name = str(self.scalar("SELECT DATABASE()"))
+        flavour = "mariadb" if "mariadb" in text.lower() else "mysql"
+        return ServerInfo(self.name, flavour, parse_version(text), text, name)
+
+    # -- the migration lock: GET_LOCK, server-wide, so the name carries the database ---------
+
+    @property
+    def lock_name(self) -> str:
+        return mysql_lock_name(str(self.database.database))
+
+    def try_lock(self, conn: Any, wait: float) -> bool:
+        with conn.cursor() as cur:
+            # MariaDB takes fractional seconds; MySQL rounds them.
+            return scalar(cur, "SELECT GET_LOCK(%s, %s)", (self.lock_name, round(wait, 3))) == 1
+
+    def unlock(self, conn: Any) -> tuple[bool, str]:
+        with conn.cursor() as cur:
+            return scalar(cur, "SELECT RELEASE_LOCK(%s)", (self.lock_name,)) == 1, "SELECT RELEASE_LOCK"
+
+    def lock_label(self) -> str:
+        return f"GET_LOCK {self.lock_name}"
+
+    def read_lock_holder(self) -> dict[str, Any]:
+        conn_id = self.scalar("SELECT IS_USED_LOCK(%s)", (self.lock_name,))
+        if conn_id is None:
+            return {}
+        row = self.database.execute_sql(
+            "SELECT ID, USER, HOST, DB, COMMAND, TIME, STATE, LEFT(INFO, 200) "
+            "FROM information_schema.PROCESSLIST WHERE ID = %s",
+            (conn_id,),
+        ).fetchone()
+        holder: dict[str, Any] = {"connection_id": conn_id}
+        if row:
+            keys = ("connection_id", "user", "host", "db", "command", "seconds_in_state", "state", "query")
+            holder.update(zip(keys, row))
+        return holder
+
+    # -- previews (statement analysis) ----------------------------------------------------
+
+    # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    # -- connections, pool and health --------------------------------------------------------

@@ -1,0 +1,134 @@
+"""PostgreSQL: everything api.db knows about it, as data and as the SQL that reads it."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any
+
+import peewee
+
+from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, scalar
+from api.db.engines.info import ServerInfo, parse_version
+
+logger = logging.getLogger(__name__)
+
+# A fixed 64-bit key for pg_advisory_lock, derived from the namespace.
+PG_LOCK_KEY = int.from_bytes(hashlib.sha256(LOCK_NAMESPACE.encode()).digest()[:8], "big", signed=True)
+# PostgreSQL 14+: while this session holds the lock, let the server notice within a
+# second that the client died (SIGKILL, node lost) even in the middle of a long
+# statement, instead of holding the lock until that statement ends. Reset before the
+# connection goes back to the pool.
+DEAD_CLIENT_CHECK = "1s"
+
+POSTGRES = Flavour(
+    "postgres",
+    "PostgreSQL",
+    {
+        "full_text_search": True,  # tsvector / tsquery, GIN indexes
+        "json_functions": True,  # json/jsonb operators and functions
+        "auto_increment": False,  # SERIAL / IDENTITY columns backed by sequences instead
+        "sequence_support": True,
+        "type_casting": "full",  # value::type, and ALTER COLUMN ... TYPE ... USING expr
+        "max_varchar": 10485760,  # VARCHAR(n) limit; TEXT is unlimited
+        "transactional_ddl": True,  # almost all DDL rolls back (not CREATE INDEX CONCURRENTLY)
+        "advisory_locks": True,  # pg_advisory_lock / pg_try_advisory_lock
+        "add_column_if_not_exists": True,  # 9.6+
+        "instant_add_column": True,  # 11+: a non-volatile DEFAULT is stored once (attmissingval)
+        "concurrent_index": True,  # CREATE INDEX CONCURRENTLY, outside a transaction only
+        "lock_timeout_setting": "lock_timeout",  # milliseconds; SET LOCAL scopes it to a transaction
+        "max_identifier_length": 63,  # NAMEDATALEN - 1 bytes; longer names are truncated with a NOTICE
+        "max_index_key_bytes": 2704,  # B-tree entry limit on 8 kB pages; checked per row, at write time
+        "native_json_type": True,  # jsonb
+        "partial_indexes": True,
+        "check_constraints": True,
+        "vector_type": True,  # only with the pgvector extension: see EXTENSION_GATES
+    },
+    version_gates={
+        "add_column_if_not_exists": ((9, 6), False),
+        "instant_add_column": ((11,), False),
+        "native_json_type": ((9, 4), False),
+    },
+    extension_gates={"vector_type": "vector"},
+    min_version=(12,),
+)
+
+
+def pg_key_parts(key: int) -> tuple[int, int]:
+    """pg_locks shows a bigint advisory key as classid (high 32 bits) and objid (low 32 bits)."""
+    unsigned = key & 0xFFFFFFFFFFFFFFFF
+    return unsigned >> 32, unsigned & 0xFFFFFFFF
+
+
+class PostgresEngine(Engine):
+    """PostgreSQL through psycopg2."""
+
+    name = "postgres"
+    database_class = peewee.PostgresqlDatabase
+    flavours = (POSTGRES,)
+    terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
+
+    def read_server_info(self) -> ServerInfo:
+        text = str(self.scalar("SHOW server_version"))
+        name = str(self.scalar("SELECT current_database()"))
+        installed = dict(self.database.execute_sql("SELECT extname, extversion FROM pg_extension").fetchall())
+        available = dict(
+            self.database.execute_sql("SELECT name, default_version FROM pg_available_extensions").fetchall()
+        )
+        return ServerInfo(self.name, "postgres", parse_version(text), text, name, installed, available)
+
+    # -- the migration lock: a session advisory lock, polled ---------------------------
+
+    def try_lock(self, conn: Any, wait: float) -> bool:
+        with conn.cursor() as cur:
+            return bool(scalar(cur, "SELECT pg_try_advisory_lock(%s)", (PG_LOCK_KEY,)))
+
+    def unlock(self, conn: Any) -> tuple[bool, str]:
+        with conn.cursor() as cur:
+            return scalar(cur, "SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,)) == 1, "SELECT pg_advisory_unlock"
+
+    def lock_label(self) -> str:
+        return f"pg_advisory_lock {PG_LOCK_KEY}"
+
+    def read_lock_holder(self) -> dict[str, Any]:
+        classid, objid = pg_key_parts(PG_LOCK_KEY)
+        cursor = self.database.execute_sql(
+            "SELECT a.pid, a.application_name, a.client_addr::text, a.usename, a.backend_start, a.xact_start, "
+            "a.state, left(a.query, 200) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
+            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            (classid, objid),
+        )
+        row = cursor.fetchone()
+        if not row:
+            return {}
+        keys = ("pid", "application_name", "client_addr", "user", "backend_start", "xact_start", "state", "query")
+        return dict(zip(keys, row))
+
+    def after_lock(self, conn: Any) -> bool:
+        from api.db.error_handler import classify_error
+
+        if getattr(conn, "server_version", 0) < 140000:
+            return False
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f"SET client_connection_check_interval = '{DEAD_CLIENT_CHECK}'")
+        except Exception as exc:  # an older or restricted server: the lock works without it
+            logger.debug("client_connection_check_interval not set: %s", classify_error(exc, self.name).message)
+            return False
+        return True
+
+    def before_unlock(self, conn: Any) -> None:
+        from api.db.error_handler import classify_error
+
+        try:
+            with conn.cursor() as cur:
+                cur.execute("RESET client_connection_check_interval")
+        except Exception as exc:  # a dead connection takes its settings with it
+            logger.warning("could not reset client_connection_check_interval: %s", classify_error(exc, self.name).message)
+
+    # -- previews (statement analysis) ----------------------------------------------------
+
+    # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    # -- connections, pool and health --------------------------------------------------------

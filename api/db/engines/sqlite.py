@@ -1,0 +1,101 @@
+"""SQLite: everything api.db knows about it, as data and as the calls that read it."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sqlite3
+from collections.abc import Iterator
+
+import peewee
+
+from api.db.engines.base import Engine, Flavour
+from api.db.engines.info import ServerInfo, parse_version
+from api.db.exceptions import MigrationLockTimeout
+
+logger = logging.getLogger(__name__)
+
+SQLITE = Flavour(
+    "sqlite",
+    "SQLite",
+    {
+        "full_text_search": True,  # FTS5 virtual tables (compiled into Python's sqlite3 builds)
+        "json_functions": True,  # built in from 3.38 (JSON1 extension before)
+        "auto_increment": True,  # INTEGER PRIMARY KEY AUTOINCREMENT
+        "sequence_support": False,
+        "type_casting": "limited",  # CAST to storage classes; types are affinities
+        "max_varchar": None,  # VARCHAR(n) is TEXT; n is not enforced
+        "transactional_ddl": True,
+        "advisory_locks": False,  # a single writer at a time is the only lock
+        "add_column_if_not_exists": False,
+        "instant_add_column": True,  # ADD COLUMN only edits the schema text; rows are never touched
+        "concurrent_index": False,  # CREATE INDEX holds the write lock of the whole file
+        "lock_timeout_setting": "busy_timeout",  # PRAGMA busy_timeout, milliseconds, per connection
+        "max_identifier_length": None,
+        "max_index_key_bytes": None,
+        "native_json_type": False,  # JSON is TEXT (JSONB blobs from 3.45 are still BLOB columns)
+        "partial_indexes": True,  # 3.8.0+
+        "check_constraints": True,
+        "vector_type": False,
+    },
+    version_gates={
+        "partial_indexes": ((3, 8, 0), False),
+        "json_functions": ((3, 38), False),
+    },
+    min_version=(3, 25),
+)
+
+
+class SqliteEngine(Engine):
+    """SQLite through the standard library's sqlite3."""
+
+    name = "sqlite"
+    database_class = peewee.SqliteDatabase
+    flavours = (SQLITE,)
+    pyformat = False  # the sqlite3 placeholder is ?
+
+    def read_server_info(self) -> ServerInfo:
+        text = sqlite3.sqlite_version
+        return ServerInfo(self.name, "sqlite", parse_version(text), text, str(self.database.database))
+
+    # -- the migration lock: one BEGIN IMMEDIATE transaction for the whole run ---------------
+
+    @contextlib.contextmanager
+    def migration_lock(self, timeout: float) -> Iterator[None]:
+        from api.db.error_handler import classify_error
+
+        database = self.database
+        conn = database.connection()
+        previous = conn.execute("PRAGMA busy_timeout").fetchone()[0]
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        txn = database.transaction("IMMEDIATE")
+        try:
+            try:
+                txn.__enter__()
+            except peewee.OperationalError as exc:
+                if "locked" in str(exc):
+                    raise MigrationLockTimeout(
+                        f"the SQLite database {database.database} stayed locked by another writer for "
+                        f"{timeout:g} s (SQLite does not say which process); find the process that holds "
+                        "a write transaction on that file and boot again",
+                    ) from exc
+                raise
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
+        logger.debug("migration lock taken (BEGIN IMMEDIATE on %s)", database.database)
+        try:
+            yield
+        finally:
+            # Commit whatever the run left: each migration's own work was already
+            # committed or rolled back to its savepoint, and failed rows must persist.
+            try:
+                txn.__exit__(None, None, None)
+            except peewee.DatabaseError as exc:
+                logger.error("could not commit the SQLite migration transaction: %s", classify_error(exc, self.name).message)
+                raise
+
+    # -- previews (statement analysis) ----------------------------------------------------
+
+    # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    # -- connections, pool and health --------------------------------------------------------
