@@ -3,7 +3,7 @@
 from api.db.engines import db_type
 from api.db.engines.compat import DatabaseCompat, using_database
 from api.db.engines.info import ServerInfo, server_info
-from api.db.error_handler import ErrorCategory, StandardErrorHandler, categorize_error
+from api.db.error_handler import ErrorCategory, StandardErrorHandler
 from api.db.exceptions import (
     ApiDbError,
     ConcurrentIndexInTransaction,
@@ -30,16 +30,11 @@ from api.db.health.checks import (
 )
 from api.db.health.preflight import ExtendedPreflightReport, get_extended_diagnostics
 from api.db.health.wsgi import health_app
+from api.db.migrate.alter import alter_db_add_column, alter_db_column_type, alter_db_rename_column
+from api.db.migrate.declarations import Migration
 from api.db.migrate.lock import migration_lock
-from api.db.migrate.runner import (
-    Migration,
-    MigrationReport,
-    Migrator,
-    alter_db_add_column,
-    alter_db_column_type,
-    alter_db_rename_column,
-    migrate_db,
-)
+from api.db.migrate.migrator import Migrator
+from api.db.migrate.runner import MigrationReport, migrate_db
 from api.db.migrate.status import migration_status, pending_migrations
 from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.config import DatabaseConfig, PoolConfig, RetryConfig, load_config
@@ -113,7 +108,6 @@ __all__ = [
     "alter_db_add_column",
     "alter_db_column_type",
     "alter_db_rename_column",
-    "categorize_error",
     "check_pgvector",
     "check_pgvector_compatibility",
     "connect",

@@ -322,6 +322,28 @@ def _match(patterns: list[tuple[re.Pattern[str], ErrorCategory]], message: str) 
     return None
 
 
+# Which code tables apply to errors of each engine name: PostgreSQL reports SQLSTATEs only;
+# MySQL/MariaDB errnos first, then a SQLSTATE (PyMySQL sets both); unknown engines try both.
+_SQLSTATE = "sqlstate"
+_ERRNO = "errno"
+_ALL_CODES = (_ERRNO, _SQLSTATE)
+_CODE_SPACES: dict[str, tuple[str, ...]] = {"postgres": (_SQLSTATE,), "postgresql": (_SQLSTATE,)}
+# Engines whose driver gives messages, not codes: SQLite (and an engine not named).
+_MESSAGE_ENGINES = frozenset({"sqlite", ""})
+
+
+def _by_code(code: str | None, spaces: tuple[str, ...]) -> ErrorCategory | None:
+    """The category of ``code`` in the first of ``spaces`` that knows it."""
+    if code is None:
+        return None
+    category = None
+    if _ERRNO in spaces and code.isdigit():
+        category = MYSQL_ERRNO.get(int(code))
+    if category is None and _SQLSTATE in spaces and len(code) == 5:
+        category = POSTGRES_SQLSTATE.get(code) or POSTGRES_SQLSTATE_CLASS.get(code[:2])
+    return category
+
+
 class StandardErrorHandler:
     """Classify database errors as expected or unexpected, and log them at the right level."""
 
@@ -334,14 +356,8 @@ class StandardErrorHandler:
         """
         code = error_code(exc)
         message = error_message(exc)
-        category: ErrorCategory | None = None
-        engine = (db_type or "").lower()
-        if code is not None:
-            if code.isdigit() and engine not in ("postgres", "postgresql"):
-                category = MYSQL_ERRNO.get(int(code))
-            if category is None and len(code) == 5:
-                category = POSTGRES_SQLSTATE.get(code) or POSTGRES_SQLSTATE_CLASS.get(code[:2])
-        if category is None and engine in ("sqlite", ""):
+        category = _by_code(code, _CODE_SPACES.get((db_type or "").lower(), _ALL_CODES))
+        if category is None and (db_type or "").lower() in _MESSAGE_ENGINES:
             category = _match(_COMPILED_SQLITE, message)
         if category is None:
             category = _match(_COMPILED_FALLBACKS, message)
@@ -351,12 +367,6 @@ class StandardErrorHandler:
         expected = category in EXPECTED
         skip = category in ALREADY_PRESENT or category in ALREADY_ABSENT
         return ErrorInfo(category, expected, skip, code, message, exc)
-
-    @classmethod
-    def categorize_error(cls, exc: BaseException, db_type: str | None = None) -> tuple[ErrorCategory, bool, bool]:
-        """Return ``(category, is_expected, should_skip)`` for ``exc``."""
-        info = cls.classify(exc, db_type)
-        return info.category, info.is_expected, info.should_skip
 
     @classmethod
     def handle_migration_error(
@@ -405,13 +415,8 @@ def _done_by(category: ErrorCategory, operation: str) -> bool:
     return category in ALREADY_PRESENT or category in ALREADY_ABSENT
 
 
-def categorize_error(exc: BaseException, db_type: str | None = None) -> tuple[ErrorCategory, bool, bool]:
-    """Module-level shortcut for :meth:`StandardErrorHandler.categorize_error`."""
-    return StandardErrorHandler.categorize_error(exc, db_type)
-
-
 def classify_error(exc: BaseException, db_type: str | None = None, statement: str | None = None) -> ErrorInfo:
-    """Module-level shortcut for :meth:`StandardErrorHandler.classify`."""
+    """The package's own shortcut for :meth:`StandardErrorHandler.classify`, the public way to classify."""
     return StandardErrorHandler.classify(exc, db_type, statement)
 
 
@@ -452,33 +457,41 @@ def already_applied(
     there (checked by introspecting ``db``, since the error alone cannot tell a finished
     rename from a typo), and ``sql`` statements judged by their leading verb.
     """
-    info = StandardErrorHandler.classify(exc, db_type, statement)
     op = operation.lower()
     if op in ("rename_column", "rename_table"):
-        if db is None or old_name is None or new_name is None:
-            return False
-        try:
-            if op == "rename_column":
-                if table is None:
-                    return False
-                present = _lower_names(c.name for c in db.get_columns(table))
-            else:
-                present = _lower_names(db.get_tables())
-        except Exception as introspection_error:  # classify, log, and answer "not proven"
-            logger.warning(
-                "could not introspect %s to check a finished rename: %s", table or "tables", describe(introspection_error)
-            )
-            return False
-        return old_name.lower() not in present and new_name.lower() in present
+        return _rename_done(op, db, table, old_name, new_name)
+    info = StandardErrorHandler.classify(exc, db_type, statement)
     if op == "sql":
-        statement = _LEADING_COMMENTS.sub("", statement) if statement else statement
-        if statement and _ADDING_SQL.match(statement):
-            return info.category in ALREADY_PRESENT
-        if statement and _REMOVING_SQL.match(statement):
-            return info.category in ALREADY_ABSENT
-        return False
+        return _sql_done(info.category, statement)
     if op.startswith(("add_", "create_", "alter_add_")):
         return info.category in ALREADY_PRESENT
     if op.startswith("drop_"):
         return info.category in ALREADY_ABSENT
+    return False
+
+
+def _rename_done(op: str, db: Any, table: str | None, old_name: str | None, new_name: str | None) -> bool:
+    """A rename is done when the old name is gone and the new one is there (read from the catalog)."""
+    if db is None or old_name is None or new_name is None or (op == "rename_column" and table is None):
+        return False
+    try:
+        if op == "rename_column":
+            present = _lower_names(c.name for c in db.get_columns(table))
+        else:
+            present = _lower_names(db.get_tables())
+    except Exception as introspection_error:  # classify, log, and answer "not proven"
+        logger.warning(
+            "could not introspect %s to check a finished rename: %s", table or "tables", describe(introspection_error)
+        )
+        return False
+    return old_name.lower() not in present and new_name.lower() in present
+
+
+def _sql_done(category: ErrorCategory, statement: str | None) -> bool:
+    """Raw SQL is judged by its leading verb: an add meeting a duplicate, a drop meeting a missing object."""
+    statement = _LEADING_COMMENTS.sub("", statement) if statement else statement
+    if statement and _ADDING_SQL.match(statement):
+        return category in ALREADY_PRESENT
+    if statement and _REMOVING_SQL.match(statement):
+        return category in ALREADY_ABSENT
     return False

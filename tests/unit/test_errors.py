@@ -23,7 +23,6 @@ from api.db.error_handler import (
     ErrorCategory,
     StandardErrorHandler,
     already_applied,
-    categorize_error,
     classify_error,
 )
 
@@ -187,14 +186,14 @@ def test_peewee_wrapper_is_unwrapped_and_original_kept() -> None:
     assert info.category == C.DUPLICATE_COLUMN and info.orig is wrapped and info.code == "42701"
 
 
-def test_categorize_error_triple() -> None:
-    assert categorize_error(MyError(1060, "Duplicate column name 'a'"), "mysql") == (C.DUPLICATE_COLUMN, True, True)
-    assert categorize_error(MyError(1170, "BLOB/TEXT column used in key"), "mysql") == (
+def test_classify_starts_with_the_triple_of_the_design() -> None:
+    assert StandardErrorHandler.classify(MyError(1060, "Duplicate column name 'a'"), "mysql")[:3] == (C.DUPLICATE_COLUMN, True, True)
+    assert StandardErrorHandler.classify(MyError(1170, "BLOB/TEXT column used in key"), "mysql")[:3] == (
         C.INCOMPATIBLE_TYPE,
         True,
         False,
     )
-    assert categorize_error(MyError(1064, "syntax"), "mysql") == (C.SYNTAX, False, False)
+    assert StandardErrorHandler.classify(MyError(1064, "syntax"), "mysql")[:3] == (C.SYNTAX, False, False)
     assert EXPECTED >= ALREADY_PRESENT | ALREADY_ABSENT
 
 

@@ -10,13 +10,8 @@ from peewee import CharField
 from api.db.exceptions import ConfigurationError, MigrationDeclarationError
 from api.db.migrate.checksums import definition_checksum
 from api.db.migrate.declarations import Migration, _quick_names, migrations_digest, plan_migrations
-from api.db.migrate.runner import (
-    MigrationOutcome,
-    MigrationReport,
-    _check_settings,
-    _groups,
-    describe_operation,
-)
+from api.db.migrate.migrator import describe_operation
+from api.db.migrate.runner import MigrationOutcome, MigrationReport, _check_settings, _groups
 
 
 def test_tuples_and_records_are_planned_in_order() -> None:

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 
 import peewee
 
-from api.db.engines import db_type
+from api.db.engines import engine_for
 from api.db.error_handler import ALREADY_ABSENT, classify_error
 from api.db.redact import redact_text
 
@@ -117,7 +117,7 @@ class MigrationTracker:
 
     def __init__(self, db: peewee.Database) -> None:
         self.db = db
-        self.db_type = db_type(db)
+        self.db_type = engine_for(db).name
         self._models: tuple[Any, Any] | None = None
 
     # The models are built on first use: the no-op boot needs only one raw query.

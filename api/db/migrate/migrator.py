@@ -1,0 +1,253 @@
+"""The ``m`` each migration receives: playhouse.migrate's operations made lock-safe, run at once, counted.
+
+An operation whose error proves its work already done (a duplicate column on
+``add_column``...) is logged and counted as done; any other failure becomes
+:class:`OperationFailed`, which the runner turns into a :class:`MigrationError`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import re
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import peewee
+from playhouse.migrate import Operation, SchemaMigrator
+
+from api.db.engines import engine_for
+from api.db.error_handler import ErrorInfo, already_applied, classify_error
+from api.db.exceptions import UnsupportedCapability
+from api.db.redact import redact_text
+from api.db.schema.ddl import safe_schema_migrator
+from api.db.schema.fields import validate_models
+
+logger = logging.getLogger(__name__)
+
+# Transaction control and the lock-bound settings the lock-safe migrator wraps around DDL.
+_CONTROL_SQL = re.compile(
+    r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SET\s+(?:LOCAL|SESSION)?\s*(?:lock_timeout|lock_wait_timeout)"
+    r"|RESET\s+lock_timeout|PRAGMA\s+busy_timeout)\b",
+    re.IGNORECASE,
+)
+
+
+def make_schema_migrator(
+    db: peewee.Database, *, lock_timeout: float | None = None, retries: int | None = None
+) -> SchemaMigrator:
+    """The schema migrator every migration's DDL goes through: playhouse.migrate's, made lock-safe.
+
+    ``lock_timeout`` / ``retries``: a migration's own bound on lock waits (None: the defaults).
+    """
+    options: dict[str, Any] = {}
+    if lock_timeout is not None:
+        options["lock_timeout"] = lock_timeout
+    if retries is not None:
+        options["retries"] = retries
+    return safe_schema_migrator(db, **options)
+
+
+class StatementLog:
+    """The SQL this thread runs on ``db`` while active, and the statement that raised (for error reports).
+
+    Built on peewee's ``Database.query_hooks``: each hook call carries the SQL and, for
+    the statement that failed, its exception, so the failing statement is known exactly
+    even when the lock-safe migrator sends settings (``SET LOCAL lock_timeout``,
+    ``PRAGMA busy_timeout``) around it. Hooks see every thread: only this one is kept.
+    """
+
+    def __init__(self) -> None:
+        self.statements: list[str] = []
+        self.failed: str | None = None
+
+    @contextlib.contextmanager
+    def capture(self, db: peewee.Database) -> Iterator[None]:
+        thread = threading.get_ident()
+
+        def hook(event: Any) -> None:
+            if threading.get_ident() != thread or _CONTROL_SQL.match(event.sql):
+                return
+            self.statements.append(event.sql)
+            if event.exception is not None:
+                self.failed = event.sql
+
+        self.failed = None
+        db.query_hooks.append(hook)
+        try:
+            yield
+        finally:
+            db.query_hooks.remove(hook)
+
+    @property
+    def last(self) -> str | None:
+        """The statement that raised, else the last one run."""
+        if self.failed is not None:
+            return self.failed
+        return self.statements[-1] if self.statements else None
+
+
+class OperationFailed(Exception):
+    """Internal: an operation failed unexpectedly; carries what MigrationError will say."""
+
+    def __init__(self, operation: str, info: ErrorInfo, statement: str | None) -> None:
+        super().__init__(f"{operation}: {info.category.value}: {info.message}")
+        self.operation = operation
+        self.info = info
+        self.statement = statement
+
+
+def describe_operation(name: str, args: Sequence[Any], kwargs: dict[str, Any] | None = None) -> str:
+    """``add_column('file', 'source_type', CharField)``: short, no values that could be secrets."""
+    shown: list[str] = []
+    for arg in args:
+        if isinstance(arg, str):
+            text = redact_text(arg)
+            shown.append(repr(text if len(text) <= 60 else text[:57] + "..."))
+        elif isinstance(arg, (int, float, bool)) or arg is None:
+            shown.append(repr(arg))
+        elif isinstance(arg, (list, tuple)) and all(isinstance(a, str) for a in arg):
+            shown.append(repr(tuple(arg)))
+        else:
+            shown.append(type(arg).__name__ if not isinstance(arg, type) else arg.__name__)
+    return f"{name}({', '.join(shown)})"
+
+
+class Migrator:
+    """The ``m`` a migration function receives: schema operations that run immediately.
+
+    Every operation of ``playhouse.migrate.SchemaMigrator`` (``add_column``,
+    ``drop_column``, ``rename_column``, ``add_index``...) is available by name;
+    plus :meth:`sql`, :meth:`create_tables` and :attr:`db`. An operation whose
+    error proves its work already done (a duplicate column on ``add_column``...)
+    is logged and counted as done.
+    """
+
+    def __init__(
+        self,
+        db: peewee.Database,
+        schema_migrator: SchemaMigrator,
+        *,
+        migration: str = "",
+        resume_after: int = 0,
+        on_progress: Callable[[list[str]], None] | None = None,
+    ) -> None:
+        self._db = db
+        self.schema_migrator = schema_migrator
+        self.engine = engine_for(db).name
+        self.migration = migration
+        self.resume_after = resume_after
+        self.on_progress = on_progress
+        self.completed: list[str] = []  # descriptions, in order, of operations now in effect
+        self.executed = 0  # operations that changed something in this run
+        self.already = 0  # operations found done (adoption, resumption)
+        self.log = StatementLog()
+
+    @property
+    def db(self) -> peewee.Database:
+        return self._db
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        target = getattr(self.schema_migrator, name)
+        if not callable(target):
+            return target
+
+        def call(*args: Any, **kwargs: Any) -> Any:
+            result = target(*args, **kwargs)
+            if isinstance(result, Operation):
+                return self.run_operation(name, args, kwargs, result)
+            return result
+
+        call.__name__ = name
+        return call
+
+    def sql(self, statement: str, params: Sequence[Any] | None = None) -> None:
+        """Run one SQL statement as a migration operation; ``%`` is literal unless ``params`` are given."""
+        sent = statement
+        if params is None and engine_for(self._db).pyformat:
+            # peewee always passes a params tuple (``params or ()``), and psycopg2 / PyMySQL
+            # then read every % as a placeholder: '100%' would fail with "tuple index out of range".
+            sent = statement.replace("%", "%%")
+        self.run_operation("sql", (statement,), {}, self.schema_migrator.sql(sent, params))
+
+    def create_tables(self, *models: type[peewee.Model], safe: bool = True) -> None:
+        """Create the tables (and indexes) of ``models`` on this database; existing ones are left alone."""
+
+        validate_models(models, self._db)  # logs fields that will not work as written on this engine
+
+        def create() -> None:
+            with self._db.bind_ctx(models):
+                self._db.create_tables(models, safe=safe)
+
+        self._run("create_tables", tuple(m.__name__ for m in models), create, None)
+
+    def run_operation(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation) -> None:
+        """Run ``operation`` now, through the schema migrator, with the already-applied rules."""
+        self._run(name, args, lambda: self.schema_migrator.migrate(operation), kwargs)
+
+    def _run(self, name: str, args: Sequence[Any], action: Callable[[], Any], kwargs: dict[str, Any] | None) -> None:
+        description = describe_operation(name, args, kwargs)
+        index = len(self.completed)
+        if index < self.resume_after:
+            logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
+            self.completed.append(description)
+            self.already += 1
+            self._progress()
+            return
+        first_statement = len(self.log.statements)
+        try:
+            with self.log.capture(self._db), self._unit():
+                action()
+        except UnsupportedCapability:
+            raise
+        except Exception as exc:  # every failure is classified here; unexpected ones become _OperationFailed
+            statements = self.log.statements[first_statement:]
+            statement = self.log.failed or (statements[-1] if statements else None)
+            if self._already_applied(exc, name, args, statement):
+                info = classify_error(exc, self.engine, statement)
+                logger.info(
+                    "%s: %s already done (%s: %s), counted as applied",
+                    self.migration,
+                    description,
+                    info.category.value,
+                    info.message,
+                )
+                self.completed.append(description)
+                self.already += 1
+                self._progress()
+                return
+            info = classify_error(exc, self.engine, statement)
+            raise OperationFailed(description, info, statement) from exc
+        self.completed.append(description)
+        self.executed += 1
+        logger.debug("%s: %s done", self.migration, description)
+        self._progress()
+
+    def _already_applied(self, exc: BaseException, name: str, args: Sequence[Any], statement: str | None) -> bool:
+        table = args[0] if args and isinstance(args[0], str) else None
+        if name == "rename_column" and len(args) >= 3:
+            return already_applied(
+                exc, name, db=self._db, db_type=self.engine, table=table, old_name=args[1], new_name=args[2]
+            )
+        if name == "rename_table" and len(args) >= 2:
+            return already_applied(exc, name, db=self._db, db_type=self.engine, old_name=args[0], new_name=args[1])
+        if name == "sql":
+            return already_applied(exc, name, db_type=self.engine, statement=str(args[0]) if args else statement)
+        return already_applied(exc, name, db_type=self.engine, table=table, statement=statement)
+
+    @contextlib.contextmanager
+    def _unit(self) -> Iterator[None]:
+        # Inside a transaction each operation gets a SAVEPOINT: on PostgreSQL an error
+        # would otherwise abort the whole transaction ("current transaction is aborted").
+        if self._db.in_transaction():
+            with self._db.savepoint():
+                yield
+        else:
+            yield
+
+    def _progress(self) -> None:
+        if self.on_progress is not None:
+            self.on_progress(self.completed)
