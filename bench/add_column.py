@@ -27,7 +27,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import peewee  # noqa: E402
 from playhouse.migrate import SchemaMigrator  # noqa: E402
 
-from api.db import connect, safe_schema_migrator, server_info  # noqa: E402
+from api.db import connect, server_info  # noqa: E402
+from api.db.schema.ddl import safe_schema_migrator  # noqa: E402
 
 DEFAULT_URLS = {
     "postgres": "postgresql://postgres@127.0.0.1:5432/test",

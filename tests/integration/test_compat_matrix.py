@@ -13,7 +13,8 @@ from typing import Any
 import peewee
 import pytest
 
-from api.db import DatabaseCompat, connect, db_type
+from api.db import DatabaseCompat, connect
+from api.db.engines import db_type
 
 
 def _works(db: peewee.Database, *statements: str) -> bool:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from api.db import connect, db_type, server_info
+from api.db import connect, server_info
+from api.db.engines import db_type
 
 from engines import Engine
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import peewee
 import pytest
 
-from api.db import DataBaseModel, db_type
+from api.db import DataBaseModel
+from api.db.engines import db_type
 
 LONG_NAME = "a_column_name_that_is_far_too_long_for_mysql_and_postgres_alike_x"  # 66 characters
 

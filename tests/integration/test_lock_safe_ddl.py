@@ -18,16 +18,11 @@ import peewee
 import pytest
 from playhouse.migrate import SchemaMigrator
 
-from api.db import (
-    ConcurrentIndexInTransaction,
-    DatabaseCompat,
-    DDLLockTimeout,
-    UnsupportedCapability,
-    connect,
-    db_type,
-    safe_schema_migrator,
-)
+from api.db import DatabaseCompat, DDLLockTimeout, UnsupportedCapability, connect
+from api.db.engines import db_type
 from api.db.error_handler import ErrorCategory, StandardErrorHandler
+from api.db.exceptions import ConcurrentIndexInTransaction
+from api.db.schema.ddl import safe_schema_migrator
 
 from engines import Engine, admin_cursor
 

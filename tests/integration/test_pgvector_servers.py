@@ -9,8 +9,9 @@ from __future__ import annotations
 import pytest
 from peewee import DatabaseError
 
-from api.db import VectorDimensionError, check_pgvector, plan_vector_column
-from api.db.schema.pgvector import Support
+from api.db import check_pgvector
+from api.db.exceptions import VectorDimensionError
+from api.db.schema.pgvector import Support, plan_vector_column
 
 from engines import Engine
 

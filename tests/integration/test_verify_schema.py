@@ -87,6 +87,6 @@ def test_missing_table_and_unique(db) -> None:
 
 
 def db_kind(database: peewee.Database) -> str:
-    from api.db import db_type
+    from api.db.engines import db_type
 
     return db_type(database)

@@ -7,8 +7,15 @@ from typing import Any
 import peewee
 import pytest
 
-from api.db import ConfigurationError, DatabaseCompat, UnsupportedCapability, using_database
-from api.db.engines.compat import CAPABILITIES, EXTENSION_GATES, FLAGS, FLAVOURS, VERSION_GATES
+from api.db import ConfigurationError, DatabaseCompat, UnsupportedCapability
+from api.db.engines.compat import (
+    CAPABILITIES,
+    EXTENSION_GATES,
+    FLAGS,
+    FLAVOURS,
+    VERSION_GATES,
+    using_database,
+)
 
 ISSUE_FLAGS = {
     "full_text_search", "json_functions", "auto_increment", "sequence_support", "type_casting", "max_varchar",

@@ -6,7 +6,9 @@ import peewee
 import pytest
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
 
-from api.db import ConfigurationError, DriverNotInstalled, InvalidDatabaseURL, connect, db_type
+from api.db import ConfigurationError, connect
+from api.db.engines import db_type
+from api.db.exceptions import DriverNotInstalled, InvalidDatabaseURL
 from api.db.pool import connect as connection_module
 
 

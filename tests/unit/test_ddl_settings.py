@@ -7,8 +7,13 @@ from typing import Any
 import peewee
 import pytest
 
-from api.db import ConfigurationError, LockSettings, safe_schema_migrator
-from api.db.schema.ddl import LockSafeOperation, LockSafeSqliteMigrator
+from api.db import ConfigurationError
+from api.db.schema.ddl import (
+    LockSafeOperation,
+    LockSafeSqliteMigrator,
+    LockSettings,
+    safe_schema_migrator,
+)
 
 
 @pytest.mark.parametrize(

@@ -8,13 +8,8 @@ import peewee
 import pytest
 from playhouse.postgres_ext import BinaryJSONField
 
-from api.db import (
-    ConfigurationError,
-    DataBaseModel,
-    get_equivalent_type,
-    validate_field_for_db,
-    validate_models,
-)
+from api.db import ConfigurationError, DataBaseModel, validate_field_for_db
+from api.db.schema.fields import get_equivalent_type, validate_models
 
 
 class Article(DataBaseModel):

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from peewee import SQL
 
-from api.db import ConfigurationError, UnrenderableDefault
+from api.db import ConfigurationError
+from api.db.exceptions import UnrenderableDefault
 from api.db.schema.literals import render_literal
 
 CASES: list[tuple[Any, str, str, str]] = [

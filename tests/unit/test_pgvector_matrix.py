@@ -6,13 +6,8 @@ import logging
 
 import pytest
 
-from api.db import (
-    IncompatibleExtensionError,
-    VectorDimensionError,
-    check_pgvector_compatibility,
-    plan_vector_column,
-)
-from api.db.schema.pgvector import Support
+from api.db.exceptions import IncompatibleExtensionError, VectorDimensionError
+from api.db.schema.pgvector import Support, check_pgvector_compatibility, plan_vector_column
 
 
 @pytest.mark.parametrize(
