@@ -54,6 +54,10 @@ def describe_holder(holder: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in holder.items() if v not in (None, ""))
 
 
+# schema: peewee's engine-neutral column type table, completed by each engine's database class.
+PEEWEE_BASE_TYPES: dict[str, str] = dict(vars(peewee)["FIELD"])
+
+
 class Engine:
     """One engine family behind a Peewee database; one instance per database (``engine_for``)."""
 
@@ -189,5 +193,62 @@ class Engine:
     # -- previews (statement analysis) ----------------------------------------------------
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    # Literals: how TRUE and FALSE are written, whether \ escapes inside '...' (MySQL without
+    # NO_BACKSLASH_ESCAPES), whether a DATETIME column keeps a time zone.
+    literal_booleans: ClassVar[tuple[str, str]] = ("0", "1")
+    literal_backslash_escapes: ClassVar[bool] = False
+    literal_keeps_timezone: ClassVar[bool] = False
+    # flavour -> column types whose DEFAULT must be an expression ``(...)``, and from which version it can be.
+    expression_default_types: ClassVar[Mapping[str, frozenset[str]]] = {}
+    expression_default_since: ClassVar[tuple[int, ...]] = (0,)
+    # Lock-safe DDL: dropping a column default rewrites the table (SQLite rebuilds it).
+    drop_default_rebuilds_table: ClassVar[bool] = False
+    # A failed statement aborts the caller's transaction (PostgreSQL): lookups run in a savepoint.
+    failed_statement_aborts_transaction: ClassVar[bool] = False
+    # What a DDL lock timeout says when no blocking session is visible: (blocked by, advice).
+    no_blocker_texts: ClassVar[tuple[str, str]] = (
+        "no blocking session was visible any more",
+        "retry the migration",
+    )
+    # Field checks: identifiers measured in bytes (else characters), and what an over-long one does.
+    identifier_limit_in_bytes: ClassVar[bool] = False
+    identifier_too_long_consequence: ClassVar[str] = "{title} refuses it"
+    # Bytes one character takes in an index key for the key-limit check; None: no check.
+    index_key_bytes_per_char: ClassVar[int | None] = None
+    # flavour -> what an index key over the limit does / what an index on a TEXT/BLOB column does.
+    key_limit_consequence: ClassVar[Mapping[str, str]] = {}
+    text_index_consequence: ClassVar[Mapping[str, str]] = {}
+    # playhouse modules whose fields exist only on this engine.
+    field_modules: ClassVar[tuple[str, ...]] = ()
+    # Column types outside peewee's tables (native type -> this engine's type), for get_equivalent_type.
+    native_equivalents: ClassVar[Mapping[str, str]] = {}
+    # Schema verification: type family -> the families this engine stores it as, besides itself.
+    equivalent_families: ClassVar[Mapping[str, frozenset[str]]] = {}
+    # PostgreSQL extensions (pgvector) can exist here.
+    has_extensions: ClassVar[bool] = False
+
+    @classmethod
+    def literal_bytes(cls, hexed: str) -> str:
+        """A byte string, given as hex digits, as a SQL literal."""
+        return f"X'{hexed}'"
+
+    @classmethod
+    def column_types(cls) -> dict[str, str]:
+        """peewee's type key -> this engine's column type, from peewee's own tables."""
+        return {**PEEWEE_BASE_TYPES, **cls.database_class.field_types}
+
+    def backslash_escapes(self) -> bool:
+        """Whether the session reads \\ as an escape inside string literals."""
+        return self.literal_backslash_escapes
+
+    def end_session_hint(self, session_id: int) -> str:
+        """`` (... ends it)``: the statement that ends a blocking session, for DDL lock timeout errors."""
+        return ""
+
+    def blocker_queries(self, table: str | None, schema: str | None) -> list[tuple[str, tuple[Any, ...]]]:
+        """The queries listing sessions that may block DDL on ``table``; the first non-empty answer wins."""
+        return []
+
 
     # -- connections, pool and health --------------------------------------------------------

@@ -90,6 +90,53 @@ def mysql_lock_name(database_name: str) -> str:
     return name
 
 
+# -- schema: the sessions that may block DDL. MySQL: performance_schema.metadata_locks; MariaDB:
+# METADATA_LOCK_INFO when its plugin is installed; both fall back to open InnoDB transactions.
+MYSQL_PERFORMANCE_SCHEMA = """
+SELECT t.PROCESSLIST_ID, coalesce(p.INFO, ''), coalesce(p.COMMAND, ''),
+       coalesce(TIMESTAMPDIFF(MICROSECOND, x.trx_started, NOW(6)) / 1e6, p.TIME),
+       GROUP_CONCAT(DISTINCT m.LOCK_TYPE), coalesce(p.USER, ''), ''
+FROM performance_schema.metadata_locks m
+JOIN performance_schema.threads t ON t.THREAD_ID = m.OWNER_THREAD_ID
+LEFT JOIN information_schema.PROCESSLIST p ON p.ID = t.PROCESSLIST_ID
+LEFT JOIN information_schema.INNODB_TRX x ON x.trx_mysql_thread_id = t.PROCESSLIST_ID
+WHERE m.OBJECT_SCHEMA = DATABASE() AND m.OBJECT_NAME = %s AND m.LOCK_STATUS = 'GRANTED'
+  AND t.PROCESSLIST_ID <> CONNECTION_ID()
+GROUP BY t.PROCESSLIST_ID, p.INFO, p.COMMAND, x.trx_started, p.TIME, p.USER
+"""
+
+MARIADB_METADATA_LOCK_INFO = """
+SELECT m.THREAD_ID, coalesce(p.INFO, ''), coalesce(p.COMMAND, ''),
+       coalesce(TIMESTAMPDIFF(MICROSECOND, x.trx_started, NOW(6)) / 1e6, p.TIME),
+       GROUP_CONCAT(DISTINCT m.LOCK_MODE), coalesce(p.USER, ''), ''
+FROM information_schema.METADATA_LOCK_INFO m
+LEFT JOIN information_schema.PROCESSLIST p ON p.ID = m.THREAD_ID
+LEFT JOIN information_schema.INNODB_TRX x ON x.trx_mysql_thread_id = m.THREAD_ID
+WHERE m.TABLE_SCHEMA = DATABASE() AND m.TABLE_NAME = %s AND m.THREAD_ID <> CONNECTION_ID()
+GROUP BY m.THREAD_ID, p.INFO, p.COMMAND, x.trx_started, p.TIME, p.USER
+"""
+
+# Without a metadata-lock view: the open InnoDB transactions of sessions using this database.
+MYSQL_OPEN_TRANSACTIONS = """
+SELECT p.ID, coalesce(p.INFO, x.trx_query, ''), coalesce(p.COMMAND, ''),
+       TIMESTAMPDIFF(MICROSECOND, x.trx_started, NOW(6)) / 1e6, '', coalesce(p.USER, ''), ''
+FROM information_schema.INNODB_TRX x
+JOIN information_schema.PROCESSLIST p ON p.ID = x.trx_mysql_thread_id
+WHERE p.ID <> CONNECTION_ID() AND p.DB = DATABASE()
+ORDER BY x.trx_started
+LIMIT 10
+"""
+
+# -- schema: column types outside peewee's tables, as MySQL/MariaDB spell them (get_equivalent_type).
+MYSQL_NATIVE_EQUIVALENTS: dict[str, str] = {
+    "JSONB": "JSON", "JSON": "JSON", "TIMESTAMPTZ": "DATETIME(6)", "LONGTEXT": "LONGTEXT",
+    "MEDIUMTEXT": "MEDIUMTEXT", "LONGBLOB": "LONGBLOB", "TINYINT(1)": "TINYINT(1)", "INTEGER": "INTEGER",
+    "VECTOR": "VECTOR",
+}
+# -- schema: flavours with SET STATEMENT ... FOR, which scopes settings to one statement.
+SET_STATEMENT_FLAVOURS = frozenset({"mariadb"})
+
+
 class MySQLEngine(Engine):
     """MySQL and MariaDB through PyMySQL."""
 
@@ -141,5 +188,49 @@ class MySQLEngine(Engine):
     # -- previews (statement analysis) ----------------------------------------------------
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    # Without NO_BACKSLASH_ESCAPES in sql_mode, MySQL reads \ as an escape inside '...'.
+    literal_backslash_escapes = True
+    # MySQL (not MariaDB) accepts a DEFAULT on TEXT/BLOB/JSON columns only as an expression,
+    # and only from 8.0.13 on.
+    expression_default_types = {"mysql": frozenset({"TEXT", "BLOB", "JSON"})}
+    expression_default_since = (8, 0, 13)
+    identifier_too_long_consequence = "{title} refuses it (error 1059)"
+    index_key_bytes_per_char = 4  # utf8mb4; InnoDB refuses the index itself
+    key_limit_consequence = {
+        "mysql": ": MySQL refuses the index (error 1071)",
+        "mariadb": (
+            ": MariaDB silently shortens a plain index to a prefix (not covering, not exact) and turns a "
+            "UNIQUE one into a hash index (USING HASH, unusable by foreign keys and range scans)"
+        ),
+    }
+    text_index_consequence = {
+        "mysql": "MySQL indexes TEXT/BLOB only with a prefix length and refuses this index (error 1170)",
+        "mariadb": "MariaDB silently indexes only a 768-character prefix of a TEXT/BLOB column",
+    }
+    field_modules = ("playhouse.mysql_ext",)
+    native_equivalents = MYSQL_NATIVE_EQUIVALENTS
+    equivalent_families = {
+        "boolean": frozenset({"integer"}),  # BOOL is TINYINT(1)
+        "uuid": frozenset({"char"}),  # peewee stores UUIDs as VARCHAR(40)
+        "text": frozenset({"text", "char"}),
+    }
+
+    @classmethod
+    def set_statement(cls, flavour: str) -> bool:
+        """Whether ``flavour`` has ``SET STATEMENT ... FOR`` (nothing to restore afterwards)."""
+        return flavour in SET_STATEMENT_FLAVOURS
+
+    def backslash_escapes(self) -> bool:
+        mode = self.database.execute_sql("SELECT @@SESSION.sql_mode").fetchone()[0] or ""
+        return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
+
+    def end_session_hint(self, session_id: int) -> str:
+        return f" (KILL {session_id} ends it)"
+
+    def blocker_queries(self, table: str | None, schema: str | None) -> list[tuple[str, tuple[Any, ...]]]:
+        views = (MYSQL_PERFORMANCE_SCHEMA, MARIADB_METADATA_LOCK_INFO) if table else ()
+        return [*((sql, (table,)) for sql in views), (MYSQL_OPEN_TRANSACTIONS, ())]
+
 
     # -- connections, pool and health --------------------------------------------------------

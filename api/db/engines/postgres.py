@@ -60,6 +60,36 @@ def pg_key_parts(key: int) -> tuple[int, int]:
     return unsigned >> 32, unsigned & 0xFFFFFFFF
 
 
+# -- schema: the sessions that may block DDL (granted locks on the table, else open transactions).
+PG_TABLE_HOLDERS = """
+SELECT a.pid, a.query, coalesce(a.state, ''),
+       EXTRACT(EPOCH FROM (clock_timestamp() - coalesce(a.xact_start, a.query_start)))::float8,
+       string_agg(DISTINCT l.mode, ', '), coalesce(a.usename::text, ''), coalesce(a.application_name, '')
+FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.granted AND l.locktype = 'relation' AND l.relation = to_regclass(%s)
+  AND l.pid <> pg_backend_pid()
+GROUP BY a.pid, a.query, a.state, a.xact_start, a.query_start, a.usename, a.application_name
+ORDER BY 4 DESC NULLS LAST
+"""
+
+PG_OPEN_TRANSACTIONS = """
+SELECT a.pid, a.query, coalesce(a.state, ''),
+       EXTRACT(EPOCH FROM (clock_timestamp() - a.xact_start))::float8,
+       '', coalesce(a.usename::text, ''), coalesce(a.application_name, '')
+FROM pg_stat_activity a
+WHERE a.datname = current_database() AND a.xact_start IS NOT NULL AND a.pid <> pg_backend_pid()
+  AND a.backend_type = 'client backend'
+ORDER BY a.xact_start
+LIMIT 10
+"""
+
+# -- schema: column types outside peewee's tables, as PostgreSQL spells them (get_equivalent_type).
+PG_NATIVE_EQUIVALENTS: dict[str, str] = {
+    "JSONB": "JSONB", "JSON": "JSONB", "TIMESTAMPTZ": "TIMESTAMPTZ", "LONGTEXT": "TEXT", "MEDIUMTEXT": "TEXT",
+    "LONGBLOB": "BYTEA", "TINYINT(1)": "BOOLEAN", "INTEGER": "INTEGER", "VECTOR": "VECTOR",
+}
+
+
 class PostgresEngine(Engine):
     """PostgreSQL through psycopg2."""
 
@@ -130,5 +160,38 @@ class PostgresEngine(Engine):
     # -- previews (statement analysis) ----------------------------------------------------
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    literal_booleans = ("FALSE", "TRUE")
+    literal_keeps_timezone = True  # TIMESTAMPTZ
+    failed_statement_aborts_transaction = True
+    identifier_limit_in_bytes = True  # NAMEDATALEN counts bytes
+    identifier_too_long_consequence = (
+        "PostgreSQL silently truncates it, so two long names can collide and lookups by the full name fail"
+    )
+    # A B-tree entry over the limit is refused row by row, at write time: warn only when even
+    # one byte per character (ASCII) can exceed it.
+    index_key_bytes_per_char = 1
+    key_limit_consequence = {
+        "postgres": ": PostgreSQL refuses, row by row at write time, values whose key is longer",
+    }
+    field_modules = ("playhouse.postgres_ext",)
+    native_equivalents = PG_NATIVE_EQUIVALENTS
+    equivalent_families = {"float": frozenset({"float"})}
+    has_extensions = True
+
+    @classmethod
+    def literal_bytes(cls, hexed: str) -> str:
+        return f"'\\x{hexed}'::bytea" if hexed else "''::bytea"
+
+    def end_session_hint(self, session_id: int) -> str:
+        return f" (SELECT pg_terminate_backend({session_id}) ends it)"
+
+    def blocker_queries(self, table: str | None, schema: str | None) -> list[tuple[str, tuple[Any, ...]]]:
+        queries: list[tuple[str, tuple[Any, ...]]] = [(PG_OPEN_TRANSACTIONS, ())]
+        if table:
+            qualified = f'"{schema}"."{table}"' if schema else f'"{table}"'
+            queries.insert(0, (PG_TABLE_HOLDERS, (qualified,)))
+        return queries
+
 
     # -- connections, pool and health --------------------------------------------------------

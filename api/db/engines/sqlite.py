@@ -46,6 +46,13 @@ SQLITE = Flavour(
 )
 
 
+# -- schema: column types outside peewee's tables, as SQLite spells them (get_equivalent_type).
+SQLITE_NATIVE_EQUIVALENTS: dict[str, str] = {
+    "JSONB": "TEXT", "JSON": "TEXT", "TIMESTAMPTZ": "DATETIME", "LONGTEXT": "TEXT", "MEDIUMTEXT": "TEXT",
+    "LONGBLOB": "BLOB", "TINYINT(1)": "INTEGER", "INTEGER": "INTEGER", "VECTOR": "BLOB",
+}
+
+
 class SqliteEngine(Engine):
     """SQLite through the standard library's sqlite3."""
 
@@ -97,5 +104,21 @@ class SqliteEngine(Engine):
     # -- previews (statement analysis) ----------------------------------------------------
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
+
+    drop_default_rebuilds_table = True
+    no_blocker_texts = (
+        "SQLite does not report which connection holds its lock",
+        "find the process with a long write transaction on this file",
+    )
+    field_modules = ("playhouse.sqlite_ext",)
+    native_equivalents = SQLITE_NATIVE_EQUIVALENTS
+    equivalent_families = {
+        "integer": frozenset({"bigint"}),  # one INTEGER affinity, both ways
+        "boolean": frozenset({"integer"}),
+        "uuid": frozenset({"char", "text"}),
+        "bigint": frozenset({"integer"}),
+        "decimal": frozenset({"decimal", "float"}),
+    }
+
 
     # -- connections, pool and health --------------------------------------------------------

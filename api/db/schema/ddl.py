@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 from peewee import SQL, Entity
@@ -41,8 +41,11 @@ from playhouse.migrate import (
     operation,
 )
 
-from api.db.engines import db_type
+from api.db.engines import Engine, engine_class, engine_for
 from api.db.engines.compat import DatabaseCompat
+from api.db.engines.mysql import MySQLEngine
+from api.db.engines.postgres import PostgresEngine
+from api.db.engines.sqlite import SqliteEngine
 from api.db.error_handler import ErrorCategory, StandardErrorHandler
 from api.db.exceptions import ConcurrentIndexInTransaction, ConfigurationError, DDLLockTimeout
 from api.db.schema.blockers import BlockingSession, find_blockers
@@ -154,10 +157,13 @@ def _escape_percent(database: peewee.Database, sql: str) -> str:
 class LockSafeMixin(SchemaMigrator):
     """The engine-neutral part of the lock-safe migrators (mixed in before playhouse's class)."""
 
-    engine = ""
+    serves: ClassVar[type[Engine]]  # the engine family this migrator is for
+    engine: ClassVar[str] = ""  # its name, for error classification and log lines
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
+        if "serves" in vars(cls):
+            cls.engine = cls.serves.name
         # Re-wrap every inherited playhouse operation so calling it yields a LockSafeOperation.
         for name in dir(cls):
             attr = getattr(cls, name, None)
@@ -174,6 +180,11 @@ class LockSafeMixin(SchemaMigrator):
     def with_settings(self, **changes: Any) -> LockSafeMixin:
         """A migrator on the same database with some settings changed (e.g. one migration's lock_timeout)."""
         return type(self)(self.database, schema=self.schema, settings=replace(self.settings, **changes))
+
+    @property
+    def db_engine(self) -> Engine:
+        """The engine object of this migrator's database."""
+        return engine_for(self.database)
 
     @property
     def compat(self) -> DatabaseCompat:
@@ -222,13 +233,9 @@ class LockSafeMixin(SchemaMigrator):
         if blockers:
             named = "; ".join(b.describe() for b in blockers)
             advice = "commit, roll back or end " + ("that session" if len(blockers) == 1 else "those sessions")
-            advice += self._kill_hint(blockers[0])
-        elif self.engine == "sqlite":
-            named = "SQLite does not report which connection holds its lock"
-            advice = "find the process with a long write transaction on this file"
+            advice += self.db_engine.end_session_hint(blockers[0].session_id)
         else:
-            named = "no blocking session was visible any more"
-            advice = "retry the migration"
+            named, advice = self.db_engine.no_blocker_texts
         message = (
             f"DDL on {step.table or 'the database'} could not get its lock within "
             f"{self.settings.lock_timeout:g} s in {attempts} attempt(s): {step.shown} -- blocked by {named}; "
@@ -244,11 +251,6 @@ class LockSafeMixin(SchemaMigrator):
             blockers=list(blockers),
             orig=exc,
         )
-
-    def _kill_hint(self, blocker: BlockingSession) -> str:
-        if self.engine == "postgres":
-            return f" (SELECT pg_terminate_backend({blocker.session_id}) ends it)"
-        return f" (KILL {blocker.session_id} ends it)"
 
     def blocking_sessions(self, table: str | None) -> list[BlockingSession]:
         """The sessions holding locks on ``table`` now; a failing lookup is logged and gives []."""
@@ -281,18 +283,16 @@ class LockSafeMixin(SchemaMigrator):
 
     # --- defaults -------------------------------------------------------------------------------
 
-    def _backslash_escapes(self) -> bool:
-        return True
-
     def _needs_expression_default(self, fld: peewee.Field) -> bool:
-        return False
+        types = self.db_engine.expression_default_types
+        return bool(types) and str(fld.field_type).upper() in types.get(self.compat.flavour, frozenset())
 
     def default_literal(self, fld: peewee.Field) -> str:
         """The field's default (called once if callable) as a SQL literal for this engine."""
         value = fld.default() if callable(fld.default) else fld.default
         if not isinstance(value, SQL):
             value = fld.db_value(value)
-        return render_literal(value, self.engine, backslash_escapes=self._backslash_escapes())
+        return render_literal(value, self.engine, backslash_escapes=self.db_engine.backslash_escapes())
 
     # --- operations -----------------------------------------------------------------------------
 
@@ -327,7 +327,8 @@ class LockSafeMixin(SchemaMigrator):
             return self._playhouse("add_column")(table, column_name, fld, allow_not_null)
         literal = self.default_literal(fld)
         if self._needs_expression_default(fld):
-            if self.compat.version is not None and self.compat.version < (8, 0, 13):
+            since = self.db_engine.expression_default_since
+            if self.compat.version is not None and self.compat.version < since:
                 logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; adding %s.%s the slow "
                                "way (UPDATE of every row)", fld.field_type, column_name, table, column_name)
                 return self._playhouse("add_column")(table, column_name, fld, allow_not_null)
@@ -336,7 +337,7 @@ class LockSafeMixin(SchemaMigrator):
         with_default = fld.clone()
         with_default.constraints = [*(fld.constraints or []), SQL(f"DEFAULT {literal}")]
         operations = list(self._playhouse("add_column")(table, column_name, with_default, True))
-        if not keep and self.engine != "sqlite":
+        if not keep and not self.db_engine.drop_default_rebuilds_table:
             operations.insert(1, self.drop_column_default(table, column_name))
         return operations
 
@@ -383,7 +384,7 @@ _PG_NO_TRANSACTION_SQL = re.compile(
 class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
     """PostgreSQL: ``lock_timeout`` per statement, CONCURRENTLY indexes, USING casts, NOT VALID foreign keys."""
 
-    engine = "postgres"
+    serves = PostgresEngine
     # playhouse inlines REFERENCES in ADD COLUMN, which validates every row under a SHARE ROW
     # EXCLUSIVE lock on both tables; the explicit path below adds the key NOT VALID first.
     explicit_create_foreign_key = True
@@ -510,20 +511,12 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
 class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
     """MySQL and MariaDB: ``lock_wait_timeout`` per statement, online (INPLACE, LOCK=NONE) index builds."""
 
-    engine = "mysql"
-
-    def _needs_expression_default(self, fld: peewee.Field) -> bool:
-        # MySQL (not MariaDB) accepts a DEFAULT on TEXT/BLOB/JSON columns only as an expression.
-        return self.compat.flavour == "mysql" and str(fld.field_type).upper() in ("TEXT", "BLOB", "JSON")
-
-    def _backslash_escapes(self) -> bool:
-        mode = self.database.execute_sql("SELECT @@SESSION.sql_mode").fetchone()[0] or ""
-        return "NO_BACKSLASH_ESCAPES" not in str(mode).upper()
+    serves = MySQLEngine
 
     def _execute_bounded(self, step: DDLStep) -> None:
         database = self.database
         seconds = max(1, math.ceil(self.settings.lock_timeout))  # the server takes whole seconds
-        if self.compat.flavour == "mariadb":
+        if MySQLEngine.set_statement(self.compat.flavour):
             # SET STATEMENT scopes the settings to this one statement: nothing to restore.
             database.execute_sql(
                 f"SET STATEMENT lock_wait_timeout={seconds}, innodb_lock_wait_timeout={seconds} FOR {step.sql}",
@@ -570,7 +563,7 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
 class LockSafeSqliteMigrator(LockSafeMixin, SqliteMigrator):
     """SQLite: ``PRAGMA busy_timeout`` per statement, restored afterwards."""
 
-    engine = "sqlite"
+    serves = SqliteEngine
 
     def _execute_bounded(self, step: DDLStep) -> None:
         database = self.database
@@ -593,10 +586,8 @@ class LockSafeSqliteMigrator(LockSafeMixin, SqliteMigrator):
 
 # --- the factory --------------------------------------------------------------------------------
 
-MIGRATORS: dict[str, type[LockSafeMixin]] = {
-    "postgres": LockSafePostgresqlMigrator,
-    "mysql": LockSafeMySQLMigrator,
-    "sqlite": LockSafeSqliteMigrator,
+MIGRATORS: dict[type[Engine], type[LockSafeMixin]] = {
+    cls.serves: cls for cls in (LockSafePostgresqlMigrator, LockSafeMySQLMigrator, LockSafeSqliteMigrator)
 }
 
 
@@ -627,5 +618,5 @@ def safe_schema_migrator(
         max_backoff=max_backoff,
         keep_column_defaults=keep_column_defaults,
     )
-    migrator_class = MIGRATORS[db_type(database)]
+    migrator_class = MIGRATORS[engine_class(database)]
     return migrator_class(database, schema=schema, settings=settings)

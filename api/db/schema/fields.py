@@ -19,7 +19,8 @@ from typing import Any, Union
 import peewee
 from playhouse.migrate import _truncate_constraint_name
 
-from api.db.engines.compat import ENGINE_OF_FLAVOUR, DatabaseCompat, normalize_flavour
+from api.db.engines import ENGINE_OF_FLAVOUR, ENGINES, Engine, engine_named
+from api.db.engines.compat import DatabaseCompat, normalize_flavour
 from api.db.exceptions import ConfigurationError
 
 logger = logging.getLogger(__name__)
@@ -32,42 +33,8 @@ FIXED_KEY_BYTES: dict[str, int] = {
     "AUTO": 4, "INT": 4, "SMALLINT": 2, "BIGAUTO": 8, "BIGINT": 8, "BOOL": 1, "FLOAT": 4, "DOUBLE": 8,
     "DATE": 3, "TIME": 3, "DATETIME": 8, "DECIMAL": 16, "UUID": 40 * BYTES_PER_CHAR, "UUIDB": 16,
 }
-# What each engine does with an index key over its limit.
-_KEY_LIMIT_CONSEQUENCE = {
-    "mysql": ": MySQL refuses the index (error 1071)",
-    "mariadb": (
-        ": MariaDB silently shortens a plain index to a prefix (not covering, not exact) and turns a "
-        "UNIQUE one into a hash index (USING HASH, unusable by foreign keys and range scans)"
-    ),
-    "postgres": ": PostgreSQL refuses, row by row at write time, values whose key is longer",
-    "sqlite": "",
-}
-_TEXT_INDEX_CONSEQUENCE = {
-    "mysql": "MySQL indexes TEXT/BLOB only with a prefix length and refuses this index (error 1170)",
-    "mariadb": "MariaDB silently indexes only a 768-character prefix of a TEXT/BLOB column",
-}
 # peewee field types stored as TEXT/BLOB on MySQL: an index on them needs a prefix length.
 UNBOUNDED_TYPES = frozenset({"TEXT", "BLOB", "JSON"})
-
-# playhouse modules whose fields only exist on one engine.
-ENGINE_SPECIFIC_MODULES = {
-    "playhouse.postgres_ext": "postgres",
-    "playhouse.mysql_ext": "mysql",
-    "playhouse.sqlite_ext": "sqlite",
-}
-
-# Column types outside peewee's tables, by engine, for get_equivalent_type.
-NATIVE_EQUIVALENTS: dict[str, dict[str, str]] = {
-    "JSONB": {"postgres": "JSONB", "mysql": "JSON", "sqlite": "TEXT"},
-    "JSON": {"postgres": "JSONB", "mysql": "JSON", "sqlite": "TEXT"},
-    "TIMESTAMPTZ": {"postgres": "TIMESTAMPTZ", "mysql": "DATETIME(6)", "sqlite": "DATETIME"},
-    "LONGTEXT": {"postgres": "TEXT", "mysql": "LONGTEXT", "sqlite": "TEXT"},
-    "MEDIUMTEXT": {"postgres": "TEXT", "mysql": "MEDIUMTEXT", "sqlite": "TEXT"},
-    "LONGBLOB": {"postgres": "BYTEA", "mysql": "LONGBLOB", "sqlite": "BLOB"},
-    "TINYINT(1)": {"postgres": "BOOLEAN", "mysql": "TINYINT(1)", "sqlite": "INTEGER"},
-    "INTEGER": {"postgres": "INTEGER", "mysql": "INTEGER", "sqlite": "INTEGER"},
-    "VECTOR": {"postgres": "VECTOR", "mysql": "VECTOR", "sqlite": "BLOB"},
-}
 
 Target = Union[str, peewee.Database, DatabaseCompat]
 
@@ -104,19 +71,20 @@ def _column(fld: peewee.Field) -> str:
     return str(fld.column_name or _label(fld)[1])
 
 
+def _engine_of(compat: DatabaseCompat) -> type[Engine]:
+    return engine_named(compat.engine)
+
+
 def _identifier_warning(kind: str, name: str, compat: DatabaseCompat, model: str, owner: str) -> list[FieldWarning]:
     limit = compat.get("max_identifier_length")
     if limit is None:
         return []
-    size = len(name.encode("utf-8")) if compat.flavour == "postgres" else len(name)
+    engine = _engine_of(compat)
+    size = len(name.encode("utf-8")) if engine.identifier_limit_in_bytes else len(name)
     if size <= limit:
         return []
-    unit = "bytes" if compat.flavour == "postgres" else "characters"
-    consequence = (
-        "PostgreSQL silently truncates it, so two long names can collide and lookups by the full name fail"
-        if compat.flavour == "postgres"
-        else f"{compat.name} refuses it (error 1059)"
-    )
+    unit = "bytes" if engine.identifier_limit_in_bytes else "characters"
+    consequence = engine.identifier_too_long_consequence.format(title=compat.name)
     return [
         FieldWarning(
             model, owner, compat.flavour, "identifier_too_long",
@@ -137,76 +105,117 @@ def _key_bytes(fld: peewee.Field, per_char: int = BYTES_PER_CHAR) -> int | None:
     return FIXED_KEY_BYTES.get(field_type, 8)
 
 
+def _text_index_warnings(
+    fields: list[peewee.Field], index_name: str, compat: DatabaseCompat, model: str
+) -> list[FieldWarning]:
+    """TEXT/BLOB columns in an index, where the engine needs a prefix length for them."""
+    consequence = _engine_of(compat).text_index_consequence.get(compat.flavour)
+    if consequence is None:
+        return []
+    return [
+        FieldWarning(
+            model, _label(fld)[1], compat.flavour, "text_index_needs_prefix",
+            f"{model + '.' if model else ''}{_label(fld)[1]}: {fld.field_type} column {_column(fld)!r} is "
+            f"indexed ({index_name}), but {consequence}; "
+            "use a CharField(max_length<=768) or an explicit index on a prefix, e.g. "
+            f"SQL('CREATE INDEX ... ({_column(fld)}(191))')",
+        )
+        for fld in fields
+        if _key_bytes(fld) is None
+    ]
+
+
+def _key_length_warnings(
+    fields: list[peewee.Field], index_name: str, compat: DatabaseCompat, model: str
+) -> list[FieldWarning]:
+    """An index key that may take more bytes than the engine's key limit."""
+    limit = compat.get("max_index_key_bytes")
+    engine = _engine_of(compat)
+    per_char = engine.index_key_bytes_per_char
+    if limit is None or per_char is None:
+        return []
+    total = sum(_key_bytes(f, per_char) or 0 for f in fields)
+    if total <= limit:
+        return []
+    owner = _label(fields[0])[1] if len(fields) == 1 else index_name
+    columns = ", ".join(_column(f) for f in fields)
+    return [
+        FieldWarning(
+            model, owner, compat.flavour, "index_key_too_long",
+            f"{model + '.' if model else ''}{owner}: index {index_name} on ({columns}) takes up to "
+            f"{total} bytes ({per_char} byte(s) per character), over {compat.name}'s {limit}-byte key limit"
+            + engine.key_limit_consequence[compat.flavour]
+            + f"; keep indexed text at max_length <= {limit // per_char} or index a hash of it",
+        )
+    ]
+
+
 def _index_warnings(
     fields: list[peewee.Field], index_name: str, compat: DatabaseCompat, model: str
 ) -> list[FieldWarning]:
-    warnings: list[FieldWarning] = []
-    limit = compat.get("max_index_key_bytes")
-    columns = ", ".join(_column(f) for f in fields)
-    if compat.engine == "mysql":
-        unbounded = [f for f in fields if _key_bytes(f) is None]
-        for fld in unbounded:
-            warnings.append(
-                FieldWarning(
-                    model, _label(fld)[1], compat.flavour, "text_index_needs_prefix",
-                    f"{model + '.' if model else ''}{_label(fld)[1]}: {fld.field_type} column {_column(fld)!r} is "
-                    f"indexed ({index_name}), but {_TEXT_INDEX_CONSEQUENCE[compat.flavour]}; "
-                    "use a CharField(max_length<=768) or an explicit index on a prefix, e.g. "
-                    f"SQL('CREATE INDEX ... ({_column(fld)}(191))')",
-                )
-            )
-        if unbounded:
-            return warnings
-    if limit is None or compat.engine == "sqlite":
-        return warnings
-    # PostgreSQL refuses a B-tree entry over the limit row by row, at write time: warn only when
-    # even one byte per character (ASCII) can exceed it. InnoDB refuses the index itself.
-    per_char = 1 if compat.engine == "postgres" else BYTES_PER_CHAR
-    total = sum(_key_bytes(f, per_char) or 0 for f in fields)
-    if total > limit:
-        owner = _label(fields[0])[1] if len(fields) == 1 else index_name
-        max_chars = limit // per_char
-        warnings.append(
-            FieldWarning(
-                model, owner, compat.flavour, "index_key_too_long",
-                f"{model + '.' if model else ''}{owner}: index {index_name} on ({columns}) takes up to {total} bytes "
-                f"({per_char} byte(s) per character), over {compat.name}'s {limit}-byte key limit"
-                + _KEY_LIMIT_CONSEQUENCE[compat.flavour]
-                + f"; keep indexed text at max_length <= {max_chars} or index a hash of it",
-            )
+    # An index refused for its TEXT/BLOB columns is not also measured.
+    return _text_index_warnings(fields, index_name, compat, model) or _key_length_warnings(
+        fields, index_name, compat, model
+    )
+
+
+def _home_engine(fld: peewee.Field) -> type[Engine] | None:
+    """The engine whose playhouse module defines the field's class, None for a portable field."""
+    module = type(fld).__module__
+    return next((engine for engine in ENGINES if module in engine.field_modules), None)
+
+
+def _native_type_warnings(
+    fld: peewee.Field, compat: DatabaseCompat, model: str, name: str
+) -> list[FieldWarning]:
+    prefix = f"{model + '.' if model else ''}{name}"
+    home = _home_engine(fld)
+    if home is None or home is _engine_of(compat):
+        return []
+    return [
+        FieldWarning(
+            model, name, compat.flavour, "type_not_native",
+            f"{prefix}: {type(fld).__name__} comes from {type(fld).__module__} and needs {home.name}; "
+            f"{compat.name} has no such column type. Use a portable field (e.g. JSONField from the matching "
+            "playhouse module, TextField)",
         )
-    return warnings
+    ]
+
+
+def _vector_warnings(fld: peewee.Field, compat: DatabaseCompat, model: str, name: str) -> list[FieldWarning]:
+    if str(fld.field_type).upper() != "VECTOR" or compat.has("vector_type"):
+        return []
+    prefix = f"{model + '.' if model else ''}{name}"
+    return [
+        FieldWarning(model, name, compat.flavour, "type_not_native",
+                     f"{prefix}: a VECTOR column needs vector_type: {compat.explain_missing('vector_type')}")
+    ]
+
+
+def _varchar_warnings(fld: peewee.Field, compat: DatabaseCompat, model: str, name: str) -> list[FieldWarning]:
+    max_length = getattr(fld, "max_length", None)
+    max_varchar = compat.get("max_varchar")
+    if str(fld.field_type).upper() != "VARCHAR" or not max_length or not max_varchar:
+        return []
+    if int(max_length) <= max_varchar:
+        return []
+    return [
+        FieldWarning(
+            model, name, compat.flavour, "varchar_too_long",
+            f"{model + '.' if model else ''}{name}: VARCHAR({max_length}) is over {compat.name}'s limit of "
+            f"{max_varchar} characters; use a TextField",
+        )
+    ]
+
+
+COLUMN_CHECKS = (_native_type_warnings, _vector_warnings, _varchar_warnings)
 
 
 def _column_warnings(fld: peewee.Field, compat: DatabaseCompat) -> list[FieldWarning]:
     model, name = _label(fld)
-    prefix = f"{model + '.' if model else ''}{name}"
     warnings = _identifier_warning("column", fld.column_name or name, compat, model, name)
-    home = ENGINE_SPECIFIC_MODULES.get(type(fld).__module__)
-    if home is not None and home != compat.engine:
-        warnings.append(
-            FieldWarning(
-                model, name, compat.flavour, "type_not_native",
-                f"{prefix}: {type(fld).__name__} comes from {type(fld).__module__} and needs {home}; "
-                f"{compat.name} has no such column type. Use a portable field (e.g. JSONField from the matching "
-                "playhouse module, TextField)",
-            )
-        )
-    if str(fld.field_type).upper() == "VECTOR" and not compat.has("vector_type"):
-        warnings.append(
-            FieldWarning(model, name, compat.flavour, "type_not_native",
-                         f"{prefix}: a VECTOR column needs vector_type: {compat.explain_missing('vector_type')}")
-        )
-    max_length = getattr(fld, "max_length", None)
-    max_varchar = compat.get("max_varchar")
-    if str(fld.field_type).upper() == "VARCHAR" and max_length and max_varchar and int(max_length) > max_varchar:
-        warnings.append(
-            FieldWarning(
-                model, name, compat.flavour, "varchar_too_long",
-                f"{prefix}: VARCHAR({max_length}) is over {compat.name}'s limit of {max_varchar} characters; "
-                "use a TextField",
-            )
-        )
+    for check in COLUMN_CHECKS:
+        warnings += check(fld, compat, model, name)
     return warnings
 
 
@@ -276,27 +285,62 @@ class DataBaseModel(peewee.Model):
 
 # --- type translation ---------------------------------------------------------------------------
 
-_PEEWEE_BASE_TYPES: dict[str, str] = dict(vars(peewee)["FIELD"])  # peewee's engine-neutral type table
-_TYPE_TABLES: dict[str, dict[str, str]] = {
-    "postgres": {**_PEEWEE_BASE_TYPES, **peewee.PostgresqlDatabase.field_types},
-    "mysql": {**_PEEWEE_BASE_TYPES, **peewee.MySQLDatabase.field_types},
-    "sqlite": {**_PEEWEE_BASE_TYPES, **peewee.SqliteDatabase.field_types},
-}
 # When several peewee types share one native type, the first listed wins on the way back.
 _PREFERRED_KEYS = ("VARCHAR", "TEXT", "INT", "BIGINT", "BOOL", "DATETIME", "DOUBLE", "DECIMAL", "BLOB", "UUID", "AUTO")
 
 
-def _engine(name: str) -> str:
+def _engine(name: str) -> type[Engine]:
     return ENGINE_OF_FLAVOUR[normalize_flavour(name)]
 
 
-def _peewee_key(native: str, engine: str) -> str | None:
-    table = _TYPE_TABLES[engine]
+def _peewee_key(native: str, engine: type[Engine]) -> str | None:
+    table = engine.column_types()
     candidates = [key for key, value in table.items() if value and value.upper() == native]
     if not candidates:
         return None
     ordered = sorted(candidates, key=lambda k: _PREFERRED_KEYS.index(k) if k in _PREFERRED_KEYS else 99)
     return ordered[0]
+
+
+def _is_field(field_type: Any) -> bool:
+    if isinstance(field_type, type):
+        return issubclass(field_type, peewee.Field)
+    return isinstance(field_type, peewee.Field)
+
+
+def _field_column_type(field_type: Any, target: type[Engine], target_db: str) -> str:
+    """The column type of a peewee Field class or instance on ``target``."""
+    peewee_key = str(field_type.field_type).upper()
+    types = target.column_types()
+    if peewee_key not in types:
+        raise ConfigurationError(
+            f"peewee type {peewee_key} of {field_type!r} has no column type on {target_db}"
+        )
+    return types[peewee_key]
+
+
+def _split_type(field_type: Any) -> tuple[str, str, str]:
+    """(normalized text, base type, modifiers such as ``(10,2)``) of a native column type."""
+    text = " ".join(str(field_type).upper().split())
+    match = re.fullmatch(r"([A-Z_ ]+?)\s*(\(\s*[\d,\s]+\))?", text)
+    if match is None:
+        raise ConfigurationError(f"cannot read the column type {field_type!r}")
+    return text, match.group(1).strip(), (match.group(2) or "").replace(" ", "")
+
+
+def _via_peewee(
+    text: str, base: str, modifiers: str, source: type[Engine], target: type[Engine]
+) -> str | None:
+    """The target type through peewee's type key for ``base`` on ``source``; None when peewee has none."""
+    key: str | None = _peewee_key(base, source) or _peewee_key(text, source)
+    if key is None and base in source.column_types():
+        key = base
+    if key is None:
+        return None
+    native = target.column_types()[key]
+    if modifiers and "(" not in native and key in ("VARCHAR", "CHAR", "DECIMAL"):
+        native += modifiers
+    return native
 
 
 def get_equivalent_type(field_type: Any, source_db: str, target_db: str) -> str:
@@ -306,28 +350,17 @@ def get_equivalent_type(field_type: Any, source_db: str, target_db: str) -> str:
     a peewee type key (``"DATETIME"``, ``"UUID"``) or a peewee Field class or instance.
     """
     source, target = _engine(source_db), _engine(target_db)
-    if isinstance(field_type, peewee.Field) or (isinstance(field_type, type) and issubclass(field_type, peewee.Field)):
-        peewee_key = str(field_type.field_type).upper()
-        if peewee_key not in _TYPE_TABLES[target]:
-            raise ConfigurationError(f"peewee type {peewee_key} of {field_type!r} has no column type on {target_db}")
-        return _TYPE_TABLES[target][peewee_key]
-    text = " ".join(str(field_type).upper().split())
-    match = re.fullmatch(r"([A-Z_ ]+?)\s*(\(\s*[\d,\s]+\))?", text)
-    if match is None:
-        raise ConfigurationError(f"cannot read the column type {field_type!r}")
-    base, modifiers = match.group(1).strip(), (match.group(2) or "").replace(" ", "")
-    if text in NATIVE_EQUIVALENTS:
-        return NATIVE_EQUIVALENTS[text][target]
-    key: str | None = _peewee_key(base, source) or _peewee_key(text, source)
-    if key is None and base in _TYPE_TABLES[source]:
-        key = base
-    if key is not None:
-        native = _TYPE_TABLES[target][key]
-        if modifiers and "(" not in native and key in ("VARCHAR", "CHAR", "DECIMAL"):
-            native += modifiers
+    if _is_field(field_type):
+        return _field_column_type(field_type, target, target_db)
+    text, base, modifiers = _split_type(field_type)
+    natives = target.native_equivalents
+    if text in natives:
+        return natives[text]
+    native = _via_peewee(text, base, modifiers, source, target)
+    if native is not None:
         return native
-    if base in NATIVE_EQUIVALENTS:
-        mapped = NATIVE_EQUIVALENTS[base][target]
+    if base in natives:
+        mapped = natives[base]
         return mapped + modifiers if mapped == base else mapped
     raise ConfigurationError(
         f"no known equivalent of {field_type!r} from {source_db} on {target_db}; "

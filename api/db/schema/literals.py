@@ -13,21 +13,22 @@ import decimal
 import json
 import math
 import uuid
+from collections.abc import Callable
 from typing import Any
 
 from peewee import SQL
 
+from api.db.engines import ENGINE_NAMES, Engine
 from api.db.exceptions import ConfigurationError, UnrenderableDefault
 
-ENGINES = ("postgres", "mysql", "sqlite")
+ENGINES = tuple(ENGINE_NAMES)
 
 
-def _quote_text(text: str, engine: str, backslash_escapes: bool) -> str:
+def _quote_text(text: str, engine: type[Engine], backslash_escapes: bool) -> str:
     if "\x00" in text:
         raise UnrenderableDefault("a default containing a NUL character cannot be stored as text; remove it")
     escaped = text.replace("'", "''")
-    if engine == "mysql" and backslash_escapes:
-        # Without NO_BACKSLASH_ESCAPES in sql_mode, MySQL reads \ as an escape inside '...'.
+    if engine.literal_backslash_escapes and backslash_escapes:
         escaped = escaped.replace("\\", "\\\\")
     return f"'{escaped}'"
 
@@ -42,13 +43,44 @@ def _number(value: float | decimal.Decimal) -> str:
     return format(value, "f")
 
 
-def _datetime_text(value: datetime.datetime, engine: str) -> str:
-    if value.tzinfo is not None and engine != "postgres":
+def _datetime_text(value: datetime.datetime, engine: type[Engine]) -> str:
+    if value.tzinfo is not None and not engine.literal_keeps_timezone:
         raise UnrenderableDefault(
-            f"default {value!r} carries a time zone, which {engine} DATETIME columns cannot keep; "
+            f"default {value!r} carries a time zone, which {engine.name} DATETIME columns cannot keep; "
             "convert it to a naive UTC datetime first"
         )
     return value.isoformat(sep=" ")
+
+
+def _json_document(value: Any) -> Any:
+    """The dict or list ``value`` is or wraps (psycopg2's Json, as peewee's JSONField gives it), else None."""
+    adapted = getattr(value, "adapted", None)
+    if isinstance(value, (dict, list)) or isinstance(adapted, (dict, list)):
+        return adapted if adapted is not None else value
+    return None
+
+
+Renderer = Callable[[Any, type[Engine], bool], str]
+
+# Checked in order: bool before int (a subclass), datetime before date (a subclass).
+RENDERERS: tuple[tuple[type | tuple[type, ...], Renderer], ...] = (
+    (SQL, lambda v, e, b: str(v.sql)),
+    (type(None), lambda v, e, b: "NULL"),
+    (bool, lambda v, e, b: e.literal_booleans[1] if v else e.literal_booleans[0]),
+    (int, lambda v, e, b: str(v)),
+    ((float, decimal.Decimal), lambda v, e, b: _number(v)),
+    (str, lambda v, e, b: _quote_text(v, e, b)),
+    (datetime.datetime, lambda v, e, b: _quote_text(_datetime_text(v, e), e, b)),
+    ((datetime.date, datetime.time), lambda v, e, b: _quote_text(v.isoformat(), e, b)),
+    (uuid.UUID, lambda v, e, b: _quote_text(str(v), e, b)),
+    ((bytes, bytearray, memoryview), lambda v, e, b: e.literal_bytes(bytes(v).hex())),
+)
+
+
+def _engine_named(engine: str) -> type[Engine]:
+    if engine not in ENGINE_NAMES:
+        raise ConfigurationError(f"unknown engine {engine!r} for a literal; known: {', '.join(ENGINES)}")
+    return ENGINE_NAMES[engine]
 
 
 def render_literal(value: Any, engine: str, *, backslash_escapes: bool = True) -> str:
@@ -58,37 +90,14 @@ def render_literal(value: Any, engine: str, *, backslash_escapes: bool = True) -
     session's ``sql_mode`` contains ``NO_BACKSLASH_ESCAPES``. A peewee ``SQL``
     node is passed through unchanged: it is an expression the caller vouches for.
     """
-    if engine not in ENGINES:
-        raise ConfigurationError(f"unknown engine {engine!r} for a literal; known: {', '.join(ENGINES)}")
-    if isinstance(value, SQL):
-        return str(value.sql)
-    if value is None:
-        return "NULL"
-    if isinstance(value, bool):  # before int: bool is an int subclass
-        if engine == "postgres":
-            return "TRUE" if value else "FALSE"
-        return "1" if value else "0"
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, (float, decimal.Decimal)):
-        return _number(value)
-    if isinstance(value, str):
-        return _quote_text(value, engine, backslash_escapes)
-    if isinstance(value, datetime.datetime):
-        return _quote_text(_datetime_text(value, engine), engine, backslash_escapes)
-    if isinstance(value, (datetime.date, datetime.time)):
-        return _quote_text(value.isoformat(), engine, backslash_escapes)
-    if isinstance(value, uuid.UUID):
-        return _quote_text(str(value), engine, backslash_escapes)
-    if isinstance(value, (bytes, bytearray, memoryview)):
-        hexed = bytes(value).hex()
-        if engine == "postgres":
-            return f"'\\x{hexed}'::bytea" if hexed else "''::bytea"
-        return f"X'{hexed}'"
-    adapted = getattr(value, "adapted", None)  # psycopg2's Json wrapper, as peewee's JSONField gives it
-    if isinstance(value, (dict, list)) or isinstance(adapted, (dict, list)):
-        document = json.dumps(adapted if adapted is not None else value, separators=(",", ":"), sort_keys=True)
-        return _quote_text(document, engine, backslash_escapes)
+    engine_class = _engine_named(engine)
+    for types, render in RENDERERS:
+        if isinstance(value, types):
+            return render(value, engine_class, backslash_escapes)
+    document = _json_document(value)
+    if document is not None:
+        text = json.dumps(document, separators=(",", ":"), sort_keys=True)
+        return _quote_text(text, engine_class, backslash_escapes)
     raise UnrenderableDefault(
         f"cannot write a default of type {type(value).__name__} as a SQL literal; use a constant "
         "str/int/float/Decimal/bool/date/time/datetime/UUID/bytes/dict/list, or a peewee SQL('...') expression"

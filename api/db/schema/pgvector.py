@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 import peewee
 
-from api.db.engines import db_type
+from api.db.engines import engine_for
 from api.db.engines.info import parse_version
 from api.db.exceptions import IncompatibleExtensionError, VectorDimensionError
 
@@ -151,41 +151,65 @@ class VectorColumnPlan:
     reason: str
 
 
-def plan_vector_column(dims: int, index: str = "hnsw", version: str | Version = NEWEST_TESTED) -> VectorColumnPlan:
-    """Choose ``vector`` or ``halfvec`` for ``dims`` on pgvector ``version``; VectorDimensionError if neither fits."""
+def _check_plan_arguments(dims: int, index: str, version: str | Version) -> Version:
+    """The parsed ``version``; refuses an unknown index type, non-positive dimensions, HNSW before 0.5.0."""
     if index not in INDEX_TYPES:
         raise VectorDimensionError(f"unknown index type {index!r}; use one of {', '.join(INDEX_TYPES)}")
     if not isinstance(dims, int) or isinstance(dims, bool) or dims < 1:
         raise VectorDimensionError(f"dimensions must be a positive integer, got {dims!r}")
     parsed = _as_version(version)
-    shown = version_text(parsed)
     if index != "none" and parsed < HNSW_SINCE and index == "hnsw":
-        raise VectorDimensionError(f"pgvector {shown} has no HNSW index; upgrade to {version_text(HNSW_SINCE)} or newer")
+        raise VectorDimensionError(
+            f"pgvector {version_text(parsed)} has no HNSW index; "
+            f"upgrade to {version_text(HNSW_SINCE)} or newer"
+        )
+    return parsed
+
+
+def _no_column_fits(
+    dims: int, index: str, parsed: Version, vector_limit: int, halfvec_limit: int
+) -> VectorDimensionError:
+    indexed = index != "none"
+    if parsed < HALFVEC_SINCE:
+        return VectorDimensionError(
+            f"{dims} dimensions cannot be indexed ({index}) on pgvector {version_text(parsed)}: "
+            f"vector indexes stop at {VECTOR_MAX_INDEXED_DIMS} and "
+            f"halfvec (up to {HALFVEC_MAX_INDEXED_DIMS}) needs pgvector "
+            f"{version_text(HALFVEC_SINCE)} or newer; "
+            "upgrade pgvector, reduce the dimensions, or use index='none'"
+        )
+    with_index = "an " + index + " index" if indexed else "no index"
+    return VectorDimensionError(
+        f"{dims} dimensions exceed every pgvector column type with {with_index} "
+        f"(vector {vector_limit}, halfvec {halfvec_limit}); reduce the dimensions"
+    )
+
+
+def plan_vector_column(
+    dims: int, index: str = "hnsw", version: str | Version = NEWEST_TESTED
+) -> VectorColumnPlan:
+    """Choose ``vector`` or ``halfvec`` for ``dims`` on pgvector ``version``.
+
+    Raises VectorDimensionError if neither fits.
+    """
+    parsed = _check_plan_arguments(dims, index, version)
     indexed = index != "none"
     vector_limit = VECTOR_MAX_INDEXED_DIMS if indexed else VECTOR_MAX_DIMS
     if dims <= vector_limit:
         what = f"an {index} index" if indexed else "no index"
-        return VectorColumnPlan(dims, index, "vector", f"vector({dims})", f"vector holds {dims} <= {vector_limit} dimensions with {what}")
-    has_halfvec = parsed >= HALFVEC_SINCE
+        reason = f"vector holds {dims} <= {vector_limit} dimensions with {what}"
+        return VectorColumnPlan(dims, index, "vector", f"vector({dims})", reason)
     halfvec_limit = HALFVEC_MAX_INDEXED_DIMS if indexed else HALFVEC_MAX_DIMS
-    if has_halfvec and dims <= halfvec_limit:
+    if parsed >= HALFVEC_SINCE and dims <= halfvec_limit:
         return VectorColumnPlan(
             dims,
             index,
             "halfvec",
             f"halfvec({dims})",
-            f"vector stops at {vector_limit} dimensions with an {index} index; halfvec (half precision) holds up to {halfvec_limit}",
+            f"vector stops at {vector_limit} dimensions with an {index} index; "
+            f"halfvec (half precision) holds up to {halfvec_limit}",
         )
-    if not has_halfvec:
-        raise VectorDimensionError(
-            f"{dims} dimensions cannot be indexed ({index}) on pgvector {shown}: vector indexes stop at "
-            f"{VECTOR_MAX_INDEXED_DIMS} and halfvec (up to {HALFVEC_MAX_INDEXED_DIMS}) needs pgvector "
-            f"{version_text(HALFVEC_SINCE)} or newer; upgrade pgvector, reduce the dimensions, or use index='none'"
-        )
-    raise VectorDimensionError(
-        f"{dims} dimensions exceed every pgvector column type with {'an ' + index + ' index' if indexed else 'no index'} "
-        f"(vector {vector_limit}, halfvec {halfvec_limit}); reduce the dimensions"
-    )
+    raise _no_column_fits(dims, index, parsed, vector_limit, halfvec_limit)
 
 
 def _extension_versions(database: peewee.Database) -> tuple[str | None, str | None]:
@@ -198,8 +222,10 @@ def _extension_versions(database: peewee.Database) -> tuple[str | None, str | No
 
 def check_pgvector(database: peewee.Database) -> CompatibilityResult:
     """Check the live server's pgvector: installed and available versions, verdict, pending update."""
-    if db_type(database) != "postgres":
-        return CompatibilityResult(None, Support.NOT_INSTALLED, False, [f"pgvector exists only on PostgreSQL, not {db_type(database)}"])
+    engine = engine_for(database)
+    if not engine.has_extensions:
+        reason = f"pgvector exists only on PostgreSQL, not {engine.name}"
+        return CompatibilityResult(None, Support.NOT_INSTALLED, False, [reason])
     installed, available = _extension_versions(database)
     if installed is None:
         if available is None:

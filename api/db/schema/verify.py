@@ -9,14 +9,14 @@ text), so both sides are reduced to a *type family* before comparing.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import peewee
 from playhouse.reflection import Introspector
 
-from api.db.engines import db_type
+from api.db.engines import Engine, engine_for
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +44,6 @@ TYPE_FAMILIES: dict[type[peewee.Field], str] = {
     peewee.IPField: "bigint",
     peewee.BareField: "any",
 }
-
-# Families an engine stores as another: (engine, expected) -> also acceptable.
-EQUIVALENT_FAMILIES: dict[tuple[str, str], frozenset[str]] = {
-    ("mysql", "boolean"): frozenset({"integer"}),  # BOOL is TINYINT(1)
-    ("mysql", "uuid"): frozenset({"char"}),  # peewee stores UUIDs as VARCHAR(40)
-    ("mysql", "text"): frozenset({"text", "char"}),
-    ("sqlite", "boolean"): frozenset({"integer"}),
-    ("sqlite", "uuid"): frozenset({"char", "text"}),
-    ("sqlite", "bigint"): frozenset({"integer"}),  # one INTEGER affinity
-    ("sqlite", "decimal"): frozenset({"decimal", "float"}),
-    ("postgres", "float"): frozenset({"float"}),
-}
-
 
 @dataclass(frozen=True)
 class SchemaDifference:
@@ -105,12 +92,11 @@ def _expected_family(model_field: peewee.Field) -> str:
     return type_family(type(model_field))
 
 
-def _families_match(engine: str, expected: str, actual: str) -> bool:
+def _families_match(engine: Engine, expected: str, actual: str) -> bool:
     if expected == actual or "any" in (expected, actual) or "other" in (expected, actual):
         return True
-    if expected == "integer" and actual == "bigint" and engine == "sqlite":
-        return True
-    return actual in EQUIVALENT_FAMILIES.get((engine, expected), frozenset())
+    # Families an engine stores as another (engine.equivalent_families: expected -> also acceptable).
+    return actual in engine.equivalent_families.get(expected, frozenset())
 
 
 def _model_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], bool]]:
@@ -129,9 +115,57 @@ def _model_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], boo
     return wanted
 
 
+Add = Callable[[SchemaDifference], None]
+
+
+def _check_column(add: Add, engine: Engine, table: str, model_field: peewee.Field, live: Any) -> None:
+    name = model_field.column_name
+    expected = _expected_family(model_field)
+    actual = type_family(live.field_class)
+    if not _families_match(engine, expected, actual):
+        add(SchemaDifference("type_mismatch", table, name, expected, f"{actual} ({live.raw_column_type})"))
+    if not model_field.primary_key and bool(model_field.null) != bool(live.nullable):
+        add(
+            SchemaDifference(
+                "nullability",
+                table,
+                name,
+                "NULL" if model_field.null else "NOT NULL",
+                "NULL" if live.nullable else "NOT NULL",
+            )
+        )
+
+
+def _check_columns(add: Add, engine: Engine, model: type[peewee.Model], live_columns: dict[str, Any]) -> None:
+    table = model._meta.table_name
+    for model_field in model._meta.sorted_fields:
+        live = live_columns.get(model_field.column_name)
+        if live is None:
+            name = model_field.column_name
+            add(SchemaDifference("missing_column", table, name, model_field.field_type, "nothing"))
+        else:
+            _check_column(add, engine, table, model_field, live)
+    declared = {f.column_name for f in model._meta.sorted_fields}
+    for extra in sorted(set(live_columns) - declared):
+        add(SchemaDifference("extra_column", table, extra, "nothing", "column", severity="info"))
+
+
+def _check_indexes(add: Add, database: peewee.Database, model: type[peewee.Model]) -> None:
+    table = model._meta.table_name
+    live_indexes = [(tuple(index.columns), bool(index.unique)) for index in database.get_indexes(table)]
+    for columns, unique in _model_indexes(model):
+        matching = [u for cols, u in live_indexes if cols == columns]
+        label = ",".join(columns)
+        if not matching:
+            wanted = "unique index" if unique else "index"
+            add(SchemaDifference("missing_index", table, label, wanted, "nothing"))
+        elif unique and not any(matching):
+            add(SchemaDifference("missing_unique", table, label, "unique index", "non-unique index"))
+
+
 def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]]) -> SchemaReport:
     """Compare ``models`` with the live database: tables, columns, types, nullability, indexes, uniques."""
-    engine = db_type(database)
+    engine = engine_for(database)
     metadata = Introspector.from_database(database).metadata
     tables = set(database.get_tables())
     report = SchemaReport()
@@ -141,38 +175,8 @@ def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]
         if table not in tables:
             add(SchemaDifference("missing_table", table, None, "table", "nothing"))
             continue
-        live_columns = metadata.get_columns(table)
-        for model_field in model._meta.sorted_fields:
-            name = model_field.column_name
-            live = live_columns.get(name)
-            if live is None:
-                add(SchemaDifference("missing_column", table, name, model_field.field_type, "nothing"))
-                continue
-            expected = _expected_family(model_field)
-            actual = type_family(live.field_class)
-            if not _families_match(engine, expected, actual):
-                add(SchemaDifference("type_mismatch", table, name, expected, f"{actual} ({live.raw_column_type})"))
-            if not model_field.primary_key and bool(model_field.null) != bool(live.nullable):
-                add(
-                    SchemaDifference(
-                        "nullability",
-                        table,
-                        name,
-                        "NULL" if model_field.null else "NOT NULL",
-                        "NULL" if live.nullable else "NOT NULL",
-                    )
-                )
-        declared = {f.column_name for f in model._meta.sorted_fields}
-        for extra in sorted(set(live_columns) - declared):
-            add(SchemaDifference("extra_column", table, extra, "nothing", "column", severity="info"))
-        live_indexes = [(tuple(index.columns), bool(index.unique)) for index in database.get_indexes(table)]
-        for columns, unique in _model_indexes(model):
-            matching = [u for cols, u in live_indexes if cols == columns]
-            label = ",".join(columns)
-            if not matching:
-                add(SchemaDifference("missing_index", table, label, "unique index" if unique else "index", "nothing"))
-            elif unique and not any(matching):
-                add(SchemaDifference("missing_unique", table, label, "unique index", "non-unique index"))
+        _check_columns(add, engine, model, metadata.get_columns(table))
+        _check_indexes(add, database, model)
     for difference in report.differences:
         level = logging.WARNING if difference.severity == "error" else logging.INFO
         logger.log(level, "schema differs from models: %s", difference)
