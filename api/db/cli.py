@@ -414,14 +414,16 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         cmd_status,
     ),
     Subcommand("history", "the migration_history table", (JSON,), cmd_history),
-    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (JSON,), cmd_validate),
+    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (JSON,),
+               cmd_validate),
     Subcommand(
         "repair",
         "mark a failed/running migration applied, or clear it",
         (
             arg("name", help="the migration's name"),
             Exclusive((
-                arg("--mark-applied", action="store_true", help="record it success (you completed it by hand)"),
+                arg("--mark-applied", action="store_true",
+                    help="record it success (you completed it by hand)"),
                 arg("--clear", action="store_true", help="delete its row; the next boot runs it again"),
             )),
             JSON,
@@ -435,7 +437,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--host", default="127.0.0.1", help="address to bind (127.0.0.1)"),
             arg("--port", type=int, default=8080, help="port to bind (8080; 0 picks a free one)"),
             arg("--cache-ttl", type=float, default=5.0, help="seconds a health result is reused (5)"),
-            arg("--expose-details", action="store_true", help="show error text and versions in /health/detailed"),
+            arg("--expose-details", action="store_true",
+                help="show error text and versions in /health/detailed"),
         ),
         cmd_serve,
     ),
@@ -443,7 +446,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "plan",
         "dry-run: statements, locks, table sizes, duration and warnings; runs nothing",
         (
-            arg("--large-table-rows", type=int, default=100_000, help="rows from which a table is large (100000)"),
+            arg("--large-table-rows", type=int, default=100_000,
+                help="rows from which a table is large (100000)"),
             JSON,
         ),
         cmd_plan,
@@ -452,7 +456,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "verify",
         "compare Peewee models with the live schema (exit 1 on an error)",
         (
-            arg("--models", metavar="MODULE:ATTR", required=True, help="a list of models, e.g. myapp.models:MODELS"),
+            arg("--models", metavar="MODULE:ATTR", required=True,
+                help="a list of models, e.g. myapp.models:MODELS"),
             JSON,
         ),
         cmd_verify,
