@@ -54,6 +54,17 @@ def describe_holder(holder: Mapping[str, Any]) -> str:
     return ", ".join(f"{k}={v}" for k, v in holder.items() if v not in (None, ""))
 
 
+# -- connections, pool and health: what preflight reads from the server.
+@dataclass
+class ServerFacts:
+    """Connection limits, inherited timeouts and settings of a live server (preflight's facts)."""
+
+    max_connections: int | None = None
+    current_connections: int | None = None
+    timeouts: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
+
+
 class Engine:
     """One engine family behind a Peewee database; one instance per database (``engine_for``)."""
 
@@ -191,3 +202,38 @@ class Engine:
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
 
     # -- connections, pool and health --------------------------------------------------------
+
+    # URL schemes users write for this engine, and the playhouse.db_url scheme that builds it.
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+    playhouse_scheme: ClassVar[str] = ""
+    driver: ClassVar[str | None] = None  # the DB-API module that must be importable
+    extra: ClassVar[str | None] = None  # the pip extra that installs it: api-db[extra]
+    networked: ClassVar[bool] = True  # URLs name a host and a database (False: a file path)
+    driver_defaults: ClassVar[Mapping[str, Any]] = {}  # connect parameters unless the caller gives them
+    has_pgvector: ClassVar[bool] = False  # pgvector can exist here: health and preflight check it
+    # The engine's own preflight checks, by name (see api/db/health/preflight.py), in report order.
+    preflight_checks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def pool_class(cls) -> type[peewee.Database] | None:
+        """The instrumented pool class ``connect()`` builds; None for an unpooled database."""
+        return None
+
+    @classmethod
+    def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
+        """Connect / statement timeouts and the application name as the driver spells them (caller's values win)."""
+
+    def probe_database(
+        self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
+    ) -> peewee.Database:
+        """An unpooled database like this one with the health probe's short timeouts; not connected yet."""
+        raise NotImplementedError
+
+    def server_facts(self) -> ServerFacts:
+        """Connection limits, inherited timeouts and settings that preflight reports."""
+        return ServerFacts()
+
+    @classmethod
+    def product_label(cls, flavour: str) -> str:
+        """How preflight names the server product in a sentence."""
+        return flavour
