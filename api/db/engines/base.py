@@ -221,7 +221,7 @@ class Engine:
 
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
-        """Connect / statement timeouts and the application name as the driver spells them (caller's values win)."""
+        """Connect / statement timeouts and the application name as the driver spells them (caller wins)."""
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

@@ -98,8 +98,9 @@ MYSQL_PREFLIGHT_TIMEOUTS = ("lock_wait_timeout", "innodb_lock_wait_timeout", "ma
                             "max_statement_time", "wait_timeout")  # fmt: skip
 MYSQL_PREFLIGHT_SETTINGS = ("character_set_database", "sql_mode")
 MYSQL_PREFLIGHT_VARIABLES = (
-    "SHOW VARIABLES WHERE Variable_name IN ('max_connections', 'lock_wait_timeout', 'innodb_lock_wait_timeout',"
-    " 'max_execution_time', 'max_statement_time', 'character_set_database', 'sql_mode', 'wait_timeout')"
+    "SHOW VARIABLES WHERE Variable_name IN ('max_connections', 'lock_wait_timeout',"
+    " 'innodb_lock_wait_timeout', 'max_execution_time', 'max_statement_time', 'character_set_database',"
+    " 'sql_mode', 'wait_timeout')"
 )
 
 
@@ -177,7 +178,8 @@ class MySQLEngine(Engine):
         """The session's statement time limit, as the flavour named in ``server_version`` spells it."""
         if "mariadb" in server_version.lower():
             return f"SET SESSION max_statement_time = {timeout:g}"
-        return f"SET SESSION max_execution_time = {int(timeout * 1000)}"  # MySQL limits SELECT statements only
+        # MySQL limits SELECT statements only.
+        return f"SET SESSION max_execution_time = {int(timeout * 1000)}"
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
@@ -190,11 +192,12 @@ class MySQLEngine(Engine):
 
     def server_facts(self) -> ServerFacts:
         variables = dict(self.database.execute_sql(MYSQL_PREFLIGHT_VARIABLES).fetchall())
-        status = dict(self.database.execute_sql("SHOW STATUS WHERE Variable_name = 'Threads_connected'").fetchall())
+        threads = "SHOW STATUS WHERE Variable_name = 'Threads_connected'"
+        status = dict(self.database.execute_sql(threads).fetchall())
         facts = ServerFacts(
             max_connections=int(variables.get("max_connections", 0)) or None,
             current_connections=int(status.get("Threads_connected", 0)) or None,
         )
-        facts.timeouts = {name: str(variables[name]) for name in MYSQL_PREFLIGHT_TIMEOUTS if name in variables}
-        facts.settings = {name: str(variables[name]) for name in MYSQL_PREFLIGHT_SETTINGS if name in variables}
+        facts.timeouts = {n: str(variables[n]) for n in MYSQL_PREFLIGHT_TIMEOUTS if n in variables}
+        facts.settings = {n: str(variables[n]) for n in MYSQL_PREFLIGHT_SETTINGS if n in variables}
         return facts

@@ -63,7 +63,9 @@ def pg_key_parts(key: int) -> tuple[int, int]:
 
 # -- connections, pool and health: TCP keepalives, so a PostgreSQL call on a dead network fails
 # within about a minute instead of waiting forever (libpq ignores them on Unix sockets).
-POSTGRES_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
+POSTGRES_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+}  # fmt: skip
 
 
 def add_option(params: dict[str, Any], option: str) -> None:
@@ -153,7 +155,8 @@ class PostgresEngine(Engine):
 
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
-        params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))  # libpq: whole seconds, >= 2
+        # libpq takes whole seconds, at least 2.
+        params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))
         params.setdefault("application_name", pool.app_name)
         for key, value in POSTGRES_KEEPALIVES.items():
             params.setdefault(key, value)
@@ -164,7 +167,8 @@ class PostgresEngine(Engine):
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
     ) -> peewee.Database:
         params["connect_timeout"] = connect_timeout
-        add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")  # the last -c of a setting wins
+        # The last -c of a setting wins over the application's own.
+        add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
         params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
         return peewee.PostgresqlDatabase(self.database.database, thread_safe=False, **params)
 

@@ -436,7 +436,8 @@ class HealthChecker:
             reasons.append("pgvector version known to be unsafe")
         if facts.latency_ms is not None and facts.latency_ms > self.latency_threshold_ms:
             reasons.append(f"latency {facts.latency_ms:.0f} ms > {self.latency_threshold_ms:g} ms")
-        pending_only = [name for name in facts.pending if name not in facts.running and name not in facts.failed]
+        started = set(facts.running) | set(facts.failed)
+        pending_only = [name for name in facts.pending if name not in started]
         if facts.running:
             reasons.append(f"{len(facts.running)} migration(s) running")
         if pending_only:

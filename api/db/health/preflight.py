@@ -79,15 +79,18 @@ class ExtendedPreflightReport:
 
 
 def _server_version(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """The server is at least its flavour's ``min_version``."""
     minimum = FLAVOURS[info.flavour].min_version
     shown_min = ".".join(map(str, minimum))
     if info.version >= minimum:
         report.check("server_version", Level.PASS, f"{info.flavour} {info.version_text} (>= {shown_min})")
     else:
-        report.check("server_version", Level.WARN, f"{info.flavour} {info.version_text} is older than {shown_min}; upgrade")
+        report.check("server_version", Level.WARN,
+                     f"{info.flavour} {info.version_text} is older than {shown_min}; upgrade")  # fmt: skip
 
 
 def _connection_headroom(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """The pool fits in the server's connection limit and in what is free now."""
     pool, limit = report.connection_pool_size, report.server_max_connections
     if not pool or not limit:
         return
@@ -100,12 +103,14 @@ def _connection_headroom(report: ExtendedPreflightReport, info: ServerInfo, requ
             f"{limit}; lower POOL_MAX_CONNECTIONS or raise max_connections",
         )
     elif pool > free:
-        report.check("connection_headroom", Level.WARN, f"{free} server connections are free now, fewer than the pool's {pool}")
+        report.check("connection_headroom", Level.WARN,
+                     f"{free} server connections are free now, fewer than the pool's {pool}")  # fmt: skip
     else:
         report.check("connection_headroom", Level.PASS, f"{free} of {limit} server connections free")
 
 
 def _statement_timeout(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """No PostgreSQL statement_timeout is inherited by migrations."""
     statement = report.timeouts.get("statement_timeout", "0")
     if statement not in ("0", "0ms"):
         report.check(
@@ -118,6 +123,7 @@ def _statement_timeout(report: ExtendedPreflightReport, info: ServerInfo, requir
 
 
 def _pgvector(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """pgvector is installed in a compatible version (a failure only when required)."""
     vector = report.pgvector or {}
     support = vector.get("support")
     if support == Support.NOT_INSTALLED.value:
@@ -132,6 +138,7 @@ def _pgvector(report: ExtendedPreflightReport, info: ServerInfo, require_pgvecto
 
 
 def _lock_wait_timeout(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """MySQL's lock_wait_timeout would not queue DDL for long."""
     wait = int(report.timeouts.get("lock_wait_timeout", "0") or 0)
     if wait > 60:
         report.check(
@@ -145,22 +152,27 @@ def _lock_wait_timeout(report: ExtendedPreflightReport, info: ServerInfo, requir
 
 
 def _charset(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """The MySQL database charset is utf8mb4."""
     charset = report.settings.get("character_set_database", "")
     if charset and charset != "utf8mb4":
-        report.check("charset", Level.WARN, f"database charset is {charset}; utf8mb4 stores every Unicode character")
+        report.check("charset", Level.WARN,
+                     f"database charset is {charset}; utf8mb4 stores every Unicode character")  # fmt: skip
     else:
         report.check("charset", Level.PASS, "utf8mb4")
 
 
 def _journal_mode(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """SQLite runs in WAL mode."""
     mode = report.settings.get("journal_mode", "")
     if mode.lower() != "wal":
-        report.check("journal_mode", Level.WARN, f"journal_mode={mode}; WAL lets readers run during a migration")
+        report.check("journal_mode", Level.WARN,
+                     f"journal_mode={mode}; WAL lets readers run during a migration")  # fmt: skip
     else:
         report.check("journal_mode", Level.PASS, "WAL")
 
 
 def _pgvector_elsewhere(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """pgvector, when required, fails on an engine that cannot have it."""
     if require_pgvector:
         product = engine_named(info.engine).product_label(info.flavour)
         report.check("pgvector", Level.FAIL, f"pgvector needs PostgreSQL; this is {product}")
@@ -183,6 +195,7 @@ ENGINE_CHECKS: dict[str, PreflightCheck] = {
 
 
 def _judge(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """Run the common checks, then the engine's own, in report order."""
     engine_checks = [ENGINE_CHECKS[name] for name in engine_named(info.engine).preflight_checks]
     for check in (*COMMON_CHECKS, *engine_checks):
         check(report, info, require_pgvector)
@@ -206,12 +219,15 @@ def _gather(database: peewee.Database, report: ExtendedPreflightReport, info: Se
 
 
 def _judge_migrations(report: ExtendedPreflightReport, state: dict[str, Any]) -> None:
+    """Failed migrations fail the report; pending or running ones warn."""
     report.migrations = state
     if state.get("failed"):
-        report.check("migrations", Level.FAIL, f"failed migrations: {', '.join(state['failed'])}; see `python -m api.db status`")
+        failed = ", ".join(state["failed"])
+        report.check("migrations", Level.FAIL, f"failed migrations: {failed}; see `python -m api.db status`")
     elif state.get("pending") or state.get("running"):
         waiting = list(state.get("pending", [])) + list(state.get("running", []))
-        report.check("migrations", Level.WARN, f"{len(waiting)} migrations not applied yet: {', '.join(waiting[:5])}")
+        report.check("migrations", Level.WARN,
+                     f"{len(waiting)} migrations not applied yet: {', '.join(waiting[:5])}")  # fmt: skip
     else:
         report.check("migrations", Level.PASS, "every declared migration is applied")
 

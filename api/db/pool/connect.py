@@ -33,7 +33,7 @@ logger = logging.getLogger(__name__)
 DATABASE_URL_ENV = "DATABASE_URL"
 
 
-# The URL schemes users write, mapped to the engine that serves them (its ``playhouse_scheme`` builds the database).
+# The URL schemes users write, mapped to the engine that serves them (``playhouse_scheme`` builds it).
 SCHEMES: dict[str, type[Engine]] = {scheme: engine for engine in ENGINES for scheme in engine.url_schemes}
 
 
@@ -71,7 +71,8 @@ def parse_url(url: str) -> tuple[type[Engine], str]:
         _check_server_url(parts, port, shown)
     elif not parts.path.lstrip("/") and parts.netloc:
         raise InvalidDatabaseURL(
-            f"{shown} reads the path as a host name; SQLite URLs take three slashes: sqlite:///path/to/file.db"
+            f"{shown} reads the path as a host name; "
+            "SQLite URLs take three slashes: sqlite:///path/to/file.db"
         )
     # Swap the scheme textually: urlunsplit would drop the empty authority of sqlite:////abs/path.
     target = scheme.playhouse_scheme + url[len(parts.scheme):]
@@ -82,7 +83,9 @@ def _check_server_url(parts: SplitResult, port: int | None, shown: str) -> None:
     """A server URL names a database, a host and a valid port."""
     database = parts.path.lstrip("/")
     if not database:
-        raise InvalidDatabaseURL(f"{shown} names no database: add it as the path, e.g. {parts.scheme}://host/dbname")
+        raise InvalidDatabaseURL(
+            f"{shown} names no database: add it as the path, e.g. {parts.scheme}://host/dbname"
+        )
     if not parts.hostname and "host=" not in parts.query:
         raise InvalidDatabaseURL(f"{shown} names no host: use {parts.scheme}://host[:port]/{database}")
     if port == 0:
@@ -135,7 +138,9 @@ def connect(
         else:
             scheme.apply_timeouts(params, config.pool)
             name = params.pop("database")
-            database = pool_class(name, pool_config=config.pool, retry_config=config.retry, target=shown, **params)
+            database = pool_class(
+                name, pool_config=config.pool, retry_config=config.retry, target=shown, **params
+            )
     except (ValueError, RuntimeError, TypeError) as exc:
         raise InvalidDatabaseURL(f"cannot build a database from {shown}: {redact_url(str(exc))}") from None
     state = state_of(database)
