@@ -225,8 +225,8 @@ class Engine:
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
-    ) -> peewee.Database:
-        """An unpooled database like this one with the health probe's short timeouts; not connected yet."""
+    ) -> peewee.Database | None:
+        """An unpooled copy of this database with the probe's short timeouts (None: probe this one)."""
         raise NotImplementedError
 
     def server_facts(self) -> ServerFacts:

@@ -108,10 +108,10 @@ class SqliteEngine(Engine):
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
-    ) -> peewee.Database:
+    ) -> peewee.Database | None:
         database = self.database
         if database.database == ":memory:":
-            return database  # a second connection would see another, empty database
+            return None  # a second connection would see another, empty database
         params.pop("check_same_thread", None)
         return peewee.SqliteDatabase(database.database, thread_safe=False, timeout=statement_timeout,
                                      check_same_thread=False, **params)  # fmt: skip

@@ -180,12 +180,13 @@ def probe_database(db: peewee.Database) -> peewee.Database:
     checker, which never overlap (single-flight).
     """
     params: dict[str, Any] = dict(getattr(db, "connect_params", {}) or {})
-    return engine_for(db).probe_database(
+    probe = engine_for(db).probe_database(
         params,
         connect_timeout=PROBE_CONNECT_TIMEOUT,
         statement_timeout=PROBE_STATEMENT_TIMEOUT,
         io_timeout=PROBE_IO_TIMEOUT,
     )
+    return db if probe is None else probe
 
 
 class _Run:
