@@ -68,11 +68,6 @@ POSTGRES_KEEPALIVES: dict[str, Any] = {
 }  # fmt: skip
 
 
-def add_option(params: dict[str, Any], option: str) -> None:
-    """Append a ``-c setting=value`` to libpq's ``options`` connect parameter."""
-    params["options"] = f"{params['options']} {option}" if params.get("options") else option
-
-
 class PostgresEngine(Engine):
     """PostgreSQL through psycopg2."""
 
@@ -153,6 +148,11 @@ class PostgresEngine(Engine):
     has_pgvector = True
     preflight_checks = ("statement_timeout", "pgvector")
 
+    @staticmethod
+    def add_option(params: dict[str, Any], option: str) -> None:
+        """Append a ``-c setting=value`` to libpq's ``options`` connect parameter."""
+        params["options"] = f"{params['options']} {option}" if params.get("options") else option
+
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         # libpq takes whole seconds, at least 2.
@@ -161,14 +161,14 @@ class PostgresEngine(Engine):
         for key, value in POSTGRES_KEEPALIVES.items():
             params.setdefault(key, value)
         if pool.statement_timeout > 0:
-            add_option(params, f"-c statement_timeout={int(pool.statement_timeout * 1000)}")
+            cls.add_option(params, f"-c statement_timeout={int(pool.statement_timeout * 1000)}")
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
     ) -> peewee.Database:
         params["connect_timeout"] = connect_timeout
         # The last -c of a setting wins over the application's own.
-        add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
+        self.add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
         params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
         return peewee.PostgresqlDatabase(self.database.database, thread_safe=False, **params)
 
