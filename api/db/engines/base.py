@@ -215,11 +215,6 @@ class Engine:
     preflight_checks: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
-    def pool_class(cls) -> type[peewee.Database] | None:
-        """The instrumented pool class ``connect()`` builds; None for an unpooled database."""
-        return None
-
-    @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         """Connect / statement timeouts and the application name as the driver spells them (caller wins)."""
 
