@@ -15,6 +15,7 @@ import logging
 import os
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any, Callable
 
 from api.db.engines.info import server_info
@@ -351,78 +352,141 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+Arg = tuple[tuple[str, ...], dict[str, Any]]  # the flags and keywords of one add_argument call
+
+
+def arg(*flags: str, **options: Any) -> Arg:
+    """One ``add_argument`` call as data."""
+    return flags, options
+
+
+JSON: Arg = arg("--json", action="store_true", help="machine-readable output")
+
+
+@dataclass(frozen=True)
+class Exclusive:
+    """Arguments of which exactly one must be given (a required mutually exclusive group)."""
+
+    arguments: tuple[Arg, ...]
+
+
+@dataclass(frozen=True)
+class Subcommand:
+    """One ``python -m api.db`` subcommand: its name, help line, arguments in help order, and handler."""
+
+    name: str
+    help: str
+    arguments: tuple[Arg | Exclusive, ...]
+    handler: Handler
+
+
+GLOBAL_ARGUMENTS: tuple[Arg, ...] = (
+    arg("--database", metavar="URL", default=None,
+        help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, sqlite:///"),
+    arg("--migrations", metavar="MODULE:ATTR", default=None,
+        help="where the migrations list lives, e.g. myapp.migrations:MIGRATIONS"),
+    arg("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"),
+)  # fmt: skip
+
+SUBCOMMANDS: tuple[Subcommand, ...] = (
+    Subcommand("info", "show what the framework knows about the database", (JSON,), cmd_info),
+    Subcommand(
+        "preflight",
+        "check that the database is fit for the application (exit 1 on failure)",
+        (JSON, arg("--require-pgvector", action="store_true", help="fail when pgvector is missing")),
+        cmd_preflight,
+    ),
+    Subcommand(
+        "migrate",
+        "apply pending migrations (locked; atomic where the engine allows)",
+        (
+            arg("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)"),
+            arg("--atomic", choices=("all", "each"), default="all", help="one transaction, or one each"),
+            arg("--on-unknown", choices=("warn", "error"), default="warn", help="undeclared history rows"),
+            JSON,
+        ),
+        cmd_migrate,
+    ),
+    Subcommand(
+        "status",
+        "table of migrations: name, status, applied_at, duration, drift",
+        (arg("--check", action="store_true", help="exit 1 when anything is pending or failed"), JSON),
+        cmd_status,
+    ),
+    Subcommand("history", "the migration_history table", (JSON,), cmd_history),
+    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (JSON,),
+               cmd_validate),
+    Subcommand(
+        "repair",
+        "mark a failed/running migration applied, or clear it",
+        (
+            arg("name", help="the migration's name"),
+            Exclusive((
+                arg("--mark-applied", action="store_true",
+                    help="record it success (you completed it by hand)"),
+                arg("--clear", action="store_true", help="delete its row; the next boot runs it again"),
+            )),
+            JSON,
+        ),
+        cmd_repair,
+    ),
+    Subcommand(
+        "serve",
+        "serve the health probes and /metrics over HTTP (threaded)",
+        (
+            arg("--host", default="127.0.0.1", help="address to bind (127.0.0.1)"),
+            arg("--port", type=int, default=8080, help="port to bind (8080; 0 picks a free one)"),
+            arg("--cache-ttl", type=float, default=5.0, help="seconds a health result is reused (5)"),
+            arg("--expose-details", action="store_true",
+                help="show error text and versions in /health/detailed"),
+        ),
+        cmd_serve,
+    ),
+    Subcommand(
+        "plan",
+        "dry-run: statements, locks, table sizes, duration and warnings; runs nothing",
+        (
+            arg("--large-table-rows", type=int, default=100_000,
+                help="rows from which a table is large (100000)"),
+            JSON,
+        ),
+        cmd_plan,
+    ),
+    Subcommand(
+        "verify",
+        "compare Peewee models with the live schema (exit 1 on an error)",
+        (
+            arg("--models", metavar="MODULE:ATTR", required=True,
+                help="a list of models, e.g. myapp.models:MODELS"),
+            JSON,
+        ),
+        cmd_verify,
+    ),
+)  # fmt: skip
+
+
+def _add_arguments(parser: Any, arguments: Sequence[Arg | Exclusive]) -> None:
+    """Add ``arguments`` to ``parser`` in order; an :class:`Exclusive` becomes a required group."""
+    for argument in arguments:
+        if isinstance(argument, Exclusive):
+            _add_arguments(parser.add_mutually_exclusive_group(required=True), argument.arguments)
+        else:
+            flags, options = argument
+            parser.add_argument(*flags, **options)
+
+
 def build_parser() -> argparse.ArgumentParser:
+    """The ``python -m api.db`` parser, one subparser per entry of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
         description="Boot-time migrations and connection diagnostics for Peewee databases.",
     )
-    parser.add_argument(
-        "--database",
-        metavar="URL",
-        default=None,
-        help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, sqlite:///",
-    )
-    parser.add_argument(
-        "--migrations",
-        metavar="MODULE:ATTR",
-        default=None,
-        help="where the migrations list lives, e.g. myapp.migrations:MIGRATIONS",
-    )
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)")
+    _add_arguments(parser, GLOBAL_ARGUMENTS)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
-
-    info = sub.add_parser("info", help="show what the framework knows about the database")
-    info.add_argument("--json", action="store_true", help="machine-readable output")
-    info.set_defaults(handler=cmd_info)
-
-    preflight = sub.add_parser("preflight", help="check that the database is fit for the application (exit 1 on failure)")
-    preflight.add_argument("--json", action="store_true", help="machine-readable output")
-    preflight.add_argument("--require-pgvector", action="store_true", help="fail when pgvector is missing")
-    preflight.set_defaults(handler=cmd_preflight)
-
-    migrate = sub.add_parser("migrate", help="apply pending migrations (locked; atomic where the engine allows)")
-    migrate.add_argument("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)")
-    migrate.add_argument("--atomic", choices=("all", "each"), default="all", help="one transaction, or one each")
-    migrate.add_argument("--on-unknown", choices=("warn", "error"), default="warn", help="undeclared history rows")
-    migrate.set_defaults(handler=cmd_migrate)
-
-    status = sub.add_parser("status", help="table of migrations: name, status, applied_at, duration, drift")
-    status.add_argument("--check", action="store_true", help="exit 1 when anything is pending or failed")
-    status.set_defaults(handler=cmd_status)
-
-    history = sub.add_parser("history", help="the migration_history table")
-    history.set_defaults(handler=cmd_history)
-
-    validate = sub.add_parser("validate", help="report migrations changed since applied (drift); runs nothing")
-    validate.set_defaults(handler=cmd_validate)
-
-    repair = sub.add_parser("repair", help="mark a failed/running migration applied, or clear it")
-    repair.add_argument("name", help="the migration's name")
-    action = repair.add_mutually_exclusive_group(required=True)
-    action.add_argument("--mark-applied", action="store_true", help="record it success (you completed it by hand)")
-    action.add_argument("--clear", action="store_true", help="delete its row; the next boot runs it again")
-    repair.set_defaults(handler=cmd_repair)
-
-    serve = sub.add_parser("serve", help="serve the health probes and /metrics over HTTP (threaded)")
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8080, help="port to bind (8080; 0 picks a free one)")
-    serve.add_argument("--cache-ttl", type=float, default=5.0, help="seconds a health result is reused (5)")
-    serve.add_argument(
-        "--expose-details", action="store_true", help="show error text and versions in /health/detailed"
-    )
-    serve.set_defaults(handler=cmd_serve)
-    plan = sub.add_parser("plan", help="dry-run: statements, locks, table sizes, duration and warnings; runs nothing")
-    plan.add_argument("--large-table-rows", type=int, default=100_000, help="rows from which a table is large (100000)")
-    plan.add_argument("--json", action="store_true", help="machine-readable output")
-    plan.set_defaults(handler=cmd_plan)
-
-    verify = sub.add_parser("verify", help="compare Peewee models with the live schema (exit 1 on an error)")
-    verify.add_argument("--models", metavar="MODULE:ATTR", required=True, help="a list of models, e.g. myapp.models:MODELS")
-    verify.add_argument("--json", action="store_true", help="machine-readable output")
-    verify.set_defaults(handler=cmd_verify)
-
-    for command in (migrate, status, history, validate, repair):
-        command.add_argument("--json", action="store_true", help="machine-readable output")
+    for command in SUBCOMMANDS:
+        subparser = sub.add_parser(command.name, help=command.help)
+        _add_arguments(subparser, command.arguments)
+        subparser.set_defaults(handler=command.handler)
     return parser
 
 

@@ -56,6 +56,15 @@ def describe_holder(holder: Mapping[str, Any]) -> str:
 
 # schema: peewee's engine-neutral column type table, completed by each engine's database class.
 PEEWEE_BASE_TYPES: dict[str, str] = dict(vars(peewee)["FIELD"])
+# -- connections, pool and health: what preflight reads from the server.
+@dataclass
+class ServerFacts:
+    """Connection limits, inherited timeouts and settings of a live server (preflight's facts)."""
+
+    max_connections: int | None = None
+    current_connections: int | None = None
+    timeouts: dict[str, str] = field(default_factory=dict)
+    settings: dict[str, str] = field(default_factory=dict)
 
 
 class Engine:
@@ -252,3 +261,33 @@ class Engine:
 
 
     # -- connections, pool and health --------------------------------------------------------
+
+    # URL schemes users write for this engine, and the playhouse.db_url scheme that builds it.
+    url_schemes: ClassVar[tuple[str, ...]] = ()
+    playhouse_scheme: ClassVar[str] = ""
+    driver: ClassVar[str | None] = None  # the DB-API module that must be importable
+    extra: ClassVar[str | None] = None  # the pip extra that installs it: api-db[extra]
+    networked: ClassVar[bool] = True  # URLs name a host and a database (False: a file path)
+    driver_defaults: ClassVar[Mapping[str, Any]] = {}  # connect parameters unless the caller gives them
+    has_pgvector: ClassVar[bool] = False  # pgvector can exist here: health and preflight check it
+    # The engine's own preflight checks, by name (see api/db/health/preflight.py), in report order.
+    preflight_checks: ClassVar[tuple[str, ...]] = ()
+
+    @classmethod
+    def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
+        """Connect / statement timeouts and the application name as the driver spells them (caller wins)."""
+
+    def probe_database(
+        self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
+    ) -> peewee.Database | None:
+        """An unpooled copy of this database with the probe's short timeouts (None: probe this one)."""
+        raise NotImplementedError
+
+    def server_facts(self) -> ServerFacts:
+        """Connection limits, inherited timeouts and settings that preflight reports."""
+        return ServerFacts()
+
+    @classmethod
+    def product_label(cls, flavour: str) -> str:
+        """How preflight names the server product in a sentence."""
+        return flavour

@@ -7,7 +7,7 @@ from typing import Any
 
 import peewee
 
-from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, scalar
+from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, ServerFacts, scalar
 from api.db.engines.info import ServerInfo, parse_version
 
 MYSQL_LOCK_NAME_MAX = 64
@@ -135,6 +135,18 @@ MYSQL_NATIVE_EQUIVALENTS: dict[str, str] = {
 }
 # -- schema: flavours with SET STATEMENT ... FOR, which scopes settings to one statement.
 SET_STATEMENT_FLAVOURS = frozenset({"mariadb"})
+# -- connections, pool and health: client-side read/write timeouts on MySQL exceed the server's
+# statement limit by this much; the driver defaults; the variables preflight reports.
+MYSQL_IO_MARGIN = 10.0
+MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4"}
+MYSQL_PREFLIGHT_TIMEOUTS = ("lock_wait_timeout", "innodb_lock_wait_timeout", "max_execution_time",
+                            "max_statement_time", "wait_timeout")  # fmt: skip
+MYSQL_PREFLIGHT_SETTINGS = ("character_set_database", "sql_mode")
+MYSQL_PREFLIGHT_VARIABLES = (
+    "SHOW VARIABLES WHERE Variable_name IN ('max_connections', 'lock_wait_timeout',"
+    " 'innodb_lock_wait_timeout', 'max_execution_time', 'max_statement_time', 'character_set_database',"
+    " 'sql_mode', 'wait_timeout')"
+)
 
 
 class MySQLEngine(Engine):
@@ -234,3 +246,47 @@ class MySQLEngine(Engine):
 
 
     # -- connections, pool and health --------------------------------------------------------
+
+    url_schemes = ("mysql", "mariadb")
+    playhouse_scheme = "mysql+pool"
+    driver = "pymysql"
+    extra = "mysql"
+    driver_defaults = MYSQL_DEFAULTS
+    preflight_checks = ("lock_wait_timeout", "charset", "pgvector_elsewhere")
+
+    @classmethod
+    def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
+        params.setdefault("connect_timeout", pool.connect_timeout)
+        params.setdefault("program_name", pool.app_name)
+        if pool.statement_timeout > 0:
+            params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
+            params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
+
+    @staticmethod
+    def statement_timeout_sql(server_version: str, timeout: float) -> str:
+        """The session's statement time limit, as the flavour named in ``server_version`` spells it."""
+        if "mariadb" in server_version.lower():
+            return f"SET SESSION max_statement_time = {timeout:g}"
+        # MySQL limits SELECT statements only.
+        return f"SET SESSION max_execution_time = {int(timeout * 1000)}"
+
+    def probe_database(
+        self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
+    ) -> peewee.Database:
+        params["connect_timeout"] = connect_timeout
+        params["read_timeout"] = io_timeout
+        params["write_timeout"] = io_timeout
+        params["program_name"] = f"{params.get('program_name') or 'api.db'}-health"
+        return peewee.MySQLDatabase(self.database.database, thread_safe=False, **params)
+
+    def server_facts(self) -> ServerFacts:
+        variables = dict(self.database.execute_sql(MYSQL_PREFLIGHT_VARIABLES).fetchall())
+        threads = "SHOW STATUS WHERE Variable_name = 'Threads_connected'"
+        status = dict(self.database.execute_sql(threads).fetchall())
+        facts = ServerFacts(
+            max_connections=int(variables.get("max_connections", 0)) or None,
+            current_connections=int(status.get("Threads_connected", 0)) or None,
+        )
+        facts.timeouts = {n: str(variables[n]) for n in MYSQL_PREFLIGHT_TIMEOUTS if n in variables}
+        facts.settings = {n: str(variables[n]) for n in MYSQL_PREFLIGHT_SETTINGS if n in variables}
+        return facts

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from typing import Any
 
 import peewee
 
-from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, scalar
+from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, ServerFacts, scalar
 from api.db.engines.info import ServerInfo, parse_version
 
 logger = logging.getLogger(__name__)
@@ -88,6 +89,11 @@ PG_NATIVE_EQUIVALENTS: dict[str, str] = {
     "JSONB": "JSONB", "JSON": "JSONB", "TIMESTAMPTZ": "TIMESTAMPTZ", "LONGTEXT": "TEXT", "MEDIUMTEXT": "TEXT",
     "LONGBLOB": "BYTEA", "TINYINT(1)": "BOOLEAN", "INTEGER": "INTEGER", "VECTOR": "VECTOR",
 }
+# -- connections, pool and health: TCP keepalives, so a PostgreSQL call on a dead network fails
+# within about a minute instead of waiting forever (libpq ignores them on Unix sockets).
+POSTGRES_KEEPALIVES: dict[str, Any] = {
+    "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
+}  # fmt: skip
 
 
 class PostgresEngine(Engine):
@@ -195,3 +201,45 @@ class PostgresEngine(Engine):
 
 
     # -- connections, pool and health --------------------------------------------------------
+
+    url_schemes = ("postgresql", "postgres")
+    playhouse_scheme = "postgresql+pool"
+    driver = "psycopg2"
+    extra = "postgres"
+    has_pgvector = True
+    preflight_checks = ("statement_timeout", "pgvector")
+
+    @staticmethod
+    def add_option(params: dict[str, Any], option: str) -> None:
+        """Append a ``-c setting=value`` to libpq's ``options`` connect parameter."""
+        params["options"] = f"{params['options']} {option}" if params.get("options") else option
+
+    @classmethod
+    def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
+        # libpq takes whole seconds, at least 2.
+        params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))
+        params.setdefault("application_name", pool.app_name)
+        for key, value in POSTGRES_KEEPALIVES.items():
+            params.setdefault(key, value)
+        if pool.statement_timeout > 0:
+            cls.add_option(params, f"-c statement_timeout={int(pool.statement_timeout * 1000)}")
+
+    def probe_database(
+        self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
+    ) -> peewee.Database:
+        params["connect_timeout"] = connect_timeout
+        # The last -c of a setting wins over the application's own.
+        self.add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
+        params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
+        return peewee.PostgresqlDatabase(self.database.database, thread_safe=False, **params)
+
+    def server_facts(self) -> ServerFacts:
+        facts = ServerFacts(
+            max_connections=int(self.scalar("SHOW max_connections")),
+            current_connections=int(self.scalar(
+                "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'"
+            )),
+        )  # fmt: skip
+        for name in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"):
+            facts.timeouts[name] = str(self.scalar(f"SHOW {name}"))
+        return facts

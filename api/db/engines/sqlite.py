@@ -6,10 +6,11 @@ import contextlib
 import logging
 import sqlite3
 from collections.abc import Iterator
+from typing import Any
 
 import peewee
 
-from api.db.engines.base import Engine, Flavour
+from api.db.engines.base import Engine, Flavour, ServerFacts
 from api.db.engines.info import ServerInfo, parse_version
 from api.db.exceptions import MigrationLockTimeout
 
@@ -122,3 +123,26 @@ class SqliteEngine(Engine):
 
 
     # -- connections, pool and health --------------------------------------------------------
+
+    url_schemes = ("sqlite",)
+    playhouse_scheme = "sqlite"
+    networked = False
+    preflight_checks = ("journal_mode", "pgvector_elsewhere")
+
+    def probe_database(
+        self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
+    ) -> peewee.Database | None:
+        database = self.database
+        if database.database == ":memory:":
+            return None  # a second connection would see another, empty database
+        params.pop("check_same_thread", None)
+        return peewee.SqliteDatabase(database.database, thread_safe=False, timeout=statement_timeout,
+                                     check_same_thread=False, **params)  # fmt: skip
+
+    def server_facts(self) -> ServerFacts:
+        pragmas = ("journal_mode", "foreign_keys", "busy_timeout")
+        return ServerFacts(settings={pragma: str(self.scalar(f"PRAGMA {pragma}")) for pragma in pragmas})
+
+    @classmethod
+    def product_label(cls, flavour: str) -> str:
+        return "SQLite"

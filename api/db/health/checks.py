@@ -47,7 +47,7 @@ from typing import Any
 
 import peewee
 
-from api.db.engines import db_type
+from api.db.engines import db_type, engine_for
 from api.db.engines.state import database_label, state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError, IncompatibleExtensionError
@@ -179,25 +179,14 @@ def probe_database(db: peewee.Database) -> peewee.Database:
     ``thread_safe=False``: the connection is shared by the successive worker threads of a
     checker, which never overlap (single-flight).
     """
-    engine = db_type(db)
     params: dict[str, Any] = dict(getattr(db, "connect_params", {}) or {})
-    if engine == "postgres":
-        params["connect_timeout"] = PROBE_CONNECT_TIMEOUT
-        option = f"-c statement_timeout={int(PROBE_STATEMENT_TIMEOUT * 1000)}"  # the last -c of a setting wins
-        params["options"] = f"{params['options']} {option}" if params.get("options") else option
-        params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
-        return peewee.PostgresqlDatabase(db.database, thread_safe=False, **params)
-    if engine == "mysql":
-        params["connect_timeout"] = PROBE_CONNECT_TIMEOUT
-        params["read_timeout"] = PROBE_IO_TIMEOUT
-        params["write_timeout"] = PROBE_IO_TIMEOUT
-        params["program_name"] = f"{params.get('program_name') or 'api.db'}-health"
-        return peewee.MySQLDatabase(db.database, thread_safe=False, **params)
-    if db.database == ":memory:":
-        return db  # a second connection would see another, empty database
-    params.pop("check_same_thread", None)
-    return peewee.SqliteDatabase(db.database, thread_safe=False, timeout=PROBE_STATEMENT_TIMEOUT,
-                                 check_same_thread=False, **params)  # fmt: skip
+    probe = engine_for(db).probe_database(
+        params,
+        connect_timeout=PROBE_CONNECT_TIMEOUT,
+        statement_timeout=PROBE_STATEMENT_TIMEOUT,
+        io_timeout=PROBE_IO_TIMEOUT,
+    )
+    return db if probe is None else probe
 
 
 class _Run:
@@ -345,34 +334,36 @@ class HealthChecker:
             facts.error = redact_text(f"{info.category.value}: {info.message}")
             logger.warning("health check of %s: migration state unreadable (%s): %s",
                            _name(self.db), info.category.value, info.message)  # fmt: skip
-        if self.engine == "postgres":
-            try:
-                result = check_pgvector(probe)
-            except IncompatibleExtensionError as exc:  # a known-bad version is installed: not usable
-                logger.warning("health check of %s: %s", _name(self.db), exc)
-                facts.pgvector_problem = True
-            else:
-                facts.pgvector_available = result.installed_version is not None
-                facts.pgvector_version = result.installed_version
+        if engine_for(self.db).has_pgvector:
+            self._read_pgvector(probe, facts)
+
+    def _read_pgvector(self, probe: Any, facts: _DatabaseFacts) -> None:
+        try:
+            result = check_pgvector(probe)
+        except IncompatibleExtensionError as exc:  # a known-bad version is installed: not usable
+            logger.warning("health check of %s: %s", _name(self.db), exc)
+            facts.pgvector_problem = True
+        else:
+            facts.pgvector_available = result.installed_version is not None
+            facts.pgvector_version = result.installed_version
 
     def _read_migrations(self, probe: Any, facts: _DatabaseFacts) -> None:
         if self.migrations is not None:
-            facts.pending = pending_migrations(probe, self.migrations)  # one round trip when nothing is pending
-            if facts.pending:
-                for line in migration_status(probe, self.migrations):
-                    if line.declared and line.status == RUNNING:
-                        facts.running.append(line.name)
-                    elif line.declared and line.status == FAILED:
-                        facts.failed.append(line.name)
+            self._read_declared(probe, self.migrations, facts)
         if self._tracker is None:
             self._tracker = MigrationTracker(probe)  # builds its models once, not at every check
         history = self._tracker.get_migration_history()  # oldest first; empty without a table
-        facts.applied = sum(1 for row in history if row.status in APPLIED)
-        finished = [row for row in history if row.duration_ms is not None]
-        facts.last_duration_ms = finished[-1].duration_ms if finished else None
-        if self.migrations is None:
-            facts.running = [row.migration_name for row in history if row.status == RUNNING]
-            facts.failed = [row.migration_name for row in history if row.status == FAILED]
+        _read_history(history, facts, undeclared=self.migrations is None)
+
+    @staticmethod
+    def _read_declared(probe: Any, migrations: list[Any], facts: _DatabaseFacts) -> None:
+        """Pending, running and failed names among the declared migrations."""
+        facts.pending = pending_migrations(probe, migrations)  # one round trip when nothing is pending
+        if not facts.pending:
+            return
+        lines = [line for line in migration_status(probe, migrations) if line.declared]
+        facts.running.extend(line.name for line in lines if line.status == RUNNING)
+        facts.failed.extend(line.name for line in lines if line.status == FAILED)
 
     def _drop_probe_connection(self) -> None:
         if self.probe_db is self.db or self.probe_db.is_closed():
@@ -391,38 +382,14 @@ class HealthChecker:
     def _assess(self, facts: _DatabaseFacts) -> DatabaseHealth:
         diagnostics = PoolDiagnostics(self.db)
         stats = diagnostics.get_pool_stats()
-        config = diagnostics.config
         new_timeouts = stats["acquisition_timeouts_total"] - self._timeouts_seen
         self._timeouts_seen = stats["acquisition_timeouts_total"]
         exhausted = bool(stats["max"]) and (
             (stats["active"] >= stats["max"] and stats["waiting"] > 0) or new_timeouts > 0
         )
-        unhealthy: list[str] = []
-        degraded: list[str] = []
-        if facts.timed_out:
-            unhealthy.append(f"database did not answer within {self.timeout:g}s")
-        elif not facts.reachable:
-            unhealthy.append("database unreachable")
-        if facts.migrations_error:
-            unhealthy.append("migration state unreadable")
-        if facts.failed:
-            unhealthy.append(f"{len(facts.failed)} migration(s) failed")
-        if exhausted:
-            unhealthy.append(
-                "pool exhausted: " + (f"{new_timeouts} acquisition timeout(s)" if new_timeouts > 0
-                                      else f"{stats['waiting']} thread(s) waiting for a connection")  # fmt: skip
-            )
-        elif stats["max"] and stats["utilization_percent"] >= config.warning_percent:
-            degraded.append(f"pool utilization {stats['utilization_percent']:g}% >= {config.warning_percent:g}%")
-        if facts.pgvector_problem:
-            degraded.append("pgvector version known to be unsafe")
-        if facts.latency_ms is not None and facts.latency_ms > self.latency_threshold_ms:
-            degraded.append(f"latency {facts.latency_ms:.0f} ms > {self.latency_threshold_ms:g} ms")
-        pending_only = [name for name in facts.pending if name not in facts.running and name not in facts.failed]
-        if facts.running:
-            degraded.append(f"{len(facts.running)} migration(s) running")
-        if pending_only:
-            degraded.append(f"{len(pending_only)} migration(s) pending")
+        unhealthy = self._unhealthy_reasons(facts) + _exhaustion_reasons(exhausted, new_timeouts, stats)
+        degraded = _pool_degraded(exhausted, stats, diagnostics.config.warning_percent)
+        degraded += self._degraded_reasons(facts)
         status = UNHEALTHY if unhealthy else DEGRADED if degraded else HEALTHY
         return DatabaseHealth(
             status=status,
@@ -449,6 +416,60 @@ class HealthChecker:
             check_duration_ms=facts.duration_ms,
             checked_at=time.time(),
         )
+
+    def _unhealthy_reasons(self, facts: _DatabaseFacts) -> list[str]:
+        """Why the database part is unhealthy: no answer, unreadable state, failed migrations."""
+        reasons: list[str] = []
+        if facts.timed_out:
+            reasons.append(f"database did not answer within {self.timeout:g}s")
+        elif not facts.reachable:
+            reasons.append("database unreachable")
+        if facts.migrations_error:
+            reasons.append("migration state unreadable")
+        if facts.failed:
+            reasons.append(f"{len(facts.failed)} migration(s) failed")
+        return reasons
+
+    def _degraded_reasons(self, facts: _DatabaseFacts) -> list[str]:
+        """Why the database part is degraded: unsafe pgvector, slow round trip, migrations not done."""
+        reasons: list[str] = []
+        if facts.pgvector_problem:
+            reasons.append("pgvector version known to be unsafe")
+        if facts.latency_ms is not None and facts.latency_ms > self.latency_threshold_ms:
+            reasons.append(f"latency {facts.latency_ms:.0f} ms > {self.latency_threshold_ms:g} ms")
+        started = set(facts.running) | set(facts.failed)
+        pending_only = [name for name in facts.pending if name not in started]
+        if facts.running:
+            reasons.append(f"{len(facts.running)} migration(s) running")
+        if pending_only:
+            reasons.append(f"{len(pending_only)} migration(s) pending")
+        return reasons
+
+
+def _read_history(history: list[Any], facts: _DatabaseFacts, *, undeclared: bool) -> None:
+    """Applied count and last duration from the history; running / failed too when nothing was declared."""
+    facts.applied = sum(1 for row in history if row.status in APPLIED)
+    finished = [row for row in history if row.duration_ms is not None]
+    facts.last_duration_ms = finished[-1].duration_ms if finished else None
+    if undeclared:
+        facts.running = [row.migration_name for row in history if row.status == RUNNING]
+        facts.failed = [row.migration_name for row in history if row.status == FAILED]
+
+
+def _exhaustion_reasons(exhausted: bool, new_timeouts: int, stats: dict[str, Any]) -> list[str]:
+    """``pool exhausted: ...`` when it is, naming the timeouts or the waiting threads."""
+    if not exhausted:
+        return []
+    if new_timeouts > 0:
+        return [f"pool exhausted: {new_timeouts} acquisition timeout(s)"]
+    return [f"pool exhausted: {stats['waiting']} thread(s) waiting for a connection"]
+
+
+def _pool_degraded(exhausted: bool, stats: dict[str, Any], warning_percent: float) -> list[str]:
+    """``pool utilization ...`` when a pool that is not exhausted is at or above the warning level."""
+    if exhausted or not stats["max"] or stats["utilization_percent"] < warning_percent:
+        return []
+    return [f"pool utilization {stats['utilization_percent']:g}% >= {warning_percent:g}%"]
 
 
 def _version_text(version: Any) -> str | None:

@@ -16,7 +16,7 @@ from typing import Any
 
 import peewee
 
-from api.db.engines import db_type
+from api.db.engines import FLAVOURS, db_type, engine_for, engine_named
 from api.db.engines.info import ServerInfo, server_info
 from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
@@ -42,15 +42,6 @@ class Check:
     name: str
     level: Level
     detail: str
-
-
-# Oldest server versions the framework supports per flavour.
-MIN_VERSIONS: dict[str, tuple[int, ...]] = {
-    "postgres": (12,),
-    "mysql": (8, 0),
-    "mariadb": (10, 3),
-    "sqlite": (3, 25),
-}
 
 
 @dataclass
@@ -87,116 +78,158 @@ class ExtendedPreflightReport:
         return data
 
 
-def _rows(database: peewee.Database, sql: str) -> list[tuple[Any, ...]]:
-    return list(database.execute_sql(sql).fetchall())
-
-
-def _postgres_facts(database: peewee.Database, report: ExtendedPreflightReport) -> None:
-    report.server_max_connections = int(_rows(database, "SHOW max_connections")[0][0])
-    report.current_connections = int(_rows(database, "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'client backend'")[0][0])
-    for name in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"):
-        report.timeouts[name] = str(_rows(database, f"SHOW {name}")[0][0])
-    result = check_pgvector(database)
-    report.pgvector = result.to_dict()
-
-
-def _mysql_facts(database: peewee.Database, report: ExtendedPreflightReport, flavour: str) -> None:
-    variables = dict(
-        _rows(
-            database,
-            "SHOW VARIABLES WHERE Variable_name IN ('max_connections', 'lock_wait_timeout', 'innodb_lock_wait_timeout',"
-            " 'max_execution_time', 'max_statement_time', 'character_set_database', 'sql_mode', 'wait_timeout')",
-        )
-    )
-    status = dict(_rows(database, "SHOW STATUS WHERE Variable_name = 'Threads_connected'"))
-    report.server_max_connections = int(variables.get("max_connections", 0)) or None
-    report.current_connections = int(status.get("Threads_connected", 0)) or None
-    for name in ("lock_wait_timeout", "innodb_lock_wait_timeout", "max_execution_time", "max_statement_time", "wait_timeout"):
-        if name in variables:
-            report.timeouts[name] = str(variables[name])
-    for name in ("character_set_database", "sql_mode"):
-        if name in variables:
-            report.settings[name] = str(variables[name])
-
-
-def _sqlite_facts(database: peewee.Database, report: ExtendedPreflightReport) -> None:
-    for pragma in ("journal_mode", "foreign_keys", "busy_timeout"):
-        report.settings[pragma] = str(_rows(database, f"PRAGMA {pragma}")[0][0])
-
-
-def _judge(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
-    minimum = MIN_VERSIONS[info.flavour]
+def _server_version(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """The server is at least its flavour's ``min_version``."""
+    minimum = FLAVOURS[info.flavour].min_version
     shown_min = ".".join(map(str, minimum))
     if info.version >= minimum:
         report.check("server_version", Level.PASS, f"{info.flavour} {info.version_text} (>= {shown_min})")
     else:
-        report.check("server_version", Level.WARN, f"{info.flavour} {info.version_text} is older than {shown_min}; upgrade")
+        report.check("server_version", Level.WARN,
+                     f"{info.flavour} {info.version_text} is older than {shown_min}; upgrade")  # fmt: skip
 
-    if report.connection_pool_size and report.server_max_connections:
-        free = report.server_max_connections - (report.current_connections or 0)
-        if report.connection_pool_size > report.server_max_connections:
-            report.check(
-                "connection_headroom",
-                Level.WARN,
-                f"the pool may open {report.connection_pool_size} connections but the server allows "
-                f"{report.server_max_connections}; lower POOL_MAX_CONNECTIONS or raise max_connections",
-            )
-        elif report.connection_pool_size > free:
-            report.check(
-                "connection_headroom",
-                Level.WARN,
-                f"{free} server connections are free now, fewer than the pool's {report.connection_pool_size}",
-            )
-        else:
-            report.check("connection_headroom", Level.PASS, f"{free} of {report.server_max_connections} server connections free")
 
-    if info.engine == "postgres":
-        statement = report.timeouts.get("statement_timeout", "0")
-        if statement not in ("0", "0ms"):
-            report.check(
-                "inherited_timeouts",
-                Level.WARN,
-                f"statement_timeout={statement} is inherited by migrations; a long index build may be cancelled",
-            )
-        else:
-            report.check("inherited_timeouts", Level.PASS, "no statement_timeout inherited")
-        vector = report.pgvector or {}
-        support = vector.get("support")
-        if support == Support.NOT_INSTALLED.value:
-            level = Level.FAIL if require_pgvector else Level.WARN
-            report.check("pgvector", level, "; ".join(vector.get("reasons", [])) or "pgvector not installed")
-        elif vector.get("compatible") and not vector.get("warnings"):
-            report.check("pgvector", Level.PASS, f"pgvector {vector.get('installed_version')}")
-        elif vector.get("compatible") or support == Support.UNTESTED.value:
-            report.check("pgvector", Level.WARN, "; ".join(vector.get("warnings", [])))
-        else:
-            report.check("pgvector", Level.FAIL, "; ".join(vector.get("reasons", [])))
-    elif info.engine == "mysql":
-        wait = int(report.timeouts.get("lock_wait_timeout", "0") or 0)
-        if wait > 60:
-            report.check(
-                "inherited_timeouts",
-                Level.WARN,
-                f"lock_wait_timeout={wait}s: a DDL statement would queue that long behind a long transaction "
-                "(api.db sets its own bounded wait for migrations)",
-            )
-        else:
-            report.check("inherited_timeouts", Level.PASS, f"lock_wait_timeout={wait}s")
-        charset = report.settings.get("character_set_database", "")
-        if charset and charset != "utf8mb4":
-            report.check("charset", Level.WARN, f"database charset is {charset}; utf8mb4 stores every Unicode character")
-        else:
-            report.check("charset", Level.PASS, "utf8mb4")
-        if require_pgvector:
-            report.check("pgvector", Level.FAIL, f"pgvector needs PostgreSQL; this is {info.flavour}")
+def _connection_headroom(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """The pool fits in the server's connection limit and in what is free now."""
+    pool, limit = report.connection_pool_size, report.server_max_connections
+    if not pool or not limit:
+        return
+    free = limit - (report.current_connections or 0)
+    if pool > limit:
+        report.check(
+            "connection_headroom",
+            Level.WARN,
+            f"the pool may open {pool} connections but the server allows "
+            f"{limit}; lower POOL_MAX_CONNECTIONS or raise max_connections",
+        )
+    elif pool > free:
+        report.check("connection_headroom", Level.WARN,
+                     f"{free} server connections are free now, fewer than the pool's {pool}")  # fmt: skip
     else:
-        mode = report.settings.get("journal_mode", "")
-        if mode.lower() != "wal":
-            report.check("journal_mode", Level.WARN, f"journal_mode={mode}; WAL lets readers run during a migration")
-        else:
-            report.check("journal_mode", Level.PASS, "WAL")
-        if require_pgvector:
-            report.check("pgvector", Level.FAIL, "pgvector needs PostgreSQL; this is SQLite")
+        report.check("connection_headroom", Level.PASS, f"{free} of {limit} server connections free")
+
+
+def _statement_timeout(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """No PostgreSQL statement_timeout is inherited by migrations."""
+    statement = report.timeouts.get("statement_timeout", "0")
+    if statement not in ("0", "0ms"):
+        report.check(
+            "inherited_timeouts",
+            Level.WARN,
+            f"statement_timeout={statement} is inherited by migrations; a long index build may be cancelled",
+        )
+    else:
+        report.check("inherited_timeouts", Level.PASS, "no statement_timeout inherited")
+
+
+def _pgvector(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """pgvector is installed in a compatible version (a failure only when required)."""
+    vector = report.pgvector or {}
+    support = vector.get("support")
+    if support == Support.NOT_INSTALLED.value:
+        level = Level.FAIL if require_pgvector else Level.WARN
+        report.check("pgvector", level, "; ".join(vector.get("reasons", [])) or "pgvector not installed")
+    elif vector.get("compatible") and not vector.get("warnings"):
+        report.check("pgvector", Level.PASS, f"pgvector {vector.get('installed_version')}")
+    elif vector.get("compatible") or support == Support.UNTESTED.value:
+        report.check("pgvector", Level.WARN, "; ".join(vector.get("warnings", [])))
+    else:
+        report.check("pgvector", Level.FAIL, "; ".join(vector.get("reasons", [])))
+
+
+def _lock_wait_timeout(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """MySQL's lock_wait_timeout would not queue DDL for long."""
+    wait = int(report.timeouts.get("lock_wait_timeout", "0") or 0)
+    if wait > 60:
+        report.check(
+            "inherited_timeouts",
+            Level.WARN,
+            f"lock_wait_timeout={wait}s: a DDL statement would queue that long behind a long transaction "
+            "(api.db sets its own bounded wait for migrations)",
+        )
+    else:
+        report.check("inherited_timeouts", Level.PASS, f"lock_wait_timeout={wait}s")
+
+
+def _charset(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """The MySQL database charset is utf8mb4."""
+    charset = report.settings.get("character_set_database", "")
+    if charset and charset != "utf8mb4":
+        report.check("charset", Level.WARN,
+                     f"database charset is {charset}; utf8mb4 stores every Unicode character")  # fmt: skip
+    else:
+        report.check("charset", Level.PASS, "utf8mb4")
+
+
+def _journal_mode(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """SQLite runs in WAL mode."""
+    mode = report.settings.get("journal_mode", "")
+    if mode.lower() != "wal":
+        report.check("journal_mode", Level.WARN,
+                     f"journal_mode={mode}; WAL lets readers run during a migration")  # fmt: skip
+    else:
+        report.check("journal_mode", Level.PASS, "WAL")
+
+
+def _pgvector_elsewhere(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """pgvector, when required, fails on an engine that cannot have it."""
+    if require_pgvector:
+        product = engine_named(info.engine).product_label(info.flavour)
+        report.check("pgvector", Level.FAIL, f"pgvector needs PostgreSQL; this is {product}")
+
+
+# A check judges the gathered facts and adds its verdicts to the report.
+PreflightCheck = Callable[[ExtendedPreflightReport, ServerInfo, bool], None]
+
+# Every engine's report starts with these checks.
+COMMON_CHECKS: tuple[PreflightCheck, ...] = (_server_version, _connection_headroom)
+# The checks an engine names in its ``preflight_checks``.
+ENGINE_CHECKS: dict[str, PreflightCheck] = {
+    "statement_timeout": _statement_timeout,
+    "pgvector": _pgvector,
+    "lock_wait_timeout": _lock_wait_timeout,
+    "charset": _charset,
+    "journal_mode": _journal_mode,
+    "pgvector_elsewhere": _pgvector_elsewhere,
+}
+
+
+def _judge(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
+    """Run the common checks, then the engine's own, in report order."""
+    engine_checks = [ENGINE_CHECKS[name] for name in engine_named(info.engine).preflight_checks]
+    for check in (*COMMON_CHECKS, *engine_checks):
+        check(report, info, require_pgvector)
+
+
+def _gather(database: peewee.Database, report: ExtendedPreflightReport, info: ServerInfo) -> None:
+    """Copy the server's identity and facts into the report."""
+    report.flavour = info.flavour
+    report.server_version = info.version_string
+    report.database = info.database
+    report.installed_extensions = dict(info.extensions)
+    report.available_extensions = dict(info.available_extensions)
+    engine = engine_for(database)
+    facts = engine.server_facts()
+    report.server_max_connections = facts.max_connections
+    report.current_connections = facts.current_connections
+    report.timeouts.update(facts.timeouts)
+    report.settings.update(facts.settings)
+    if engine.has_pgvector:
+        report.pgvector = check_pgvector(database).to_dict()
+
+
+def _judge_migrations(report: ExtendedPreflightReport, state: dict[str, Any]) -> None:
+    """Failed migrations fail the report; pending or running ones warn."""
+    report.migrations = state
+    if state.get("failed"):
+        failed = ", ".join(state["failed"])
+        report.check("migrations", Level.FAIL, f"failed migrations: {failed}; see `python -m api.db status`")
+    elif state.get("pending") or state.get("running"):
+        waiting = list(state.get("pending", [])) + list(state.get("running", []))
+        report.check("migrations", Level.WARN,
+                     f"{len(waiting)} migrations not applied yet: {', '.join(waiting[:5])}")  # fmt: skip
+    else:
+        report.check("migrations", Level.PASS, "every declared migration is applied")
 
 
 # Supplies migration state for the report: (database) -> dict with pending/failed/running lists.
@@ -221,28 +254,10 @@ def get_extended_diagnostics(
         report.check("connectivity", Level.FAIL, f"{error.category.value}: {error.message}")
         return report
     report.check("connectivity", Level.PASS, "connected")
-    report.flavour = info.flavour
-    report.server_version = info.version_string
-    report.database = info.database
-    report.installed_extensions = dict(info.extensions)
-    report.available_extensions = dict(info.available_extensions)
-    if info.engine == "postgres":
-        _postgres_facts(database, report)
-    elif info.engine == "mysql":
-        _mysql_facts(database, report, info.flavour)
-    else:
-        _sqlite_facts(database, report)
+    _gather(database, report, info)
     _judge(report, info, require_pgvector)
     if migration_state is not None:
-        state = migration_state(database)
-        report.migrations = state
-        if state.get("failed"):
-            report.check("migrations", Level.FAIL, f"failed migrations: {', '.join(state['failed'])}; see `python -m api.db status`")
-        elif state.get("pending") or state.get("running"):
-            waiting = list(state.get("pending", [])) + list(state.get("running", []))
-            report.check("migrations", Level.WARN, f"{len(waiting)} migrations not applied yet: {', '.join(waiting[:5])}")
-        else:
-            report.check("migrations", Level.PASS, "every declared migration is applied")
+        _judge_migrations(report, migration_state(database))
     for check in report.checks:
         if check.level is not Level.PASS:
             logger.warning("preflight %s: %s: %s", check.name, check.level.value, check.detail)

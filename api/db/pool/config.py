@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import os
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any, Union
 
@@ -151,24 +151,30 @@ def _source(setting: _Setting, origin: str) -> str:
     return f"{setting.key} of preset {origin!r}"
 
 
-def _convert(setting: _Setting, raw: Any, origin: str) -> Any:
-    where = _source(setting, origin)
-    if setting.kind is bool:
-        if isinstance(raw, bool):
-            return raw
-        text = str(raw).strip().lower()
-        if text in _TRUE:
-            return True
-        if text in _FALSE:
-            return False
-        raise ConfigurationError(f"{where} is {raw!r}: expected true or false (1/0, yes/no, on/off)")
-    if setting.kind is str:
-        text = str(raw).strip()
-        if not text:
-            raise ConfigurationError(f"{where} is empty: give a name or leave it unset")
-        if setting.choices and text.lower() not in setting.choices:
-            raise ConfigurationError(f"{where} is {raw!r}: expected one of {', '.join(setting.choices)}")
-        return text.lower() if setting.choices else text
+def _convert_bool(setting: _Setting, raw: Any, where: str) -> bool:
+    """A boolean setting: a bool, or one of the words of ``_TRUE`` / ``_FALSE``."""
+    if isinstance(raw, bool):
+        return raw
+    text = str(raw).strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise ConfigurationError(f"{where} is {raw!r}: expected true or false (1/0, yes/no, on/off)")
+
+
+def _convert_str(setting: _Setting, raw: Any, where: str) -> str:
+    """A text setting: not empty, lower-cased and checked when it has choices."""
+    text = str(raw).strip()
+    if not text:
+        raise ConfigurationError(f"{where} is empty: give a name or leave it unset")
+    if setting.choices and text.lower() not in setting.choices:
+        raise ConfigurationError(f"{where} is {raw!r}: expected one of {', '.join(setting.choices)}")
+    return text.lower() if setting.choices else text
+
+
+def _parse_number(setting: _Setting, raw: Any, where: str) -> Number:
+    """``raw`` as the setting's int or float; a float with a fraction is no int."""
     if isinstance(raw, bool):
         raise ConfigurationError(f"{where} is {raw!r}: expected a number")
     try:
@@ -178,12 +184,27 @@ def _convert(setting: _Setting, raw: Any, origin: str) -> Any:
     except (TypeError, ValueError):
         noun = "a whole number" if setting.kind is int else "a number of seconds"
         raise ConfigurationError(f"{where} is {raw!r}: expected {noun}") from None
+    return value
+
+
+def _convert_number(setting: _Setting, raw: Any, where: str) -> Number:
+    """A numeric setting: finite and at least the setting's minimum."""
+    value = _parse_number(setting, raw, where)
     if isinstance(value, float) and not math.isfinite(value):
         raise ConfigurationError(f"{where} is {raw!r}: expected a finite number")
     if setting.minimum is not None and value < setting.minimum:
         bound = "positive" if setting.minimum > 0 else "zero or more"
         raise ConfigurationError(f"{where} is {raw!r}: must be {bound} (at least {setting.minimum})")
     return value
+
+
+_CONVERTERS: dict[type, Callable[[_Setting, Any, str], Any]] = {bool: _convert_bool, str: _convert_str}
+
+
+def _convert(setting: _Setting, raw: Any, origin: str) -> Any:
+    """``raw`` from ``origin`` (keyword, env or a preset name) as the setting's type, validated."""
+    converter = _CONVERTERS.get(setting.kind, _convert_number)
+    return converter(setting, raw, _source(setting, origin))
 
 
 def config_keys() -> frozenset[str]:
@@ -212,21 +233,28 @@ def load_config(
     keywords = {ALIASES.get(key, key): value for key, value in overrides.items() if value is not None}
     values: dict[str, dict[str, Any]] = {"pool": {}, "retry": {}}
     for setting in SETTINGS:
-        if setting.key in keywords:
-            value = _convert(setting, keywords[setting.key], "keyword")
-        elif env.get(setting.env, "").strip():
-            value = _convert(setting, env[setting.env], "env")
-        elif preset_name is not None and setting.key in PRESETS[preset_name]:
-            value = _convert(setting, PRESETS[preset_name][setting.key], preset_name)
-        else:
-            continue
-        values[setting.section][setting.field] = value
+        found = _raw_value(setting, keywords, env, preset_name)
+        if found is not None:
+            values[setting.section][setting.field] = _convert(setting, *found)
     if "min_connections" not in values["pool"] and "max_connections" in values["pool"]:
         # Only the maximum was given: the default minimum follows it down instead of failing.
         values["pool"]["min_connections"] = min(PoolConfig.min_connections, values["pool"]["max_connections"])
     config = DatabaseConfig(PoolConfig(**values["pool"]), RetryConfig(**values["retry"]), preset_name)
     _check_relations(config)
     return config
+
+
+def _raw_value(
+    setting: _Setting, keywords: Mapping[str, Any], env: Mapping[str, str], preset_name: str | None
+) -> tuple[Any, str] | None:
+    """(raw value, origin) of ``setting``: a keyword wins over the environment, which wins over the preset."""
+    if setting.key in keywords:
+        return keywords[setting.key], "keyword"
+    if env.get(setting.env, "").strip():
+        return env[setting.env], "env"
+    if preset_name is not None and setting.key in PRESETS[preset_name]:
+        return PRESETS[preset_name][setting.key], preset_name
+    return None
 
 
 def _check_relations(config: DatabaseConfig) -> None:

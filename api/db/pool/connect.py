@@ -12,18 +12,18 @@ from __future__ import annotations
 
 import importlib.util
 import logging
-import math
 import os
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 import peewee
 from playhouse import db_url
 
+from api.db.engines import ENGINES, Engine
 from api.db.engines.state import state_of
 from api.db.exceptions import ConfigurationError, DriverNotInstalled, InvalidDatabaseURL
-from api.db.pool.config import DatabaseConfig, config_keys, load_config
+from api.db.pool.config import config_keys, load_config
 from api.db.pool.pool import POOL_CLASSES
 from api.db.pool.querymon import QueryMonitor
 from api.db.redact import redact_url
@@ -33,31 +33,8 @@ logger = logging.getLogger(__name__)
 DATABASE_URL_ENV = "DATABASE_URL"
 
 
-class _Scheme:
-    __slots__ = ("engine", "playhouse_scheme", "driver", "extra")
-
-    def __init__(self, engine: str, playhouse_scheme: str, driver: str | None, extra: str | None) -> None:
-        self.engine = engine
-        self.playhouse_scheme = playhouse_scheme
-        self.driver = driver
-        self.extra = extra
-
-
-# The URL schemes users write, mapped to the playhouse scheme that builds the database.
-SCHEMES: dict[str, _Scheme] = {
-    "postgresql": _Scheme("postgres", "postgresql+pool", "psycopg2", "postgres"),
-    "postgres": _Scheme("postgres", "postgresql+pool", "psycopg2", "postgres"),
-    "mysql": _Scheme("mysql", "mysql+pool", "pymysql", "mysql"),
-    "mariadb": _Scheme("mysql", "mysql+pool", "pymysql", "mysql"),
-    "sqlite": _Scheme("sqlite", "sqlite", None, None),
-}
-
-# TCP keepalives, so a PostgreSQL call on a dead network fails within about a minute
-# instead of waiting forever (libpq ignores them on Unix sockets).
-POSTGRES_KEEPALIVES: dict[str, Any] = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
-# Client-side read/write timeouts on MySQL exceed the server's statement limit by this much.
-MYSQL_IO_MARGIN = 10.0
-MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4"}
+# The URL schemes users write, mapped to the engine that serves them (``playhouse_scheme`` builds it).
+SCHEMES: dict[str, type[Engine]] = {scheme: engine for engine in ENGINES for scheme in engine.url_schemes}
 
 
 def resolve_url(url: str | None = None) -> str:
@@ -74,8 +51,8 @@ def resolve_url(url: str | None = None) -> str:
     return url.strip()
 
 
-def parse_url(url: str) -> tuple[_Scheme, str]:
-    """Validate ``url`` and return its scheme entry and the URL playhouse.db_url should see."""
+def parse_url(url: str) -> tuple[type[Engine], str]:
+    """Validate ``url`` and return its engine and the URL playhouse.db_url should see."""
     shown = redact_url(url)
     try:
         parts = urlsplit(url)
@@ -90,25 +67,32 @@ def parse_url(url: str) -> tuple[_Scheme, str]:
     if scheme is None:
         supported = ", ".join(f"{name}://" for name in SCHEMES)
         raise InvalidDatabaseURL(f"unsupported scheme {parts.scheme!r} in {shown}; use one of {supported}")
-    database = parts.path.lstrip("/")
-    if scheme.engine == "sqlite":
-        if not database and parts.netloc:
-            raise InvalidDatabaseURL(
-                f"{shown} reads the path as a host name; SQLite URLs take three slashes: sqlite:///path/to/file.db"
-            )
-    else:
-        if not database:
-            raise InvalidDatabaseURL(f"{shown} names no database: add it as the path, e.g. {parts.scheme}://host/dbname")
-        if not parts.hostname and "host=" not in parts.query:
-            raise InvalidDatabaseURL(f"{shown} names no host: use {parts.scheme}://host[:port]/{database}")
-        if port == 0:
-            raise InvalidDatabaseURL(f"{shown}: port 0 is not a valid port")
+    if scheme.networked:
+        _check_server_url(parts, port, shown)
+    elif not parts.path.lstrip("/") and parts.netloc:
+        raise InvalidDatabaseURL(
+            f"{shown} reads the path as a host name; "
+            "SQLite URLs take three slashes: sqlite:///path/to/file.db"
+        )
     # Swap the scheme textually: urlunsplit would drop the empty authority of sqlite:////abs/path.
     target = scheme.playhouse_scheme + url[len(parts.scheme):]
     return scheme, target
 
 
-def _require_driver(scheme: _Scheme, shown: str) -> None:
+def _check_server_url(parts: SplitResult, port: int | None, shown: str) -> None:
+    """A server URL names a database, a host and a valid port."""
+    database = parts.path.lstrip("/")
+    if not database:
+        raise InvalidDatabaseURL(
+            f"{shown} names no database: add it as the path, e.g. {parts.scheme}://host/dbname"
+        )
+    if not parts.hostname and "host=" not in parts.query:
+        raise InvalidDatabaseURL(f"{shown} names no host: use {parts.scheme}://host[:port]/{database}")
+    if port == 0:
+        raise InvalidDatabaseURL(f"{shown}: port 0 is not a valid port")
+
+
+def _require_driver(scheme: type[Engine], shown: str) -> None:
     if scheme.driver and importlib.util.find_spec(scheme.driver) is None:
         raise DriverNotInstalled(
             f"{shown} needs the {scheme.driver} driver, which is not installed: "
@@ -143,18 +127,18 @@ def connect(
     keys = config_keys()
     settings = {key: params.pop(key) for key in list(params) if key in keys}
     config = load_config(environ, preset=preset, **settings)
-    if scheme.engine == "mysql":
-        for key, value in MYSQL_DEFAULTS.items():
-            params.setdefault(key, value)
+    for key, value in scheme.driver_defaults.items():
+        params.setdefault(key, value)
+    pool_class = POOL_CLASSES.get(scheme.database_class)
     try:
         database: Any
-        if scheme.engine == "sqlite":
+        if pool_class is None:
             driver_options = {key: value for key, value in overrides.items() if key not in keys}
             database = db_url.connect(target, unquote_password=True, unquote_user=True, **driver_options)
         else:
-            _apply_timeouts(scheme.engine, params, config)
+            scheme.apply_timeouts(params, config.pool)
             name = params.pop("database")
-            database = POOL_CLASSES[scheme.engine](
+            database = pool_class(
                 name, pool_config=config.pool, retry_config=config.retry, target=shown, **params
             )
     except (ValueError, RuntimeError, TypeError) as exc:
@@ -166,23 +150,3 @@ def connect(
         QueryMonitor.install(database, slow_query_ms=config.pool.slow_query_ms)
     logger.debug("database configured from %s", shown)
     return database
-
-
-def _apply_timeouts(engine: str, params: dict[str, Any], config: DatabaseConfig) -> None:
-    """Connect / statement timeouts and the application name as the driver spells them (caller's values win)."""
-    pool = config.pool
-    if engine == "postgres":
-        params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))  # libpq: whole seconds, >= 2
-        params.setdefault("application_name", pool.app_name)
-        for key, value in POSTGRES_KEEPALIVES.items():
-            params.setdefault(key, value)
-        if pool.statement_timeout > 0:
-            option = f"-c statement_timeout={int(pool.statement_timeout * 1000)}"
-            params["options"] = f"{params['options']} {option}" if params.get("options") else option
-    else:
-        params.setdefault("connect_timeout", pool.connect_timeout)
-        params.setdefault("program_name", pool.app_name)
-        if pool.statement_timeout > 0:
-            params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
-            params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
-

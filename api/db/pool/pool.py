@@ -41,6 +41,8 @@ from typing import Any
 import peewee
 from playhouse.pool import PooledDatabase, PooledMySQLDatabase, PooledPostgresqlDatabase
 
+from api.db.engines import engine_class
+from api.db.engines.mysql import MySQLEngine
 from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import PoolTimeout
@@ -389,7 +391,7 @@ class InstrumentedPool(PooledDatabase):
         """Session settings that a new connection (and a reset one) needs."""
 
     def _engine_name(self) -> str:
-        return "postgres"
+        return engine_class(self).name
 
     def _timeout_message(self, timeout: float) -> str:
         oldest: Checkout | None = None
@@ -715,7 +717,7 @@ class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase)
                     # application_name and -c options given at connect are the session defaults, kept.
                     cursor.execute("DISCARD ALL")
         except Exception as exc:  # a broken connection: the caller closes it and counts it lost
-            info = classify_error(exc, "postgres")
+            info = classify_error(exc, self._engine_name())
             logger.info("pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message)
             return False
         return True
@@ -728,9 +730,6 @@ _SERVER_STATUS_IN_TRANS = 1
 
 class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
     """``PooledMySQLDatabase`` with api.db's checkout, check-in and counters."""
-
-    def _engine_name(self) -> str:
-        return "mysql"
 
     def _is_broken(self, conn: Any) -> bool:
         return getattr(conn, "_sock", None) is None
@@ -747,14 +746,10 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
                     cursor.execute(statement)
 
     def _session_statements(self, conn: Any) -> list[str]:
-        statements: list[str] = []
         timeout = self.pool_config.statement_timeout
-        if timeout > 0:
-            if "mariadb" in str(conn.get_server_info()).lower():
-                statements.append(f"SET SESSION max_statement_time = {timeout:g}")
-            else:  # MySQL limits SELECT statements only
-                statements.append(f"SET SESSION max_execution_time = {int(timeout * 1000)}")
-        return statements
+        if timeout <= 0:
+            return []
+        return [MySQLEngine.statement_timeout_sql(str(conn.get_server_info()), timeout)]
 
     def _reset(self, conn: Any, full: bool) -> bool:
         if getattr(conn, "_sock", None) is None:
@@ -769,7 +764,7 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
             elif conn.server_status & _SERVER_STATUS_IN_TRANS:
                 conn.rollback()
         except Exception as exc:  # a broken connection: the caller closes it and counts it lost
-            info = classify_error(exc, "mysql")
+            info = classify_error(exc, self._engine_name())
             logger.info("pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message)
             return False
         return True
@@ -789,7 +784,8 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
                     cursor.execute(statement)
 
 
-POOL_CLASSES: dict[str, type[InstrumentedPool]] = {
-    "postgres": InstrumentedPostgresqlDatabase,
-    "mysql": InstrumentedMySQLDatabase,
+# The pooled class of each peewee database class that connect() pools (SQLite is not pooled).
+POOL_CLASSES: dict[type[peewee.Database], type[InstrumentedPool]] = {
+    peewee.PostgresqlDatabase: InstrumentedPostgresqlDatabase,
+    peewee.MySQLDatabase: InstrumentedMySQLDatabase,
 }
