@@ -63,13 +63,10 @@ class _Statement:
     """One statement to analyse, with the engine (and its flavour and version) it runs on."""
 
     text: str  # without leading comments and MariaDB's SET STATEMENT prefix
+    up: str  # the text upper-cased, for the patterns written in capitals
     engine: type[Engine]
     flavour: str
     version: tuple[int, ...]
-
-    @property
-    def up(self) -> str:
-        return self.text.upper()
 
     def search(self, pattern: str, flags: int = re.IGNORECASE) -> re.Match[str] | None:
         return re.search(pattern, self.text, flags)
@@ -190,7 +187,8 @@ def analyze_for(
     engine: type[Engine], sql: str, *, flavour: str = "", version: tuple[int, ...] = ()
 ) -> StatementEffect:
     """The effect of one statement on ``engine`` (an Engine class), its ``flavour`` at ``version``."""
-    statement = _Statement(strip_statement_settings(sql).strip(), engine, flavour, version)
+    text = strip_statement_settings(sql).strip()
+    statement = _Statement(text, text.upper(), engine, flavour, version)
     for reader in _READERS:
         effect = reader(statement)
         if effect is not None:
