@@ -15,6 +15,7 @@ import re
 from enum import Enum
 from typing import Any, NamedTuple
 
+from api.db.migrate.sqltext import strip_leading_comments
 from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)
@@ -424,7 +425,6 @@ def describe(exc: Any) -> str:
 # -- "already applied": the operation-aware view of an error --------------------
 
 # Statements that add something: "already present" means their work is done.
-_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _ADDING_SQL = re.compile(r"^\s*(?:create\b|alter\s+table\s+\S+\s+add\b)", re.IGNORECASE)
 # Statements that remove something: "already absent" means their work is done.
 _REMOVING_SQL = re.compile(r"^\s*(?:drop\b|alter\s+table\s+\S+\s+drop\b)", re.IGNORECASE)
@@ -471,7 +471,7 @@ def already_applied(
             return False
         return old_name.lower() not in present and new_name.lower() in present
     if op == "sql":
-        statement = _LEADING_COMMENTS.sub("", statement) if statement else statement
+        statement = strip_leading_comments(statement) if statement else statement
         if statement and _ADDING_SQL.match(statement):
             return info.category in ALREADY_PRESENT
         if statement and _REMOVING_SQL.match(statement):
