@@ -171,7 +171,7 @@ PINNED_CHECKSUMS = {
 }
 
 
-@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="ast.dump and bytecode differ between Python versions")
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="ast.dump and bytecode differ by Python version")
 def test_checksums_of_existing_migrations_do_not_change(tmp_path: Path) -> None:
     # Stored in migration_history: a change here reports drift for every applied migration.
     path = tmp_path / "001.sql"

@@ -190,7 +190,7 @@ def _quick_pairs(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
 
 
 def _quick_records(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
-    """Names and functions of a list of Migration records and pairs, with distinct names and boolean ``atomic``."""
+    """Names and functions of Migration records and pairs, with distinct names and boolean ``atomic``."""
     if not all(type(i) is Migration or (type(i) is tuple and len(i) == 2) for i in items):
         return None
     if not all(i[2] is True or i[2] is False for i in items if type(i) is Migration):
@@ -204,7 +204,9 @@ def _quick_records(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
 def _quick_names_ok(names: list[Any]) -> bool:
     """Non-empty, unpadded, short enough (raises TypeError on a non-string name)."""
     # str.strip raises TypeError on a non-string name; "" and padded names differ after it.
-    return "" not in names and list(map(str.strip, names)) == names and max(map(len, names)) <= NAME_MAX_LENGTH
+    if "" in names or list(map(str.strip, names)) != names:
+        return False
+    return max(map(len, names)) <= NAME_MAX_LENGTH
 
 
 def _quick_functions_ok(functions: list[Any]) -> bool:
@@ -239,7 +241,9 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
     for index, item in enumerate(migrations):
         migration = item if type(item) is Migration else _as_migration(item)
         if migration is None:
-            problems.append(f"migration #{index}: expected Migration(name, fn) or a (name, fn) tuple, got {item!r:.80}")
+            problems.append(
+                f"migration #{index}: expected Migration(name, fn) or a (name, fn) tuple, got {item!r:.80}"
+            )
             continue
         if not _plainly_valid(migration, seen):
             problems.extend(_declaration_problems(index, migration, seen))
@@ -264,7 +268,7 @@ def _as_migration(item: Any) -> Migration | None:
 
 
 def _plainly_valid(migration: Migration, seen: dict[str, int]) -> bool:
-    """The common case in a few checks: a fresh, clean name, a boolean ``atomic`` and a one-argument function."""
+    """The common case, cheaply: a fresh, clean name, a boolean ``atomic`` and a one-argument function."""
     name, fn, atomic = migration[0], migration[1], migration[2]
     return (
         type(name) is str

@@ -18,7 +18,7 @@ class SQLFileError(ConfigurationError):
 
 
 def split_sql(script: str) -> list[str]:
-    """The statements of ``script``, each stripped, without the ending semicolon; comment-only parts dropped."""
+    """The statements of ``script``, stripped, without the ending semicolon; comment-only parts dropped."""
     try:
         return split_statements(script)
     except UnterminatedSQLError as exc:

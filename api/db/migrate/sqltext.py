@@ -22,7 +22,8 @@ SET_STATEMENT = re.compile(r"^SET\s+STATEMENT\s+.*?\bFOR\s+", re.IGNORECASE | re
 # Savepoints and the lock-bound settings the lock-safe migrator wraps around DDL.
 _SESSION_CONTROL = (
     r"SAVEPOINT\b|RELEASE\b|ROLLBACK\s+TO\b"
-    r"|SET\s+(?:LOCAL\s+|SESSION\s+)?(?:lock_timeout|lock_wait_timeout|innodb_lock_wait_timeout|statement_timeout)\b"
+    r"|SET\s+(?:LOCAL\s+|SESSION\s+)?"
+    r"(?:lock_timeout|lock_wait_timeout|innodb_lock_wait_timeout|statement_timeout)\b"
     r"|RESET\s+lock_timeout\b|PRAGMA\s+busy_timeout\b"
 )
 # Harmless inside a preview's read-only transaction (undone by its ROLLBACK) and needed for the
@@ -158,7 +159,10 @@ def tokenize(script: str) -> Iterator[Token]:
 
 
 def split_statements(script: str) -> list[str]:
-    """The statements of ``script``, each stripped, without the ending semicolon; comment-only parts dropped."""
+    """The statements of ``script``, stripped, without the ending semicolon; comment-only parts dropped.
+
+    UnterminatedSQLError on an open quote, block comment or dollar-quoted body.
+    """
     statements: list[str] = []
     current: list[str] = []
     meaningful = False  # has the current statement anything but comments and blanks?
