@@ -129,9 +129,12 @@ def log_tail(path: Path, lines: int = 15) -> str:
         return f"({exc})"
 
 
-def start_error(what: str, log: Path) -> ClusterStartError:
-    """The error for a failed start: what failed, the log file, its tail."""
-    return ClusterStartError(f"{what}; see {log}\n--- last lines of {log} ---\n{log_tail(log)}")
+def start_error(what: str, log: Path, *more_logs: Path) -> ClusterStartError:
+    """The error for a failed start: what failed, the log file(s), the tail of those that exist."""
+    logs = [log, *more_logs]
+    tails = "".join(f"\n--- last lines of {path} ---\n{log_tail(path)}" for path in logs
+                    if path.exists() and path.stat().st_size)
+    return ClusterStartError(f"{what}; see {' and '.join(map(str, logs))}{tails}")
 
 
 def _die_with_parent() -> None:  # runs in the child between fork and exec
@@ -367,11 +370,13 @@ def _launch_pgbouncer(b: PgBouncer) -> PgBouncer:
 
     def died() -> str | None:
         if b.proc is not None and b.proc.poll() is not None:
-            return str(start_error(f"pgbouncer ({b.pool_mode}) exited with {b.proc.returncode}", b.log))
+            return str(start_error(f"pgbouncer ({b.pool_mode}) exited with {b.proc.returncode}", b.log,
+                                  b.root / "stdout.log"))
         return None
 
     if not wait_until(lambda: pg_query(b.host, b.port, "SELECT 1"), 15, 0.05, died):
-        raise start_error(f"pgbouncer ({b.pool_mode}) on port {b.port} did not answer in 15 s", b.log)
+        raise start_error(f"pgbouncer ({b.pool_mode}) on port {b.port} did not answer in 15 s", b.log,
+                          b.root / "stdout.log")
     return b
 
 
@@ -560,7 +565,8 @@ def _start_node(g: Galera, node: GaleraNode, *extra: str) -> None:
 def _wait_synced(g: Galera, node: GaleraNode, timeout: float) -> None:
     def died() -> str | None:
         if node.proc is not None and node.proc.poll() is not None:
-            return str(start_error(f"galera {node.name} exited with {node.proc.returncode}", node.log))
+            return str(start_error(f"galera {node.name} exited with {node.proc.returncode}", node.log,
+                                  node.root / "stdout.log"))
         return None
 
     if not wait_until(lambda: _node_state(g, node) == "Synced", timeout, 0.2, died):
@@ -795,7 +801,8 @@ class Patroni:
     def _died(self) -> str | None:
         for member in self.members:
             if member.proc is not None and member.proc.poll() is not None:
-                return str(start_error(f"patroni {member.name} exited with {member.proc.returncode}", member.log))
+                return str(start_error(f"patroni {member.name} exited with {member.proc.returncode}", member.log,
+                                      member.root / "patroni.out"))
         if self.etcd_proc is not None and self.etcd_proc.poll() is not None:
             return str(start_error("etcd exited", self.root / "etcd" / "etcd.log"))
         return None

@@ -43,12 +43,25 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"cluster start times: {times}")
 
 
+REQUIRED_SUFFIX = "(required by REQUIRE_CLUSTERS)"
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """A required topology that cannot start is reported as a test failure, not a setup error."""
+    outcome = yield
+    excinfo = call.excinfo
+    if call.when == "setup" and excinfo is not None and excinfo.errisinstance(pytest.fail.Exception):
+        if str(excinfo.value).endswith(REQUIRED_SUFFIX):
+            outcome.get_result().when = "call"
+
+
 def unavailable(name: str, reason: str) -> None:
     """Skip, or fail when ``REQUIRE_CLUSTERS`` names the topology."""
     kind = name.split("_")[0]
     message = f"cluster {name} unavailable: {reason}"
     if kind in clusters.required_clusters():
-        pytest.fail(f"{message} (required by REQUIRE_CLUSTERS)", pytrace=False)
+        pytest.fail(f"{message} {REQUIRED_SUFFIX}", pytrace=False)
     pytest.skip(message)
 
 
@@ -59,10 +72,13 @@ def start_cluster(name: str, request: pytest.FixtureRequest) -> Any:
         unavailable(name, f"Debian package(s) not installed: {', '.join(missing)}")
     stack = contextlib.ExitStack()
     request.addfinalizer(stack.close)
+    failure = ""
     try:
         topology = stack.enter_context(clusters.STARTERS[name]())
     except Exception as exc:  # any start failure: its message names the log file
-        unavailable(name, f"start failed: {type(exc).__name__}: {exc}")
+        failure = f"start failed: {type(exc).__name__}: {exc}"
+    if failure:
+        unavailable(name, failure)
     log.info("cluster %s started in %.2f s", name, topology.start_seconds)
     return topology
 
