@@ -227,11 +227,15 @@ def _stop_all_at_exit() -> None:
 atexit.register(_stop_all_at_exit)
 
 
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
 def _sigterm_to_exit() -> None:
-    """Turn SIGTERM of the test process into SystemExit so that atexit stops the clusters."""
+    """Turn SIGTERM of the test process into SystemExit so that finalizers and atexit stop the clusters."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         with contextlib.suppress(ValueError):  # not the main thread
-            signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(SystemExit(143)))
+            signal.signal(signal.SIGTERM, _exit_on_signal)
 
 
 @contextlib.contextmanager
