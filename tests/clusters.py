@@ -228,11 +228,11 @@ atexit.register(_stop_all_at_exit)
 
 
 def _exit_on_signal(signum: int, frame: Any) -> None:
-    raise SystemExit(128 + signum)
+    raise KeyboardInterrupt(f"signal {signum}")  # pytest stops the run and tears the fixtures down
 
 
 def _sigterm_to_exit() -> None:
-    """Turn SIGTERM of the test process into SystemExit so that finalizers and atexit stop the clusters."""
+    """Turn SIGTERM of the test process into an interrupt, so that finalizers and atexit stop the clusters."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(signal.SIGTERM, _exit_on_signal)
