@@ -79,7 +79,8 @@ def required_clusters() -> set[str]:
     names = {part.strip() for part in raw.split(",") if part.strip()}
     unknown = names - set(ALL_CLUSTERS)
     if unknown:
-        raise ValueError(f"REQUIRE_CLUSTERS names unknown clusters {sorted(unknown)}; known: {', '.join(ALL_CLUSTERS)}")
+        raise ValueError(f"REQUIRE_CLUSTERS names unknown clusters {sorted(unknown)}; "
+                         f"known: {', '.join(ALL_CLUSTERS)}")
     return names
 
 
@@ -142,7 +143,8 @@ def _die_with_parent() -> None:  # runs in the child between fork and exec
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
-def spawn(argv: Sequence[str], log: Path, user: str | None = None, cwd: Path | None = None) -> subprocess.Popen:
+def spawn(argv: Sequence[str], log: Path, user: str | None = None,
+          cwd: Path | None = None) -> subprocess.Popen:
     """Start ``argv`` in its own session (as ``user`` if given), output to ``log``.
 
     The Popen pid is the server's own pid (no runuser in between); the child gets SIGTERM
@@ -232,7 +234,7 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 
 def _sigterm_to_exit() -> None:
-    """Turn SIGTERM of the test process into an interrupt, so that finalizers and atexit stop the clusters."""
+    """Turn SIGTERM of the test process into an interrupt: finalizers and atexit stop the clusters."""
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
         with contextlib.suppress(ValueError):  # not the main thread
             signal.signal(signal.SIGTERM, _exit_on_signal)
@@ -272,11 +274,13 @@ def new_database_name() -> str:
 # --------------------------------------------------------------------------- PostgreSQL access
 
 
-def pg_connect(host: str, port: int, dbname: str = "postgres", autocommit: bool = True, **kwargs: Any) -> Any:
+def pg_connect(host: str, port: int, dbname: str = "postgres", autocommit: bool = True,
+               **kwargs: Any) -> Any:
     """A psycopg2 connection as ``postgres`` (trust auth)."""
     import psycopg2
 
-    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname=dbname, connect_timeout=3, **kwargs)
+    conn = psycopg2.connect(host=host, port=port, user="postgres", dbname=dbname, connect_timeout=3,
+                            **kwargs)
     conn.autocommit = autocommit
     return conn
 
@@ -502,6 +506,8 @@ class Galera:
 
 def galera_cnf(node: GaleraNode, cluster: list[GaleraNode]) -> str:
     """my.cnf of ``node``."""
+    provider_options = (f"gmcast.listen_addr=tcp://127.0.0.1:{node.gcomm_port};"
+                        f"ist.recv_addr=127.0.0.1:{node.ist_port};gcache.size=64M")
     peers = ",".join(f"127.0.0.1:{peer.gcomm_port}" for peer in cluster)
     return f"""[mariadbd]
 datadir={node.root}/data
@@ -524,7 +530,7 @@ wsrep_cluster_address=gcomm://{peers}
 wsrep_node_name={node.name}
 wsrep_node_address=127.0.0.1:{node.gcomm_port}
 wsrep_node_incoming_address=127.0.0.1:{node.port}
-wsrep_provider_options="gmcast.listen_addr=tcp://127.0.0.1:{node.gcomm_port};ist.recv_addr=127.0.0.1:{node.ist_port};gcache.size=64M"
+wsrep_provider_options="{provider_options}"
 wsrep_sst_method=rsync
 wsrep_sst_receive_address=127.0.0.1:{node.sst_port}
 [client]
@@ -545,7 +551,7 @@ def _root_sql(node: GaleraNode, statement: str) -> None:
         conn.close()
 
 
-def _node_state(g: Galera, node: GaleraNode) -> str:
+def _node_state(node: GaleraNode) -> str:
     import pymysql
 
     conn = pymysql.connect(unix_socket=str(node.socket), user="root", connect_timeout=2)
@@ -573,7 +579,7 @@ def _wait_synced(g: Galera, node: GaleraNode, timeout: float) -> None:
                                   node.root / "stdout.log"))
         return None
 
-    if not wait_until(lambda: _node_state(g, node) == "Synced", timeout, 0.2, died):
+    if not wait_until(lambda: _node_state(node) == "Synced", timeout, 0.2, died):
         raise start_error(f"galera {node.name} not Synced after {timeout} s", node.log)
 
 
@@ -644,7 +650,8 @@ class PatroniMember:
     def url(self, database: str = "postgres") -> str:
         return f"postgresql://postgres@{self.host}:{self.port}/{database}"
 
-    def rest(self, path: str, payload: dict[str, Any] | None = None, timeout: float = 3.0) -> tuple[int, Any]:
+    def rest(self, path: str, payload: dict[str, Any] | None = None,
+             timeout: float = 3.0) -> tuple[int, Any]:
         """GET (or POST ``payload`` to) the member's REST API: (status, decoded body)."""
         data = json.dumps(payload).encode() if payload is not None else None
         req = urllib.request.Request(f"http://{self.host}:{self.rest_port}{path}", data=data,
@@ -740,7 +747,8 @@ class Patroni:
 
         member = wait_until(check, timeout, 0.1)
         if member is None:
-            raise RuntimeError(f"no member accepted writes within {timeout} s; see {self.root}/pg*/patroni.log")
+            raise RuntimeError(f"no member accepted writes within {timeout} s; "
+                               f"see {self.root}/pg*/patroni.log")
         return member, time.monotonic() - t0
 
     def wait_ready(self, timeout: float = 90.0) -> PatroniMember:
@@ -805,7 +813,8 @@ class Patroni:
     def _died(self) -> str | None:
         for member in self.members:
             if member.proc is not None and member.proc.poll() is not None:
-                return str(start_error(f"patroni {member.name} exited with {member.proc.returncode}", member.log,
+                what = f"patroni {member.name} exited with {member.proc.returncode}"
+                return str(start_error(what, member.log,
                                       member.root / "patroni.out"))
         if self.etcd_proc is not None and self.etcd_proc.poll() is not None:
             return str(start_error("etcd exited", self.root / "etcd" / "etcd.log"))

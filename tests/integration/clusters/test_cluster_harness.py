@@ -1,4 +1,4 @@
-"""The harness itself: free ports, REQUIRE_CLUSTERS, a failed start names its log and cleans up."""
+"""The harness itself: free ports, REQUIRE_CLUSTERS, missing packages, a failed start names its logs."""
 
 from __future__ import annotations
 
@@ -28,8 +28,9 @@ def test_missing_package_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
 
 
 @pytest.mark.skipif(clusters.missing_packages("pgbouncer") != [], reason="pgbouncer not installed")
-def test_failed_start_names_the_log_and_leaves_no_process() -> None:
-    with pytest.raises(clusters.ClusterStartError, match=r"see /tmp/apidb-pgbouncer-bogus-\w+/pgbouncer.log"):
+def test_failed_start_names_its_log_files() -> None:
+    expected = r"see /tmp/apidb-pgbouncer-bogus-\w+/pgbouncer.log"
+    with pytest.raises(clusters.ClusterStartError, match=expected):
         with clusters.start_pgbouncer("bogus"):
             pass  # pragma: no cover
     for root in glob.glob("/tmp/apidb-pgbouncer-bogus-*"):

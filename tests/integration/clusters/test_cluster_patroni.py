@@ -40,7 +40,8 @@ def test_exactly_one_member_is_primary(patroni: Patroni) -> None:
     leader = patroni.leader()
     assert leader is not None
     assert primaries(patroni) == [leader.name]
-    assert sorted(m.name for m in patroni.replicas()) == sorted(m.name for m in patroni.members if m is not leader)
+    others = sorted(m.name for m in patroni.members if m is not leader)
+    assert sorted(m.name for m in patroni.replicas()) == others
     assert len(patroni.urls) == 3
 
 

@@ -33,7 +33,8 @@ def backend_pid(conn: Any) -> int:
 
 def pids_across_transactions(bouncer: PgBouncer, database: str) -> tuple[int, int]:
     """Backend pids of two transactions of one client while another client holds a transaction."""
-    with contextlib.closing(bouncer.connect(database)) as a, contextlib.closing(bouncer.connect(database)) as b:
+    a, b = bouncer.connect(database), bouncer.connect(database)
+    with contextlib.closing(a), contextlib.closing(b):
         first = backend_pid(a)
         with b.cursor() as cur:  # b opens a transaction and keeps it: the server a just used is busy
             cur.execute("SELECT pg_backend_pid()")
@@ -57,12 +58,13 @@ def test_session_mode_pins_a_client_to_one_server_connection(
     assert pools[bouncer_db]["pool_mode"] == "session"
 
 
-def test_eight_clients_share_the_small_server_pool(pgbouncer_transaction: PgBouncer, bouncer_db: str) -> None:
+def test_eight_clients_share_the_small_server_pool(
+        pgbouncer_transaction: PgBouncer, bouncer_db: str) -> None:
     conns = [pgbouncer_transaction.connect(bouncer_db) for _ in range(8)]
     try:
         pids = {backend_pid(conn) for conn in conns}
         pool = next(row for row in pgbouncer_transaction.show("POOLS") if row["database"] == bouncer_db)
-        servers = pool["sv_active"] + pool["sv_idle"] + pool["sv_used"] + pool["sv_tested"] + pool["sv_login"]
+        servers = sum(pool[key] for key in ("sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login"))
         assert pool["pool_mode"] == "transaction"
         assert pool["cl_active"] + pool["cl_waiting"] == 8
         assert len(pids) <= servers <= pgbouncer_transaction.default_pool_size
