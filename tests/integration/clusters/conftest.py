@@ -16,8 +16,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-import clusters
 import pytest
+
+import clusters
 from clusters import Galera, Patroni, PgBouncer
 
 log = logging.getLogger("tests.clusters")

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import glob
 
-import clusters
 import pytest
+
+import clusters
 
 
 def test_free_ports_are_distinct_and_bindable() -> None:

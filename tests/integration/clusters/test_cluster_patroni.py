@@ -7,6 +7,7 @@ import logging
 import sys
 
 import psycopg2
+
 from clusters import Patroni, PatroniMember, pg_query, wait_until
 
 log = logging.getLogger("tests.clusters")

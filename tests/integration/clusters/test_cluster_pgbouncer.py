@@ -6,9 +6,10 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
-import clusters
 import psycopg2
 import pytest
+
+import clusters
 from clusters import PgBouncer
 
 
