@@ -30,7 +30,7 @@ PACKAGE_LOGGER = "api.db"
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.\-]*://[^:/@\s]*:)(?P<secret>[^\s/]*)@")
 # password=secret / passwd='sec ret' / "password": "secret" as drivers and DSNs print them.
 _KEYWORD_PASSWORD = re.compile(
-    r"(?P<head>\b(?:password|passwd|pwd)\b[\"']?\s*[=:]\s*)"
+    r"(?P<head>\b(?:[a-z_]*password|passwd|pwd)\b[\"']?\s*[=:]\s*)"
     r"(?P<secret>'(?:[^'\\]|\\.|'')*'?|\"(?:[^\"\\]|\\.)*\"?|[^\s\"',;&)]+)",
     re.IGNORECASE,
 )
@@ -118,12 +118,12 @@ def redact_text(text: str, *secrets: str | None) -> str:
     """Mask URL passwords, ``password=...`` pairs, registered secrets and any of ``secrets`` in ``text``."""
     if not isinstance(text, str):
         text = str(text)
+    for form in _forms:  # by value first: a known secret may hold the quote that ends a positional match
+        if form in text:
+            text = text.replace(form, MASK)
     text = _URL_PASSWORD.sub(lambda m: m.group("head") + MASK + "@", text)
     text = _KEYWORD_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
     text = _SQL_PASSWORD.sub(lambda m: m.group("head") + "'" + MASK + "'", text)
-    for form in _forms:
-        if form in text:
-            text = text.replace(form, MASK)
     for secret in secrets:
         if secret:
             text = text.replace(secret, MASK)
