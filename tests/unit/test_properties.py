@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -167,8 +168,8 @@ def argvs(draw: st.DrawFn) -> list[str]:
 
 @settings(FAST, max_examples=300)
 @given(argvs())
-def test_cli_never_gives_a_traceback(tmp_path_factory: object, argv: list[str]) -> None:
-    scratch = f"sqlite:///{Path(str(getattr(tmp_path_factory, 'mktemp')('cli'))) / 'scratch.db'}"
+def test_cli_never_gives_a_traceback(tmp_path_factory: pytest.TempPathFactory, argv: list[str]) -> None:
+    scratch = f"sqlite:///{tmp_path_factory.mktemp('cli') / 'scratch.db'}"
     argv = [scratch if a == "SCRATCH" else a for a in argv]
     out, err = io.StringIO(), io.StringIO()
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err), isolated_secrets():
