@@ -28,9 +28,12 @@ from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.connect import connect
 from api.db.pool.diagnostics import PoolDiagnostics, start_health_monitoring
 from api.db.preview.preview import preview_migration
+from api.db.redact import install_log_filter, register_secret
 from api.db.schema.fields import DataBaseModel, validate_field_for_db
 from api.db.schema.pgvector import check_pgvector
 from api.db.schema.verify import verify_schema
+
+install_log_filter()  # every api.db.* logger imported above masks known secrets before its handlers run
 
 __all__ = [
     "ApiDbError",
@@ -57,6 +60,7 @@ __all__ = [
     "migrate_db",
     "migration_status",
     "preview_migration",
+    "register_secret",
     "server_info",
     "start_health_monitoring",
     "validate_field_for_db",

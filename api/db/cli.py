@@ -22,16 +22,16 @@ from api.db.engines.info import server_info
 from api.db.engines.state import state_of
 from api.db.exceptions import ApiDbError, ConfigurationError
 from api.db.pool.connect import connect
-from api.db.redact import redact_text
+from api.db.redact import install_log_filter, redact_text
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(redact_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
     else:
-        print(text)
+        print(redact_text(text))
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -255,9 +255,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve(args, database, migrations)
 
 
-def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None) -> int:
-    from api.db.health.wsgi import health_app, make_health_server, run_until_stopped
+def serve_limits(args: argparse.Namespace) -> Any:
+    """The probe server's limits from the ``serve`` flags."""
+    from api.db.health.wsgi import ServeLimits
 
+    return ServeLimits(
+        threads=args.threads, connection_limit=args.connection_limit, channel_timeout=args.channel_timeout,
+        backlog=args.backlog, max_request_header_size=args.max_header_bytes,
+    )  # fmt: skip
+
+
+def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None) -> int:
+    from api.db.health.wsgi import (
+        bound_address,
+        health_app,
+        make_bounded_server,
+        serve_until_stopped,
+    )
+
+    limits = serve_limits(args)
     app = health_app(
         database,
         migrations,
@@ -265,15 +281,20 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
         expose_details=args.expose_details,
         token=os.environ.get(HEALTH_TOKEN_ENV) or None,
     )
-    server = make_health_server(app, args.host, args.port)
-    host, port = str(server.server_address[0]), int(server.server_address[1])
-    print(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}", flush=True)
-    print("  /health/live  /health/ready  /health/detailed  /metrics  (Ctrl-C stops)", flush=True)
     try:
-        run_until_stopped(server)  # Ctrl-C or SIGTERM
+        server = make_bounded_server(app, args.host, args.port, limits)
+    except BaseException:
+        app.close()
+        raise
+    host, port = bound_address(server)
+    print(redact_text(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}"), flush=True)
+    print(f"  /health/live  /health/ready  /health/detailed  /metrics  ({limits.threads} threads, "
+          f"{limits.connection_limit} connections, {limits.channel_timeout:g}s idle timeout; Ctrl-C stops)",
+          flush=True)  # fmt: skip
+    try:
+        serve_until_stopped(server, limits)  # Ctrl-C or SIGTERM
         print("stopped", flush=True)
     finally:
-        server.server_close()
         app.close()
     return 0
 
@@ -432,13 +453,20 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     ),
     Subcommand(
         "serve",
-        "serve the health probes and /metrics over HTTP (threaded)",
+        "serve the health probes and /metrics over HTTP (waitress, bounded)",
         (
             arg("--host", default="127.0.0.1", help="address to bind (127.0.0.1)"),
             arg("--port", type=int, default=8080, help="port to bind (8080; 0 picks a free one)"),
             arg("--cache-ttl", type=float, default=5.0, help="seconds a health result is reused (5)"),
             arg("--expose-details", action="store_true",
                 help="show error text and versions in /health/detailed"),
+            arg("--threads", type=int, default=4, help="requests handled at once (4)"),
+            arg("--connection-limit", type=int, default=2000,
+                help="open connections before the server stops accepting (2000)"),
+            arg("--channel-timeout", type=float, default=10.0,
+                help="seconds an idle or half-sent connection is kept (10)"),
+            arg("--backlog", type=int, default=2048, help="connections the kernel queues (2048)"),
+            arg("--max-header-bytes", type=int, default=8192, help="largest request head in bytes (8192)"),
         ),
         cmd_serve,
     ),
@@ -490,11 +518,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code argparse chose (0 after --help, 2 on a usage error)."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    """Run one subcommand; the exit code is 0 (done), 1 (a check failed) or 2 (an error, one line on stderr)."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    install_log_filter()
     handler: Handler = args.handler
     try:
         return handler(args)
@@ -505,5 +544,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from api.db.error_handler import classify_error
 
         info = classify_error(exc)
-        print(f"error: {info.category.value}: {info.message}", file=sys.stderr)
+        print(f"error: {info.category.value}: {redact_text(info.message)}", file=sys.stderr)
         return 2

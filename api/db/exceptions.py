@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from playhouse.pool import MaxConnectionsExceeded
 
+from api.db.redact import redact_text
+
 
 class ApiDbError(Exception):
-    """Base class of every error raised by api.db."""
+    """Base class of every error raised by api.db; its text never shows a known secret."""
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 class ConfigurationError(ApiDbError, ValueError):

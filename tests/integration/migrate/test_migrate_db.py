@@ -332,7 +332,10 @@ def test_lock_is_released_on_the_same_connection(db: Any, db_url: str, engine: E
                                       "AND locktype = 'advisory'").fetchone()[0]
     with admin_cursor(engine, db_url) as cur:
         if engine.family == "postgres":
-            cur.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted")
+            cur.execute(  # advisory locks of this test's database, not of the whole server
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted "
+                "AND database = (SELECT oid FROM pg_database WHERE datname = current_database())"
+            )
             assert cur.fetchone()[0] == 0
             cur.execute("SELECT pg_try_advisory_lock(%s)", (PG_LOCK_KEY,))
         else:

@@ -175,12 +175,13 @@ def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
 
 def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engine: Engine) -> None:
     database = pool_factory(max_connections=1)
+    lock_name = f"apidb_pool_test_{database.database}"  # GET_LOCK names are server-wide: scope to this database
     with database.connection_context():
         if engine.family == "postgres":
             database.execute_sql("SELECT pg_advisory_lock(424242)")
             database.execute_sql("SET search_path TO nowhere")
         else:
-            database.execute_sql("SELECT GET_LOCK('apidb_pool_test', 0)")
+            database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock_name,))
             database.execute_sql("SET @leftover = 42")
             database.execute_sql("SET SESSION sql_mode = 'ANSI'")
     with database.connection_context():
@@ -192,7 +193,7 @@ def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engin
             assert (held, path) == (0, '"$user", public')
             assert database.execute_sql("SHOW application_name").fetchone()[0] == state_of(database).config.pool.app_name
         else:
-            row = database.execute_sql("SELECT IS_USED_LOCK('apidb_pool_test'), @leftover, @@session.sql_mode").fetchone()
+            row = database.execute_sql("SELECT IS_USED_LOCK(%s), @leftover, @@session.sql_mode", (lock_name,)).fetchone()
             assert row[0] is None and row[1] is None and "ANSI" not in row[2].split(",")
     assert PoolDiagnostics(database).get_pool_stats()["connections_created_total"] == 1
 
