@@ -38,7 +38,7 @@ TYPE_FAMILIES: dict[type[peewee.Field], str] = {
     peewee.BinaryUUIDField: "blob",
     peewee.BlobField: "blob",
     peewee.DateTimeField: "datetime",
-    peewee.TimestampField: "integer",
+    peewee.TimestampField: "bigint",  # a BigIntegerField (BIGINT) since peewee 3.x
     peewee.DateField: "date",
     peewee.TimeField: "time",
     peewee.IPField: "bigint",
