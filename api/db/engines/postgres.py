@@ -361,7 +361,7 @@ class PostgresEngine(Engine):
         from api.db.exceptions import ScratchDatabaseDenied
 
         try:
-            self.database.cursor().execute(f'CREATE DATABASE "{name}"')
+            self.database.execute_sql(f'CREATE DATABASE "{name}"')
         except peewee.DatabaseError as exc:
             info = classify_error(exc, self.name)
             if info.category is ErrorCategory.PERMISSION_DENIED:
@@ -462,7 +462,7 @@ class PostgresEngine(Engine):
 
     def drop_scratch(self, name: str) -> None:
         force = " WITH (FORCE)" if int(self.scalar("SHOW server_version_num")) >= 130000 else ""
-        self.database.cursor().execute(f'DROP DATABASE IF EXISTS "{name}"{force}')
+        self.database.execute_sql(f'DROP DATABASE IF EXISTS "{name}"{force}')
 
     def scratch_exists(self, name: str) -> bool:
         return self.scalar("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)) > 0

@@ -36,6 +36,9 @@ FIELD_ARGUMENTS = (
     "primary_key",
     "collation",
 )
+# Sizes are written even when they equal the constructor's default: a frozen copy must not follow
+# a change of peewee's defaults.
+ALWAYS_WRITTEN = frozenset({"max_length", "max_digits", "decimal_places"})
 _NO_DEFAULT = object()
 
 
@@ -126,7 +129,7 @@ def _callable(value: Any, imports: Imports) -> str | None:
 
 def _argument(fld: peewee.Field, name: str, default: Any, imports: Imports) -> str | None:
     value = getattr(fld, name, _NO_DEFAULT)
-    if value is _NO_DEFAULT or (default is not _NO_DEFAULT and value == default):
+    if value is _NO_DEFAULT or (default is not _NO_DEFAULT and value == default and name not in ALWAYS_WRITTEN):
         return None
     if name == "default" and value is None:
         return None
