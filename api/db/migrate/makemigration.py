@@ -163,7 +163,7 @@ class _Planner:
             self.add(f"add_column_{table}_{column}", f"m.add_column({table!r}, {column!r}, {source})", note=note)
 
     def _verify_changes(self) -> None:
-        for difference in verify_schema(self.db, list(self.models.values())).differences:
+        for difference in verify_schema(self.db, list(self.models.values()), quiet=True).differences:
             if difference.table in self.created or difference.column is None:
                 continue
             if difference.kind == "type_mismatch":
@@ -176,8 +176,12 @@ class _Planner:
 
     def _type_change(self, difference: SchemaDifference) -> None:
         table, column = difference.table, str(difference.column)
-        source = field_source(self._model_field(table, column), self.plan.imports, self.plan.frozen_names,
-                              in_model=False)
+        fld = self._model_field(table, column)
+        if isinstance(fld, peewee.ForeignKeyField):
+            self.plan.undecided.append(f"foreign key column {table}.{column}: {difference.actual} in the database, "
+                                       f"{difference.expected} in the models: change its type by hand")
+            return
+        source = field_source(fld, self.plan.imports, self.plan.frozen_names, in_model=False)
         self.add(f"alter_column_type_{table}_{column}", f"m.alter_column_type({table!r}, {column!r}, {source})",
                  note=f"{table}.{column}: {difference.actual} -> {difference.expected}")
 
