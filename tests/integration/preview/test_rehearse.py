@@ -14,7 +14,7 @@ from peewee import CharField, IntegerField
 from api.db import Migration, connect, migrate_db
 from api.db.cli import main
 from api.db.engines import engine_for
-from api.db.exceptions import ScratchDatabaseDenied
+from api.db.exceptions import RehearsalError, ScratchDatabaseDenied
 from api.db.migrate.tracker import MigrationTracker
 from api.db.preview.rehearse import rehearse_migrations
 
@@ -171,3 +171,16 @@ def test_cli(db: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture
     assert main([*base, "rehearsed_migrations:BAD", "rehearse"]) == 1
     out = capsys.readouterr().out
     assert "failed: bad" in out and "scratch database dropped" in out
+
+
+@pytest.mark.engines("postgres")
+def test_postgres_pg_dump_of_another_version(db: Any, tmp_path: Path, monkeypatch: Any) -> None:
+    seed(db, rows=2)
+    fake = tmp_path / "pg_dump"
+    fake.write_text("#!/bin/sh\necho 'pg_dump (PostgreSQL) 9.6.24'\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("API_DB_PG_DUMP", str(fake))
+    names = watch_scratch(monkeypatch, db)
+    with pytest.raises(RehearsalError, match="set API_DB_PG_DUMP to a pg_dump"):
+        rehearse_migrations(db, BASE + PENDING)
+    assert names and not engine_for(db).scratch_exists(names[0])
