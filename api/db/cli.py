@@ -373,6 +373,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_makemigration(args: argparse.Namespace) -> int:
+    """Write a migration module from the models' difference with the database (exit 0; nothing to do: 0 too)."""
+    from api.db.migrate.makemigration import make_migration, parse_rename
+
+    models = load_models(args.models)
+    renames = [parse_rename(spec) for spec in args.rename or ()]
+    with opened(args) as database:
+        result = make_migration(database, models, source_spec=args.models, name=args.name, out=args.out,
+                                renames=renames, allow_drop=args.allow_drop)
+    if result.written:
+        text = f"wrote {len(result.migrations)} migration(s) to {result.path}:\n" + "\n".join(
+            f"  {name}" for name in result.migrations)
+    else:
+        text = "no changes: the models match the database; nothing written"
+    if result.undecided:
+        text += "\nnot generated (decide, then rerun with --rename / --allow-drop or add by hand):\n" + "\n".join(
+            f"  {line}" for line in result.undecided)
+    data = {"path": result.path, "migrations": list(result.migrations), "undecided": list(result.undecided),
+            "notes": list(result.notes)}
+    _emit(args, data, text)
+    return 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    """Run the pending migrations on a scratch copy and report durations, locks, errors; exit 1 on a failure."""
+    from api.db.preview.rehearse import rehearse_migrations
+
+    migrations = load_migrations(args.migrations)
+    with opened(args) as database:
+        report = rehearse_migrations(database, migrations, rows=args.rows)
+    rows = [
+        (m.name, m.status, _ms(m.duration_ms), "; ".join(m.locks) or "-", _shorten(m.error or "", 80))
+        for m in report.migrations
+    ]
+    text = report.summary()
+    if rows:
+        text = format_table(("migration", "status", "duration", "locks", "error"), rows) + "\n" + text
+    _emit(args, report.to_dict(), text)
+    return 0 if report.ok else 1
+
+
 Arg = tuple[tuple[str, ...], dict[str, Any]]  # the flags and keywords of one add_argument call
 
 
@@ -489,6 +530,31 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             JSON,
         ),
         cmd_verify,
+    ),
+    Subcommand(
+        "makemigration",
+        "write a migration module from the difference between models and the database",
+        (
+            arg("--models", metavar="MODULE:ATTR", required=True,
+                help="a list of models, e.g. myapp.models:MODELS"),
+            arg("--name", default=None, help="module name (NAME.py) and prefix of each migration's name"),
+            arg("--out", metavar="PATH", default=None, help="the file to write (default NAME.py); never overwritten"),
+            arg("--rename", metavar="TABLE.OLD:NEW", action="append",
+                help="a column renamed, not dropped and added (repeatable)"),
+            arg("--allow-drop", action="store_true",
+                help="generate drop_column for columns the models lack (else listed as comments)"),
+            JSON,
+        ),
+        cmd_makemigration,
+    ),
+    Subcommand(
+        "rehearse",
+        "apply pending migrations on a scratch copy: real durations, locks, errors (exit 1 on a failure)",
+        (
+            arg("--rows", type=int, default=0, help="rows of each table to copy (0; the history is copied whole)"),
+            JSON,
+        ),
+        cmd_rehearse,
     ),
 )  # fmt: skip
 

@@ -141,3 +141,16 @@ class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
 
 class ConnectionRejected(DatabaseUnavailable):
     """The server refused the credentials, database name or permissions; retrying cannot help."""
+
+
+class RehearsalError(ApiDbError, RuntimeError):
+    """A rehearsal could not copy the target into a scratch database; nothing on the target changed."""
+
+
+class ScratchDatabaseDenied(RehearsalError, PermissionError):
+    """The scratch database of a rehearsal cannot be created: ``privilege`` names what the user needs."""
+
+    def __init__(self, message: str, *, privilege: str, orig: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.privilege = privilege
+        self.orig = orig

@@ -301,6 +301,35 @@ class Engine:
         return []
 
 
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    # The privilege creating a scratch database needs, named when it is missing.
+    scratch_privilege: ClassVar[str] = ""
+
+    def scratch_name(self, token: str) -> str:
+        """The name (a path on SQLite) of a rehearsal's scratch database beside this one."""
+        raise NotImplementedError
+
+    def create_scratch(self, name: str) -> None:
+        """Create the empty scratch database ``name`` on this server; ScratchDatabaseDenied without the privilege."""
+        raise NotImplementedError
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        """An unpooled database on the scratch ``name``, with this database's connection settings."""
+        raise NotImplementedError
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """Copy every table's schema, its first ``rows`` rows (all rows of ``whole``); the tables copied."""
+        raise NotImplementedError
+
+    def drop_scratch(self, name: str) -> None:
+        """Drop the scratch database ``name`` (gone already: nothing to do)."""
+        raise NotImplementedError
+
+    def scratch_exists(self, name: str) -> bool:
+        """Whether the scratch database ``name`` exists."""
+        raise NotImplementedError
+
     # -- connections, pool and health --------------------------------------------------------
 
     # URL schemes users write for this engine, and the playhouse.db_url scheme that builds it.

@@ -354,6 +354,77 @@ class MySQLEngine(Engine):
         return [*((sql, (table,)) for sql in views), (MYSQL_OPEN_TRANSACTIONS, ())]
 
 
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    scratch_privilege = "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+
+    def scratch_name(self, token: str) -> str:
+        return f"rehearse_{token}_{self.database.database}"[:64]
+
+    def create_scratch(self, name: str) -> None:
+        from api.db.error_handler import ErrorCategory, classify_error
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        charset, collation = self.database.execute_sql(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+            "WHERE SCHEMA_NAME = DATABASE()"
+        ).fetchone()
+        try:
+            self.database.execute_sql(f"CREATE DATABASE `{name}` CHARACTER SET {charset} COLLATE {collation}")
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.name)
+            if info.category is ErrorCategory.PERMISSION_DENIED:
+                raise ScratchDatabaseDenied(
+                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs "
+                    f"{self.scratch_privilege}: grant it, or rehearse as a user that has it",
+                    privilege="CREATE", orig=exc,
+                ) from exc
+            raise
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        return peewee.MySQLDatabase(name, thread_safe=False, **self.database.connect_params)
+
+    def _foreign_keys(self) -> list[tuple[str, str, str, str, str, str, str]]:
+        """(table, constraint, columns, referenced table, referenced columns, ON DELETE, ON UPDATE)."""
+        return list(self.database.execute_sql(
+            "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME,"
+            " GROUP_CONCAT(CONCAT('`', k.COLUMN_NAME, '`') ORDER BY k.ORDINAL_POSITION),"
+            " k.REFERENCED_TABLE_NAME,"
+            " GROUP_CONCAT(CONCAT('`', k.REFERENCED_COLUMN_NAME, '`') ORDER BY k.ORDINAL_POSITION),"
+            " r.DELETE_RULE, r.UPDATE_RULE"
+            " FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r"
+            " ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME"
+            " AND r.TABLE_NAME = k.TABLE_NAME"
+            " WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL"
+            " GROUP BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.REFERENCED_TABLE_NAME, r.DELETE_RULE, r.UPDATE_RULE"
+        ).fetchall())  # fmt: skip
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """CREATE TABLE ... LIKE per table (+ INSERT ... SELECT ... LIMIT), then the foreign keys LIKE omits."""
+        source, tables = self.database.database, sorted(self.database.get_tables())
+        scratch.connect(reuse_if_open=True)
+        try:
+            scratch.execute_sql("SET SESSION FOREIGN_KEY_CHECKS = 0")  # partial rows; this connection only
+            for table in tables:
+                scratch.execute_sql(f"CREATE TABLE `{table}` LIKE `{source}`.`{table}`")
+                if table in whole or rows > 0:
+                    limit = "" if table in whole else f" LIMIT {int(rows)}"
+                    scratch.execute_sql(f"INSERT INTO `{table}` SELECT * FROM `{source}`.`{table}`{limit}")
+            for table, name, columns, target, target_columns, on_delete, on_update in self._foreign_keys():
+                scratch.execute_sql(
+                    f"ALTER TABLE `{table}` ADD CONSTRAINT `{name}` FOREIGN KEY ({columns}) REFERENCES "
+                    f"`{target}` ({target_columns}) ON DELETE {on_delete} ON UPDATE {on_update}"
+                )
+        finally:
+            scratch.close()
+        return tables
+
+    def drop_scratch(self, name: str) -> None:
+        self.database.execute_sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+    def scratch_exists(self, name: str) -> bool:
+        return self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)) > 0
+
     # -- connections, pool and health --------------------------------------------------------
 
     url_schemes = ("mysql", "mariadb")

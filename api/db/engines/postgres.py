@@ -347,6 +347,126 @@ class PostgresEngine(Engine):
         return queries
 
 
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    scratch_privilege = "CREATEDB (ALTER ROLE <user> CREATEDB)"
+    # pg_dump of the server's major version; another one can be named here.
+    pg_dump_env = "API_DB_PG_DUMP"
+
+    def scratch_name(self, token: str) -> str:
+        return f"rehearse_{token}_{self.database.database}"[:63]
+
+    def create_scratch(self, name: str) -> None:
+        from api.db.error_handler import ErrorCategory, classify_error
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        try:
+            self.database.execute_sql(f'CREATE DATABASE "{name}"')
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.name)
+            if info.category is ErrorCategory.PERMISSION_DENIED:
+                raise ScratchDatabaseDenied(
+                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs the "
+                    f"{self.scratch_privilege} privilege: grant it, or rehearse as a role that has it",
+                    privilege="CREATEDB", orig=exc,
+                ) from exc
+            raise
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        return peewee.PostgresqlDatabase(name, thread_safe=False, **self.database.connect_params)
+
+    def pg_dump_command(self) -> list[str]:
+        """pg_dump of the server's major version, with this database's host, port, user and name."""
+        import os
+        import shutil
+        import subprocess
+
+        from api.db.exceptions import RehearsalError
+
+        binary = os.environ.get(self.pg_dump_env) or shutil.which("pg_dump")
+        server_major = int(self.scalar("SHOW server_version_num")) // 10000
+        if binary is None:
+            raise RehearsalError(f"pg_dump not found: install the PostgreSQL {server_major} client tools "
+                                 f"(postgresql-client-{server_major}) or set {self.pg_dump_env}=/path/to/pg_dump")
+        text = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+        match = re.search(r"(\d+)(?:\.\d+)*", text)
+        if match is None or int(match.group(1)) != server_major:
+            raise RehearsalError(f"{binary} is {text.strip() or 'unknown'}, the server is PostgreSQL {server_major}: "
+                                 f"set {self.pg_dump_env} to a pg_dump {server_major} (its output must suit "
+                                 "this server)")
+        params = self.database.connect_params
+        command = [binary, "--no-owner", "--no-privileges", "--no-comments", "-d", str(self.database.database)]
+        for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+            if params.get(key):
+                command += [flag, str(params[key])]
+        return command
+
+    def _pg_dump(self, section: str) -> str:
+        import os
+        import subprocess
+
+        from api.db.exceptions import RehearsalError
+        from api.db.redact import redact_text
+
+        env = dict(os.environ)
+        if self.database.connect_params.get("password"):
+            env["PGPASSWORD"] = str(self.database.connect_params["password"])
+        done = subprocess.run([*self.pg_dump_command(), f"--section={section}"], capture_output=True,
+                              text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            raise RehearsalError(f"pg_dump --section={section} failed: {redact_text(done.stderr.strip())}")
+        # psql meta-commands (\restrict, \unrestrict since the 2025 releases) are not SQL.
+        return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("\\"))
+
+    def _run_script(self, scratch: peewee.Database, script: str) -> None:
+        # The dump sets search_path to '' for its session: run it on a connection of its own.
+        scratch.connect(reuse_if_open=True)
+        try:
+            scratch.connection().cursor().execute(script)  # no parameters: % stays literal
+        finally:
+            scratch.close()
+
+    def _copy_rows(self, scratch: peewee.Database, table: str, limit: int | None) -> None:
+        import io
+
+        buffer = io.StringIO()
+        quoted = '"' + table.replace('"', '""') + '"'
+        query = f"SELECT * FROM {quoted}" + ("" if limit is None else f" LIMIT {int(limit)}")
+        self.database.cursor().copy_expert(f"COPY ({query}) TO STDOUT", buffer)
+        buffer.seek(0)
+        scratch.connect(reuse_if_open=True)
+        scratch.connection().cursor().copy_expert(f"COPY {quoted} FROM STDIN", buffer)
+
+    def _copy_sequences(self, scratch: peewee.Database) -> None:
+        rows = self.database.execute_sql(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value "
+            "FROM pg_sequences WHERE last_value IS NOT NULL"
+        ).fetchall()
+        for sequence, value in rows:
+            scratch.execute_sql("SELECT setval(%s::regclass, %s)", (sequence, value))
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """pg_dump --schema-only in two sections (pre-data, then indexes and constraints), rows in between."""
+        tables = sorted(self.database.get_tables())
+        self._run_script(scratch, self._pg_dump("pre-data"))
+        for table in tables:
+            if table in whole or rows > 0:
+                self._copy_rows(scratch, table, None if table in whole else rows)
+        self._copy_sequences(scratch)
+        post = self._pg_dump("post-data")
+        if rows > 0:  # the first rows of a child need not have their parent: keep the keys, unchecked
+            post = re.sub(r"(FOREIGN KEY \([^;]*?);", r"\1 NOT VALID;", post)
+        scratch.close()
+        self._run_script(scratch, post)
+        return tables
+
+    def drop_scratch(self, name: str) -> None:
+        force = " WITH (FORCE)" if int(self.scalar("SHOW server_version_num")) >= 130000 else ""
+        self.database.execute_sql(f'DROP DATABASE IF EXISTS "{name}"{force}')
+
+    def scratch_exists(self, name: str) -> bool:
+        return self.scalar("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)) > 0
+
     # -- connections, pool and health --------------------------------------------------------
 
     url_schemes = ("postgresql", "postgres")

@@ -175,6 +175,64 @@ class SqliteEngine(Engine):
     }
 
 
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    scratch_privilege = "write permission on the database file's directory"
+
+    def scratch_name(self, token: str) -> str:
+        from api.db.exceptions import ConfigurationError
+
+        path = str(self.database.database)
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
+            raise ConfigurationError("an in-memory SQLite database cannot be rehearsed: it has no file to copy")
+        return f"{path}.rehearse-{token}"
+
+    def create_scratch(self, name: str) -> None:
+        import os
+
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        directory = os.path.dirname(os.path.abspath(name))
+        if not os.access(directory, os.W_OK):
+            raise ScratchDatabaseDenied(
+                f"cannot create the scratch database {name}: the rehearsal needs {self.scratch_privilege} "
+                f"({directory}): grant it, or rehearse as a user that has it",
+                privilege="write on directory",
+            )
+        sqlite3.connect(name).close()
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        return peewee.SqliteDatabase(name, thread_safe=False, pragmas=dict(getattr(self.database, "_pragmas", ())))
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """The online backup API copies the file; then each table keeps its first ``rows`` rows."""
+        tables = sorted(self.database.get_tables())
+        scratch.connect(reuse_if_open=True)
+        try:
+            self.database.connection().backup(scratch.connection())
+            scratch.execute_sql("PRAGMA foreign_keys = OFF")  # partial rows; this connection only
+            for table in tables:
+                if table not in whole and not table.startswith("sqlite_"):
+                    quoted = '"' + table.replace('"', '""') + '"'
+                    scratch.execute_sql(
+                        f"DELETE FROM {quoted} WHERE rowid NOT IN (SELECT rowid FROM {quoted} LIMIT {int(rows)})"
+                    )
+        finally:
+            scratch.close()
+        return tables
+
+    def drop_scratch(self, name: str) -> None:
+        import os
+
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name + suffix)
+
+    def scratch_exists(self, name: str) -> bool:
+        import os
+
+        return os.path.exists(name)
+
     # -- connections, pool and health --------------------------------------------------------
 
     url_schemes = ("sqlite",)

@@ -38,7 +38,7 @@ TYPE_FAMILIES: dict[type[peewee.Field], str] = {
     peewee.BinaryUUIDField: "blob",
     peewee.BlobField: "blob",
     peewee.DateTimeField: "datetime",
-    peewee.TimestampField: "integer",
+    peewee.TimestampField: "bigint",  # a BigIntegerField (BIGINT) since peewee 3.x
     peewee.DateField: "date",
     peewee.TimeField: "time",
     peewee.IPField: "bigint",
@@ -163,8 +163,13 @@ def _check_indexes(add: Add, database: peewee.Database, model: type[peewee.Model
             add(SchemaDifference("missing_unique", table, label, "unique index", "non-unique index"))
 
 
-def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]]) -> SchemaReport:
-    """Compare ``models`` with the live database: tables, columns, types, nullability, indexes, uniques."""
+def verify_schema(
+    database: peewee.Database, models: Iterable[type[peewee.Model]], *, quiet: bool = False
+) -> SchemaReport:
+    """Compare ``models`` with the live database: tables, columns, types, nullability, indexes, uniques.
+
+    Each difference is logged (WARNING for errors, INFO otherwise) unless ``quiet``: the caller reports them.
+    """
     engine = engine_for(database)
     metadata = Introspector.from_database(database).metadata
     tables = set(database.get_tables())
@@ -177,7 +182,7 @@ def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]
             continue
         _check_columns(add, engine, model, metadata.get_columns(table))
         _check_indexes(add, database, model)
-    for difference in report.differences:
+    for difference in () if quiet else report.differences:
         level = logging.WARNING if difference.severity == "error" else logging.INFO
         logger.log(level, "schema differs from models: %s", difference)
     return report
