@@ -257,6 +257,28 @@ class PostgresEngine(Engine):
     def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
         return match_alter(PG_ALTER_FORMS, rest).effect(table)
 
+    catalog_objects: ClassVar[dict[str, str]] = {
+        "view": "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind IN ('v', 'm')",
+        # by name: an overload with other argument types counts as the same function
+        "function": "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE p.proname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema())",
+        "trigger": "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE t.tgname = %s AND n.nspname = COALESCE(%s, current_schema()) "
+        "AND NOT t.tgisinternal",
+        "sequence": "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind = 'S'",
+        "type": "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema())",
+        # database-wide names: the schema parameter only fills its placeholder
+        "extension": "SELECT 1 FROM pg_extension WHERE extname = %s AND (%s::text IS NULL OR TRUE)",
+        "schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s AND (%s::text IS NULL OR TRUE)",
+    }
+    catalog_objects["procedure"] = catalog_objects["function"]
+
     def table_size(self, table: str) -> tuple[int, int] | None:
         row = self.database.execute_sql(
             "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), c.relpages FROM pg_class c "
