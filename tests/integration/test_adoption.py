@@ -8,6 +8,7 @@ import pytest
 from peewee import CharField, IntegerField, Model, TextField
 
 from api.db import MigrationError, migrate_db
+from api.db.exceptions import MigrationDeclarationError
 from api.db.migrate.tracker import MigrationTracker
 
 
@@ -233,3 +234,11 @@ def test_mysql_column_left_without_its_index_gets_the_index(db: Any) -> None:
     assert [i.columns for i in indexes(db, "doc").values() if i.name == "doc_source_type"] == [
         ["source_type"]
     ]
+
+
+@pytest.mark.parametrize("name", ["a\x00b", "a\nb"])
+def test_a_control_character_in_a_name_fails_before_any_table_is_created(db: Any, name: str) -> None:
+    with pytest.raises(MigrationDeclarationError, match="control character"):
+        migrate_db(db, [(name, lambda m: m.sql("CREATE TABLE t (id INTEGER)"))])
+    with db.connection_context():
+        assert db.get_tables() == []  # not even the tracking tables
