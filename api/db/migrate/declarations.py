@@ -31,7 +31,7 @@ MigrationLike = Union["Migration", tuple[str, MigrationFn]]
 # pass, where the history (not the digest) decides that nothing is pending, and records the new digest.
 DIGEST_VERSION = "api.db.migrate.runner/2"
 
-# Control characters (C0, DEL, C1): never part of a name; a newline or NUL would end up in logs and the history.
+# Control characters (C0, DEL, C1): never part of a name (a newline or NUL would reach logs and history).
 CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
@@ -302,8 +302,8 @@ def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]
     control = CONTROL_CHARACTERS.search(name)
     if control is not None:
         problems.append(
-            f"{where}: the name has the control character {control.group()!r} at position {control.start()}; "
-            "use printable characters only"
+            f"{where}: the name has the control character {control.group()!r} "
+            f"at position {control.start()}; use printable characters only"
         )
     if len(name) > NAME_MAX_LENGTH:
         problems.append(f"{where}: the name has {len(name)} characters; the history column holds {NAME_MAX_LENGTH}")
