@@ -290,6 +290,11 @@ class Engine:
     has_extensions: ClassVar[bool] = False
 
     @classmethod
+    def structured_default_text(cls, fld: peewee.Field, value: Any) -> str | None:
+        """``value`` in the input syntax of a structured column type (JSON, array...); None: not one here."""
+        return None
+
+    @classmethod
     def literal_bytes(cls, hexed: str) -> str:
         """A byte string, given as hex digits, as a SQL literal."""
         return f"X'{hexed}'"

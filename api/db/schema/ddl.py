@@ -295,9 +295,14 @@ class LockSafeMixin(SchemaMigrator):
     def default_literal(self, fld: peewee.Field) -> str:
         """The field's default (called once if callable) as a SQL literal for this engine."""
         value = fld.default() if callable(fld.default) else fld.default
-        if not isinstance(value, SQL):
-            value = fld.db_value(value)
-        return render_literal(value, self.engine, backslash_escapes=self.db_engine.backslash_escapes())
+        escapes = self.db_engine.backslash_escapes()
+        if isinstance(value, SQL):
+            return render_literal(value, self.engine, backslash_escapes=escapes)
+        # JSON, arrays, hstore: read from the field class (an unbound JSONField has no json_type for db_value).
+        structured = self.db_engine.structured_default_text(fld, value)
+        if structured is not None:
+            return render_literal(structured, self.engine, backslash_escapes=escapes)
+        return render_literal(fld.db_value(value), self.engine, backslash_escapes=escapes)
 
     # --- operations -----------------------------------------------------------------------------
 
