@@ -298,7 +298,7 @@ class LockSafeMixin(SchemaMigrator):
         escapes = self.db_engine.backslash_escapes()
         if isinstance(value, SQL):
             return render_literal(value, self.engine, backslash_escapes=escapes)
-        # JSON, arrays, hstore: read from the field class (an unbound JSONField has no json_type for db_value).
+        # JSON, arrays, hstore: from the field class (an unbound JSONField has no json_type).
         structured = self.db_engine.structured_default_text(fld, value)
         if structured is not None:
             return render_literal(structured, self.engine, backslash_escapes=escapes)
