@@ -242,3 +242,13 @@ def test_a_control_character_in_a_name_fails_before_any_table_is_created(db: Any
         migrate_db(db, [(name, lambda m: m.sql("CREATE TABLE t (id INTEGER)"))])
     with db.connection_context():
         assert db.get_tables() == []  # not even the tracking tables
+
+
+def test_alter_db_add_column_checks_the_catalog(db: Any) -> None:
+    from api.db import alter_db_add_column
+    from api.db.migrate.runner import make_schema_migrator
+
+    db.execute_sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, pages VARCHAR(10))")
+    migrator = make_schema_migrator(db)
+    assert not alter_db_add_column(migrator, "doc", "pages", IntegerField(null=True))  # there, but text
+    assert alter_db_add_column(migrator, "doc", "pages", CharField(max_length=10, null=True))
