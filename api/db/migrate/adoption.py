@@ -5,7 +5,9 @@ counts as already in effect only when introspection confirms what it would have 
 (the column with a compatible type and nullability, an index on those columns with the
 same uniqueness, the table, the object named by a raw statement). Every check reads
 peewee's introspection (``get_columns``, ``get_indexes``, ``get_foreign_keys``,
-``table_exists``), which answers per engine; nothing here knows an engine by name.
+``table_exists``), which answers per engine; nothing here knows an engine by name. The
+catalog is read after the operation's savepoint was rolled back, so it shows what stays:
+a rollback that removed a column just added can never be taken for "already there".
 
 peewee's ``get_columns`` gives a column's base type name and nullability only: no
 length, precision, array element type or user-defined type name (PostgreSQL says
@@ -16,6 +18,7 @@ compared by family (text, integer, decimal, time, binary, json, uuid, array), no
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 from collections.abc import Sequence
@@ -248,10 +251,25 @@ def add_column_verdict(
         raise index_conflict(taken, table, [column], bool(fld.unique))
     # The column is there but its index is not (MySQL stopped between the two statements): build it now.
     logger.info("column %s.%s already exists without its index %s: creating the index", table, column, name)
-    migrator.migrate(
-        migrator.add_index(table, (column,), bool(fld.unique), getattr(fld, "index_type", None))
-    )
+    _create_missing_index(db, migrator, table, column, fld)
     return Adoption(True, completed_now=True)
+
+
+def _create_missing_index(
+    db: peewee.Database, migrator: Any, table: str, column: str, fld: peewee.Field
+) -> None:
+    """Build the index add_column(..., index=True) owes; a failure is a SchemaConflict with its category."""
+    operation = migrator.add_index(table, (column,), bool(fld.unique), getattr(fld, "index_type", None))
+    try:
+        with db.savepoint() if db.in_transaction() else contextlib.nullcontext():
+            migrator.migrate(operation)
+    except peewee.DatabaseError as exc:
+        info = classify_error(exc, migrator.engine)
+        raise SchemaConflict(
+            f"column {table}.{column} already exists, but creating its missing index failed: {info.message}",
+            category=info.category.value,
+            table=table,
+        ) from exc
 
 
 def _add_column_args(args: Sequence[Any], kwargs: dict[str, Any]) -> tuple[str, str, peewee.Field | None]:
