@@ -307,6 +307,8 @@ class MySQLEngine(Engine):
         "AND ROUTINE_SCHEMA = COALESCE(%s, DATABASE())",
         "trigger": "SELECT 1 FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = %s "
         "AND TRIGGER_SCHEMA = COALESCE(%s, DATABASE())",
+        "constraint": "SELECT 1 FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_NAME = %s "
+        "AND CONSTRAINT_SCHEMA = COALESCE(%s, DATABASE())",
     }
     catalog_objects["procedure"] = catalog_objects["function"]
 

@@ -304,6 +304,8 @@ class PostgresEngine(Engine):
         "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind = 'S'",
         "type": "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = %s "
         "AND n.nspname = COALESCE(%s, current_schema())",
+        "constraint": "SELECT 1 FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace "
+        "WHERE k.conname = %s AND n.nspname = COALESCE(%s, current_schema())",
         # database-wide names: the schema parameter only fills its placeholder
         "extension": "SELECT 1 FROM pg_extension WHERE extname = %s AND (%s::text IS NULL OR TRUE)",
         "schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s AND (%s::text IS NULL OR TRUE)",

@@ -294,6 +294,24 @@ def add_index_in_effect(
     return False
 
 
+def add_foreign_key_in_effect(db: peewee.Database, migrator: Any, args: Sequence[Any]) -> bool:
+    """add_foreign_key_constraint(table, column, rel, rel_column): that foreign key exists."""
+    if len(args) < 4 or not db.table_exists(str(args[0]), migrator.schema):
+        return False
+    table, column, rel, rel_column = (str(a).lower() for a in args[:4])
+    return any(
+        k.column.lower() == column and k.dest_table.lower() == rel and k.dest_column.lower() == rel_column
+        for k in db.get_foreign_keys(args[0], migrator.schema)
+    )
+
+
+def add_constraint_in_effect(db: peewee.Database, migrator: Any, args: Sequence[Any]) -> bool:
+    """add_constraint(table, name, constraint): a constraint of that name exists (body not compared)."""
+    if len(args) < 2:
+        return False
+    return engine_for(db).schema_object_exists("constraint", str(args[1]), migrator.schema) is True
+
+
 def add_unique_in_effect(db: peewee.Database, migrator: Any, args: Sequence[Any]) -> bool:
     """add_unique(table, *columns): a unique index on those columns exists."""
     return index_on(db, str(args[0]), [str(c) for c in args[1:]], True, migrator.schema) is not None
@@ -302,9 +320,13 @@ def add_unique_in_effect(db: peewee.Database, migrator: Any, args: Sequence[Any]
 def drop_in_effect(db: peewee.Database, migrator: Any, name: str, args: Sequence[Any]) -> bool:
     """drop_column / drop_index / drop_foreign_key_constraint: the object is absent."""
     schema = migrator.schema
+    if name == "drop_table" and args:
+        return not db.table_exists(str(args[0]), schema)
     if len(args) < 2:
         return False
     table, target = str(args[0]), str(args[1])
+    if name == "drop_constraint":
+        return engine_for(db).schema_object_exists("constraint", target, schema) is False
     if name == "drop_column":
         return not db.table_exists(table, schema) or _column(db, table, target, schema) is None
     if name == "drop_index":
@@ -474,6 +496,10 @@ def _by_operation(
         return Adoption(add_index_in_effect(db, migrator, args, kwargs))
     if name == "add_unique":
         return Adoption(add_unique_in_effect(db, migrator, args))
+    if name == "add_foreign_key_constraint":
+        return Adoption(add_foreign_key_in_effect(db, migrator, args))
+    if name == "add_constraint":
+        return Adoption(add_constraint_in_effect(db, migrator, args))
     if name == "create_tables":
         return Adoption(all(db.table_exists(t, s) for t, s in kwargs.get("tables", args)))
     if name == "sql":
