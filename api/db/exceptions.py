@@ -97,6 +97,22 @@ class ConcurrentIndexInTransaction(ApiDbError, RuntimeError):
     """CREATE/DROP INDEX CONCURRENTLY was asked for inside a transaction, where PostgreSQL refuses it."""
 
 
+class SchemaConflict(ApiDbError):
+    """The catalog contradicts a schema operation (an index name taken, a column missing); says which object.
+
+    ``category`` is an error category value (``duplicate_index``, ``missing_column``...), as
+    :class:`MigrationError` carries it; ``statement`` the statement that was not sent, if any.
+    """
+
+    def __init__(
+        self, message: str, *, category: str, table: str | None = None, statement: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.category = category
+        self.table = table
+        self.statement = statement
+
+
 class MigrationDeclarationError(ConfigurationError):
     """The list of migrations is invalid (empty or duplicate name, not callable...); nothing was run."""
 

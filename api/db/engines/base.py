@@ -238,6 +238,17 @@ class Engine:
         """(rows, bytes) of ``table`` from the catalog; None when it does not exist."""
         raise NotImplementedError
 
+    # Catalog queries for schema objects other than tables, columns and indexes (which peewee's
+    # introspection reads), by kind: SQL taking (name, schema), answering a row when it exists.
+    catalog_objects: ClassVar[dict[str, str]] = {}
+
+    def schema_object_exists(self, kind: str, name: str, schema: str | None = None) -> bool | None:
+        """Does a ``kind`` (view, function, trigger...) called ``name`` exist? None: cannot tell."""
+        sql = self.catalog_objects.get(kind)
+        if sql is None:
+            return None
+        return self.database.execute_sql(sql, (name, schema)).fetchone() is not None
+
     def rewrites_table(self, text: str, table: str) -> bool:
         """Whether a statement that the analysis says rewrites ``table`` does, after asking the catalog."""
         return True
@@ -277,6 +288,11 @@ class Engine:
     equivalent_families: ClassVar[Mapping[str, frozenset[str]]] = {}
     # PostgreSQL extensions (pgvector) can exist here.
     has_extensions: ClassVar[bool] = False
+
+    @classmethod
+    def structured_default_text(cls, fld: peewee.Field, value: Any) -> str | None:
+        """``value`` in the input syntax of a structured column type (JSON, array...); None: not one here."""
+        return None
 
     @classmethod
     def literal_bytes(cls, hexed: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 
@@ -299,6 +299,18 @@ class MySQLEngine(Engine):
             return replace(effect, lock=algorithm, blocks_writes=blocks)
         kind = effect.kind if effect.kind == INDEX else REWRITE
         return replace(effect, kind=kind, lock=algorithm, blocks_writes=blocks, rewrites_table=True)
+
+    catalog_objects: ClassVar[dict[str, str]] = {
+        "view": "SELECT 1 FROM information_schema.VIEWS WHERE TABLE_NAME = %s "
+        "AND TABLE_SCHEMA = COALESCE(%s, DATABASE())",
+        "function": "SELECT 1 FROM information_schema.ROUTINES WHERE ROUTINE_NAME = %s "
+        "AND ROUTINE_SCHEMA = COALESCE(%s, DATABASE())",
+        "trigger": "SELECT 1 FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = %s "
+        "AND TRIGGER_SCHEMA = COALESCE(%s, DATABASE())",
+        "constraint": "SELECT 1 FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_NAME = %s "
+        "AND CONSTRAINT_SCHEMA = COALESCE(%s, DATABASE())",
+    }
+    catalog_objects["procedure"] = catalog_objects["function"]
 
     def table_size(self, table: str) -> tuple[int, int] | None:
         row = self.database.execute_sql(

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import logging
 import math
 import re
@@ -168,6 +170,35 @@ PG_VARCHAR = frozenset({"varchar", "character varying"})
 PG_ROWS_PER_PAGE_GUESS = 60  # rows of a narrow table in one 8 kB heap page, for tables never analysed
 
 
+def _pg_quoted(text: str) -> str:
+    """A double-quoted element of an array or hstore literal (backslash and quote escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pg_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (list, tuple)):
+        return pg_array_text(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime.datetime):
+        return _pg_quoted(value.isoformat(sep=" "))
+    return _pg_quoted(str(value))
+
+
+def pg_array_text(values: list[Any] | tuple[Any, ...]) -> str:
+    """A Python list in PostgreSQL's array input syntax: ``{"a","b\\"c",NULL}`` (nested lists nest)."""
+    return "{" + ",".join(_pg_element(v) for v in values) + "}"
+
+
+def pg_hstore_text(mapping: dict[Any, Any]) -> str:
+    """A dict in hstore's input syntax: ``"k"=>"v", "n"=>NULL``."""
+    return ", ".join(
+        f"{_pg_quoted(str(k))}=>{'NULL' if v is None else _pg_quoted(str(v))}" for k, v in mapping.items()
+    )
+
+
 class PostgresEngine(Engine):
     """PostgreSQL through psycopg2."""
 
@@ -257,6 +288,30 @@ class PostgresEngine(Engine):
     def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
         return match_alter(PG_ALTER_FORMS, rest).effect(table)
 
+    catalog_objects: ClassVar[dict[str, str]] = {
+        "view": "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind IN ('v', 'm')",
+        # by name: an overload with other argument types counts as the same function
+        "function": "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE p.proname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema())",
+        "trigger": "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE t.tgname = %s AND n.nspname = COALESCE(%s, current_schema()) "
+        "AND NOT t.tgisinternal",
+        "sequence": "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind = 'S'",
+        "type": "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema())",
+        "constraint": "SELECT 1 FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace "
+        "WHERE k.conname = %s AND n.nspname = COALESCE(%s, current_schema())",
+        # database-wide names: the schema parameter only fills its placeholder
+        "extension": "SELECT 1 FROM pg_extension WHERE extname = %s AND (%s::text IS NULL OR TRUE)",
+        "schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s AND (%s::text IS NULL OR TRUE)",
+    }
+    catalog_objects["procedure"] = catalog_objects["function"]
+
     def table_size(self, table: str) -> tuple[int, int] | None:
         row = self.database.execute_sql(
             "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), c.relpages FROM pg_class c "
@@ -331,6 +386,28 @@ class PostgresEngine(Engine):
     native_equivalents = PG_NATIVE_EQUIVALENTS
     equivalent_families = {"float": frozenset({"float"})}
     has_extensions = True
+
+    @classmethod
+    def structured_default_text(cls, fld: peewee.Field, value: Any) -> str | None:
+        """playhouse.postgres_ext's JSON/JSONB, array and hstore values in their input syntax.
+
+        Read from the field's class and options only: the field need not be bound to a model
+        (an unbound JSONField has no ``json_type`` yet, so its ``db_value`` cannot be used).
+        """
+        try:
+            from playhouse.postgres_ext import ArrayField, HStoreField, JSONField
+        except ImportError:  # without psycopg2 no such field can exist
+            return None
+        if value is None:
+            return None
+        if isinstance(fld, JSONField):
+            # What playhouse stores: psycopg2's Json(value), i.e. json.dumps or the field's own dumps=.
+            return str((getattr(fld, "_dumps", None) or json.dumps)(value))
+        if isinstance(fld, ArrayField) and isinstance(value, (list, tuple)):
+            return pg_array_text(value)
+        if isinstance(fld, HStoreField) and isinstance(value, dict):
+            return pg_hstore_text(value)
+        return None
 
     @classmethod
     def literal_bytes(cls, hexed: str) -> str:

@@ -7,7 +7,7 @@ import logging
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 
@@ -140,6 +140,12 @@ class SqliteEngine(Engine):
             yield
         finally:
             self.database.cursor().execute(f"PRAGMA query_only = {previous}")
+
+    catalog_objects: ClassVar[dict[str, str]] = {
+        # one database per file: the schema parameter is only there to fill the placeholder
+        "view": "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ? AND (? IS NULL OR 1)",
+        "trigger": "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ? AND (? IS NULL OR 1)",
+    }
 
     def table_size(self, table: str) -> tuple[int, int] | None:
         from api.db.error_handler import classify_error

@@ -1,7 +1,9 @@
 """The ``m`` each migration receives: playhouse.migrate's operations made lock-safe, run at once, counted.
 
-An operation whose error proves its work already done (a duplicate column on
-``add_column``...) is logged and counted as done; any other failure becomes
+An operation that fails while its effect is already in the database (a duplicate column on
+``add_column`` whose column the catalog shows with a compatible type...) is logged and counted
+as done (:mod:`api.db.migrate.adoption` decides, from the catalog, never from the error alone);
+any other failure becomes
 :class:`OperationFailed`, which the runner turns into a :class:`MigrationError`.
 """
 
@@ -18,7 +20,8 @@ from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.engines import engine_for
 from api.db.error_handler import ErrorInfo, already_applied, classify_error
-from api.db.exceptions import UnsupportedCapability
+from api.db.exceptions import SchemaConflict, UnsupportedCapability
+from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
 from api.db.migrate.sqltext import is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
@@ -136,6 +139,7 @@ class Migrator:
         self.completed: list[str] = []  # descriptions, in order, of operations now in effect
         self.executed = 0  # operations that changed something in this run
         self.already = 0  # operations found done (adoption, resumption)
+        self.skipped_tables: list[str] = []  # tables create_tables found existing and left alone
         self.log = StatementLog()
 
     @property
@@ -168,25 +172,54 @@ class Migrator:
         self.run_operation("sql", (statement,), {}, self.schema_migrator.sql(sent, params))
 
     def create_tables(self, *models: type[peewee.Model], safe: bool = True) -> None:
-        """Create the tables (and indexes) of ``models`` on this database; existing ones are left alone."""
+        """Create the tables (and indexes) of ``models`` on this database; existing ones are left alone.
 
+        A model whose table exists is skipped whole: no CREATE INDEX for an older table, whose
+        columns may differ from the model's (its changes belong in their own migrations).
+        """
         validate_models(models, self._db)  # logs fields that will not work as written on this engine
+        existing, missing = split_existing_tables(self._db, models)
+        if existing:
+            names = [table_name(m) for m in existing]
+            self.skipped_tables.extend(names)
+            logger.info(
+                "%s: create_tables leaves the existing table(s) %s alone", self.migration, ", ".join(names)
+            )
 
         def create() -> None:
-            with self._db.bind_ctx(models):
-                self._db.create_tables(models, safe=safe)
+            with self._db.bind_ctx(missing):
+                self._db.create_tables(missing, safe=safe)
 
-        self._run("create_tables", tuple(m.__name__ for m in models), create, None)
+        targets = {"tables": tuple((m._meta.table_name, m._meta.schema) for m in models)}
+        shown = tuple(m.__name__ for m in models)
+        if missing:
+            self._run("create_tables", shown, create, targets)
+        else:
+            self._run("create_tables", shown, lambda: None, targets, adopted=True)
 
     def run_operation(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation) -> None:
         """Run ``operation`` now, through the schema migrator, with the already-applied rules."""
         self._run(name, args, lambda: self.schema_migrator.migrate(operation), kwargs)
 
-    def _run(self, name: str, args: Sequence[Any], action: Callable[[], Any], kwargs: dict[str, Any] | None) -> None:
+    def _run(
+        self,
+        name: str,
+        args: Sequence[Any],
+        action: Callable[[], Any],
+        kwargs: dict[str, Any] | None,
+        *,
+        adopted: bool = False,
+    ) -> None:
         description = describe_operation(name, args, kwargs)
         index = len(self.completed)
         if index < self.resume_after:
             logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
+            self.completed.append(description)
+            self.already += 1
+            self._progress()
+            return
+        if adopted:  # found in effect before anything ran (the catalog said so)
+            logger.info("%s: %s already in effect, counted as applied", self.migration, description)
             self.completed.append(description)
             self.already += 1
             self._progress()
@@ -200,7 +233,15 @@ class Migrator:
         except Exception as exc:  # every failure is classified here; unexpected ones become _OperationFailed
             statements = self.log.statements[first_statement:]
             statement = self.log.failed or (statements[-1] if statements else None)
-            if self._already_applied(exc, name, args, statement):
+            if isinstance(exc, SchemaConflict):
+                statement = exc.statement  # the catalog stopped it: no statement failed
+            verdict = self._already_applied(exc, name, args, kwargs or {}, statement, description)
+            if verdict.completed_now:
+                self.completed.append(description)
+                self.executed += 1
+                self._progress()
+                return
+            if verdict.in_effect:
                 info = classify_error(exc, self.engine, statement)
                 logger.info(
                     "%s: %s already done (%s: %s), counted as applied",
@@ -220,17 +261,32 @@ class Migrator:
         logger.debug("%s: %s done", self.migration, description)
         self._progress()
 
-    def _already_applied(self, exc: BaseException, name: str, args: Sequence[Any], statement: str | None) -> bool:
+    def _already_applied(
+        self,
+        exc: BaseException,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        statement: str | None,
+        description: str,
+    ) -> Adoption:
+        """Is the failed operation's effect in the database? The error is evidence; the catalog decides."""
         table = args[0] if args and isinstance(args[0], str) else None
         if name == "rename_column" and len(args) >= 3:
-            return already_applied(
+            return Adoption(already_applied(
                 exc, name, db=self._db, db_type=self.engine, table=table, old_name=args[1], new_name=args[2]
-            )
+            ))
         if name == "rename_table" and len(args) >= 2:
-            return already_applied(exc, name, db=self._db, db_type=self.engine, old_name=args[0], new_name=args[1])
-        if name == "sql":
-            return already_applied(exc, name, db_type=self.engine, statement=str(args[0]) if args else statement)
-        return already_applied(exc, name, db_type=self.engine, table=table, statement=statement)
+            return Adoption(already_applied(
+                exc, name, db=self._db, db_type=self.engine, old_name=args[0], new_name=args[1]
+            ))
+        if name == "create_tables":
+            args = kwargs.get("tables", ())
+        try:
+            return adoption_verdict(self._db, self.schema_migrator, exc, name, args, kwargs, statement)
+        except SchemaConflict as conflict:
+            info = classify_error(conflict, self.engine)
+            raise OperationFailed(description, info, conflict.statement or statement) from conflict
 
     @contextlib.contextmanager
     def _unit(self) -> Iterator[None]:

@@ -79,6 +79,7 @@ class MigrationOutcome:
     duration_ms: float
     reason: str | None = None
     operations: tuple[str, ...] = ()
+    skipped_tables: tuple[str, ...] = ()  # existing tables m.create_tables left alone
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +88,7 @@ class MigrationOutcome:
             "duration_ms": round(self.duration_ms, 3),
             "reason": self.reason,
             "operations": list(self.operations),
+            "skipped_tables": list(self.skipped_tables),
         }
 
 
@@ -259,7 +261,9 @@ class _Run:
             duration,
             len(m.completed),
         )
-        return MigrationOutcome(migration.name, status, duration, reason, tuple(m.completed))
+        return MigrationOutcome(
+            migration.name, status, duration, reason, tuple(m.completed), tuple(m.skipped_tables)
+        )
 
     def record(self, migration: Migration, outcome: MigrationOutcome) -> None:
         self.tracker.record_migration(
