@@ -214,7 +214,7 @@ class Engine:
         return False
 
     def read_only_reason(self) -> str | None:
-        """Why this database refuses writes (a standby, a read-only setting or file); None when it accepts them."""
+        """Why this database refuses writes (a standby, read-only setting or file); None: writable."""
         return None
 
     # -- previews (statement analysis) ----------------------------------------------------

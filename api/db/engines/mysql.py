@@ -280,7 +280,8 @@ class MySQLEngine(Engine):
         return not conn.open
 
     def read_only_reason(self) -> str | None:
-        values = {str(k).lower(): str(v).upper() for k, v in self.database.execute_sql(MYSQL_READ_ONLY).fetchall()}
+        found = self.database.execute_sql(MYSQL_READ_ONLY).fetchall()
+        values = {str(k).lower(): str(v).upper() for k, v in found}
         on = [name for name in MYSQL_READ_ONLY_VARIABLES if values.get(name) in ("ON", "1")]
         return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} ON" if on else None
 

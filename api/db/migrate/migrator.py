@@ -86,8 +86,9 @@ class TransactionControlRefused(Exception):
 
     def __init__(self, migration: str, statement: str) -> None:
         super().__init__(
-            f"migration {migration!r} tried to run {statement!r} inside its transaction: transaction control "
-            "is refused there (it would commit or roll back earlier work). Remove it, or declare the "
+            f"migration {migration!r} tried to run {statement!r} inside its transaction: "
+            "transaction control is refused there (it would commit or roll back earlier work). "
+            "Remove it, or declare the "
             "migration Migration(..., atomic=False) to manage transactions yourself"
         )
         self.migration = migration

@@ -239,7 +239,7 @@ def _owner_gone(row: HistoryRow, lock: LockHandle) -> bool:
 
 
 def _resume_point(row: HistoryRow | None, migration: Migration) -> int:
-    """Operations of ``migration`` a ``running`` / ``failed`` row records as in effect (its completed_operations)."""
+    """How many operations of ``migration`` a ``running`` / ``failed`` row records as done."""
     if row is None or row.status not in (RUNNING, FAILED) or not row.completed_operations:
         return 0
     if row.checksum and row.checksum != migration.checksum:
@@ -378,8 +378,8 @@ class _Run:
         advice = self._advice(migration, completed, rolled_back)
         if not recorded:
             advice += (
-                "; the connection was lost and the migration lock with it, so no history was written for it: "
-                "the next migrate_db() takes over"
+                "; the connection was lost and the migration lock with it, so no history was written "
+                "for it: the next migrate_db() takes over"
             )
         return MigrationError(
             f"migration {migration.name!r} failed: {text}; {advice}",
@@ -391,8 +391,9 @@ class _Run:
         )
 
     def _record_failure(
-        self, migration: Migration, text: str, duration: float, completed: int, *, rolled_back: bool, lost: bool
-    ) -> bool:
+        self, migration: Migration, text: str, duration: float, completed: int, *, rolled_back: bool,
+        lost: bool,
+    ) -> bool:  # fmt: skip
         """The ``failed`` history row, while the lock is ours; False when it was left to the next booter.
 
         After a rollback it needs a transaction of its own; after a lost connection, a fresh connection.
@@ -406,7 +407,7 @@ class _Run:
         except MigrationLockLost as exc:
             logger.error("migration %s: not recorded as failed: %s", migration.name, exc)
             return False
-        except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # the error raised still says everything
+        except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # the error raised says everything
             logger.error(
                 "could not record migration %s as failed: %s", migration.name, classify_error(exc, self.engine).message
             )
@@ -441,6 +442,10 @@ class _Run:
                     self.write(migration, outcome.status, outcome.reason, outcome.duration_ms,
                                len(outcome.operations))  # fmt: skip
                     done.append(outcome)
+        except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # a history write or the COMMIT failed
+            assert current is not None
+            failure = OperationFailed("history write or COMMIT", classify_error(exc, self.engine), None)
+            raise self.fail(current, failure, rolled_back=True) from exc
         except OperationFailed as failure:
             assert current is not None
             if done:
@@ -457,8 +462,9 @@ class _Run:
         self.lock.check()
         if row is not None and row.status == RUNNING and not _owner_gone(row, self.lock):
             raise MigrationError(
-                f"migration {migration.name!r} has a running row written by {row.owner} at {row.progress_at}, "
-                "which may still hold the lock: not resumed; boot again once that run has ended",
+                f"migration {migration.name!r} has a running row written by {row.owner} at "
+                f"{row.progress_at}, which may still hold the lock: not resumed; boot again once that run "
+                "has ended",
                 migration=migration.name,
                 category="running_elsewhere",
             )

@@ -40,7 +40,8 @@ SESSION_CONTROL = re.compile(rf"^(?:{_SESSION_CONTROL})", re.IGNORECASE)
 # transaction they would commit or roll back work early. ROLLBACK TO (a savepoint) is not one.
 _TRANSACTION_BOUNDARY = (
     r"BEGIN\b|START\s+TRANSACTION\b|COMMIT\b|END\b|ABORT\b|ROLLBACK\b(?!\s+TO\b)"
-    r"|PREPARE\s+TRANSACTION\b|XA\b|SET\s+(?:SESSION\s+|LOCAL\s+|GLOBAL\s+|@@(?:SESSION\.|LOCAL\.)?)?autocommit\b"
+    r"|PREPARE\s+TRANSACTION\b|XA\b"
+    r"|SET\s+(?:SESSION\s+|LOCAL\s+|GLOBAL\s+|@@(?:SESSION\.|LOCAL\.)?)?autocommit\b"
 )
 TRANSACTION_BOUNDARY = re.compile(rf"^(?:{_TRANSACTION_BOUNDARY})", re.IGNORECASE)
 TRANSACTION_CONTROL = re.compile(rf"^(?:{_TRANSACTION_BOUNDARY}|{_SESSION_CONTROL})", re.IGNORECASE)
@@ -69,7 +70,7 @@ def is_transaction_control(sql: str) -> bool:
 
 
 def is_transaction_boundary(sql: str) -> bool:
-    """``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK`` (not ``TO``), ``SET autocommit``...: ends or opens a transaction."""
+    """``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK`` (not ``TO``), ``SET autocommit``: opens or ends one."""
     return bool(TRANSACTION_BOUNDARY.match(strip_leading_comments(sql)))
 
 

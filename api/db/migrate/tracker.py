@@ -181,7 +181,8 @@ class MigrationTracker:
                 migrator.add_column(HISTORY_TABLE, column, field).run()
         except peewee.DatabaseError as exc:
             info = classify_error(exc, self.db_type)
-            if info.category not in ALREADY_PRESENT or column not in {c.name for c in self.db.get_columns(HISTORY_TABLE)}:
+            present = {c.name for c in self.db.get_columns(HISTORY_TABLE)}
+            if info.category not in ALREADY_PRESENT or column not in present:
                 raise
             logger.debug("%s.%s was added meanwhile: %s", HISTORY_TABLE, column, info.message)
         else:
@@ -310,7 +311,8 @@ class MigrationTracker:
             H.insert({**values, H.migration_name: name}).execute()
             return
         fields = [H.migration_name, *values]
-        row = peewee.Select(columns=[peewee.Value(name), *(peewee.Value(v, converter=f.db_value) for f, v in values.items())])
+        typed = [peewee.Value(value, converter=f.db_value) for f, value in values.items()]
+        row = peewee.Select(columns=[peewee.Value(name), *typed])
         if not H.insert_from(row.where(fence), fields).as_rowcount().execute():
             raise _lock_lost(name)
 
