@@ -80,3 +80,25 @@ def test_transaction_boundaries(sql: str) -> None:
 )  # fmt: skip
 def test_not_transaction_boundaries(sql: str) -> None:
     assert not is_transaction_boundary(sql)
+
+
+def test_transaction_guard_refuses_on_its_thread_only_and_leaves_nothing_behind(tmp_path: Any) -> None:
+    import threading
+
+    from api.db.migrate.migrator import TransactionControlRefused, TransactionGuard
+
+    db = peewee.SqliteDatabase(str(tmp_path / "g.db"), check_same_thread=False)
+    guard = TransactionGuard(db, "m")
+    other: list[Any] = []
+    with db.connection_context(), db.atomic():
+        with guard.active():
+            with pytest.raises(TransactionControlRefused, match="'COMMIT'"):
+                db.execute_sql("COMMIT")
+            with pytest.raises(TransactionControlRefused, match=r"db\.rollback\(\)"):
+                db.rollback()
+            db.execute_sql("SELECT 1")  # anything else passes
+            thread = threading.Thread(target=lambda: other.append(db.execute_sql("BEGIN") and db.rollback()))
+            thread.start()
+            thread.join()
+        assert db.in_transaction() and guard.refused is not None
+    assert other and not {"execute_sql", "begin", "commit", "rollback"} & set(vars(db))

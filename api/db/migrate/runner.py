@@ -367,8 +367,9 @@ class _Run:
         text = f"{info.category.value}: {info.message}; operation: {failure.operation}"
         if statement:
             text += f"; statement: {statement}"
+        lost = info.category == ErrorCategory.CONNECTION_LOST
         recorded = self._record_failure(migration, text, duration, len(completed), rolled_back=rolled_back,
-                                        lost=info.category == ErrorCategory.CONNECTION_LOST)  # fmt: skip
+                                        lost=lost)  # fmt: skip
         self.report.outcomes.append(MigrationOutcome(migration.name, FAILED, duration, text, completed))
         logger.error(
             "migration %s failed after %.1f ms (%s, code %s): %s; operation %s; statement: %s",
@@ -377,10 +378,8 @@ class _Run:
         )  # fmt: skip
         advice = self._advice(migration, completed, rolled_back)
         if not recorded:
-            advice += (
-                "; the connection was lost and the migration lock with it, so no history was written "
-                "for it: the next migrate_db() takes over"
-            )
+            how = "the connection was lost, and the migration lock with it" if lost else "the lock was lost"
+            advice += f"; {how}, so no history was written for it: the next migrate_db() takes over"
         return MigrationError(
             f"migration {migration.name!r} failed: {text}; {advice}",
             migration=migration.name,
@@ -541,8 +540,8 @@ def migrate_db(
             else:
                 planned = plan_migrations(items)
                 refuse_read_only(db)
-                with migration_lock(db, timeout=lock_timeout):
-                    lock = SessionLock(db)
+                with migration_lock(db, timeout=lock_timeout) as held:
+                    lock: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
                     _migrate_locked(
                         db, tracker, planned, digest, report, lock=lock, atomic=atomic, on_unknown=on_unknown
                     )
