@@ -437,3 +437,72 @@ def test_read_only_sqlite_is_named_before_locking(db: Any, db_url: str) -> None:
     finally:
         ro.close()
     assert migrate_db(db, [CREATE_DOC, NEW]).applied == ["add_n"]
+
+
+# -- the lock handle the runner takes ----------------------------------------------------------
+
+
+class _LeaseLike:
+    """A lock handle that stays ours whatever happens to the migration's connection (as a lease does)."""
+
+    strategy = "lease"
+    owner = "token-under-test"
+
+    def __init__(self, fence: Any = None) -> None:
+        self.fence = fence
+        self.checks = 0
+
+    def check(self) -> None:
+        self.checks += 1
+
+
+@pytest.mark.engines("postgres")
+def test_history_is_written_on_a_fresh_connection_while_the_lock_is_still_ours(
+    db: Any, db_url: str, engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import api.db.migrate.runner as runner
+
+    handle = _LeaseLike()
+    real_lock = runner.migration_lock
+
+    @contextlib.contextmanager
+    def lease_lock(database: Any, *, timeout: float) -> Iterator[_LeaseLike]:
+        with real_lock(database, timeout=timeout):
+            yield handle
+
+    monkeypatch.setattr(runner, "migration_lock", lease_lock)
+
+    def b(m: Any) -> None:
+        m.sql("CREATE TABLE b_tbl (id INTEGER PRIMARY KEY)")
+        _kill_own_session(m, engine, db_url)
+        m.sql("INSERT INTO b_tbl (id) VALUES (1)")
+
+    with pytest.raises(MigrationError) as caught:
+        migrate_db(db, [CREATE_DOC, ("b", b)])
+    assert caught.value.category == "connection_lost" and caught.value.migration == "b"
+    assert "no history was written" not in str(caught.value)
+    row = history(db)["b"]
+    assert row.status == "failed" and row.owner == "token-under-test" and "connection_lost" in row.error_message
+    assert handle.checks >= 3  # before each migration, and before the failed row
+
+
+@pytest.mark.engines("sqlite", "postgres", "mysql")
+def test_fenced_history_writes_happen_only_while_the_fence_holds(db: Any) -> None:
+    from api.db.exceptions import MigrationLockLost
+
+    holds, lost = peewee.Value(1) == 1, peewee.Value(1) == 2
+    with db.connection_context():
+        tracker = MigrationTracker(db)
+        tracker.init_tracking_table()
+        tracker.record_migration("a", "running", completed=0, owner="t1", fence=holds)  # INSERT ... SELECT
+        tracker.update_progress("a", 2, fence=holds)
+        with pytest.raises(MigrationLockLost):
+            tracker.record_migration("b", "running", owner="t1", fence=lost)
+        with pytest.raises(MigrationLockLost):
+            tracker.update_progress("a", 3, fence=lost)
+        with pytest.raises(MigrationLockLost):
+            tracker.record_migration("a", "success", completed=3, owner="t1", fence=lost)
+        tracker.record_migration("a", "failed", "boom", 1.5, completed=2, owner="t1", fence=holds)
+    row = history(db)["a"]
+    assert (row.status, row.completed_operations, row.owner, row.error_message) == ("failed", 2, "t1", "boom")
+    assert "b" not in history(db)
