@@ -482,7 +482,8 @@ def test_history_is_written_on_a_fresh_connection_while_the_lock_is_still_ours(
     assert caught.value.category == "connection_lost" and caught.value.migration == "b"
     assert "no history was written" not in str(caught.value)
     row = history(db)["b"]
-    assert row.status == "failed" and row.owner == "token-under-test" and "connection_lost" in row.error_message
+    assert row.status == "failed" and row.owner == "token-under-test"
+    assert "connection_lost" in row.error_message
     assert handle.checks >= 3  # before each migration, and before the failed row
 
 
@@ -504,5 +505,6 @@ def test_fenced_history_writes_happen_only_while_the_fence_holds(db: Any) -> Non
             tracker.record_migration("a", "success", completed=3, owner="t1", fence=lost)
         tracker.record_migration("a", "failed", "boom", 1.5, completed=2, owner="t1", fence=holds)
     row = history(db)["a"]
-    assert (row.status, row.completed_operations, row.owner, row.error_message) == ("failed", 2, "t1", "boom")
+    assert (row.status, row.completed_operations) == ("failed", 2)
+    assert (row.owner, row.error_message) == ("t1", "boom")
     assert "b" not in history(db)
