@@ -48,6 +48,7 @@ class ErrorCategory(str, Enum):
     CONSTRAINT_VIOLATION = "constraint_violation"
     TRANSACTION_ABORTED = "transaction_aborted"
     UNSUPPORTED = "unsupported"
+    TRANSACTION_CONTROL = "transaction_control"  # a migration tried to end its own transaction (refused)
     UNKNOWN = "unknown"
 
 
@@ -85,6 +86,8 @@ POSTGRES_SQLSTATE: dict[str, ErrorCategory] = {
     "3D000": C.UNKNOWN_DATABASE,
     "55P03": C.LOCK_TIMEOUT,  # lock_not_available (lock_timeout, NOWAIT)
     "57014": C.QUERY_CANCELED,  # statement_timeout or pg_cancel_backend
+    "25P03": C.CONNECTION_LOST,  # idle_in_transaction_session_timeout: the session is ended
+    "57P05": C.CONNECTION_LOST,  # idle_session_timeout
     "57P01": C.CONNECTION_LOST,  # admin_shutdown / pg_terminate_backend
     "57P02": C.CONNECTION_LOST,  # crash_shutdown
     "57P03": C.CONNECTION_LOST,  # cannot_connect_now (starting up)

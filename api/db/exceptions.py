@@ -170,3 +170,15 @@ class ScratchDatabaseDenied(RehearsalError, PermissionError):
         super().__init__(message)
         self.privilege = privilege
         self.orig = orig
+
+
+class ReadOnlyDatabase(ApiDbError, PermissionError):
+    """The database refuses writes (a standby, a read-only setting or file); ``reason`` says which."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+class MigrationLockLost(ApiDbError, RuntimeError):
+    """The migration lock is no longer ours (session ended, lease expired): nothing more is written."""

@@ -200,6 +200,23 @@ class Engine:
             holder=dict(holder),
         )
 
+    # -- migrations: the session behind a run, read-only targets -------------------------
+
+    # What a user does when this engine's target refuses writes, named in ReadOnlyDatabase.
+    read_only_advice: ClassVar[str] = "point the application at a writable database"
+
+    def session_id(self, conn: Any) -> str:
+        """``session:<id>`` of the DB-API connection ``conn``, as the driver knows it (no round trip)."""
+        return f"session:{id(conn):x}"
+
+    def session_closed(self, conn: Any) -> bool:
+        """Whether the driver knows the DB-API connection ``conn`` is closed or lost (no round trip)."""
+        return False
+
+    def read_only_reason(self) -> str | None:
+        """Why this database refuses writes (a standby, read-only setting or file); None: writable."""
+        return None
+
     # -- previews (statement analysis) ----------------------------------------------------
 
     # The statement that opens a preview's transaction (always rolled back), read-only where possible.

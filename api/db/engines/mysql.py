@@ -105,6 +105,15 @@ def mysql_lock_name(database_name: str) -> str:
     return name
 
 
+# -- migrations: the variables that make a server or session refuse writes (absent ones are skipped:
+# MariaDB has no super_read_only, older servers say tx_read_only).
+MYSQL_READ_ONLY_VARIABLES = ("read_only", "super_read_only", "innodb_read_only", "transaction_read_only",
+                             "tx_read_only")  # fmt: skip
+MYSQL_READ_ONLY = (
+    "SHOW VARIABLES WHERE Variable_name IN ("
+    + ", ".join(f"'{name}'" for name in MYSQL_READ_ONLY_VARIABLES)
+    + ")"
+)
 # -- schema: the sessions that may block DDL. MySQL: performance_schema.metadata_locks; MariaDB:
 # METADATA_LOCK_INFO when its plugin is installed; both fall back to open InnoDB transactions.
 MYSQL_PERFORMANCE_SCHEMA = """
@@ -256,6 +265,25 @@ class MySQLEngine(Engine):
             keys = ("connection_id", "user", "host", "db", "command", "seconds_in_state", "state", "query")
             holder.update(zip(keys, row))
         return holder
+
+    # -- migrations: the session behind a run, read-only targets -------------------------
+
+    read_only_advice = (
+        "connect to the primary; on a server meant to take writes, SET GLOBAL read_only = OFF "
+        "(super_read_only likewise; innodb_read_only needs a restart without --innodb-read-only)"
+    )
+
+    def session_id(self, conn: Any) -> str:
+        return f"session:{conn.thread_id()}"
+
+    def session_closed(self, conn: Any) -> bool:
+        return not conn.open
+
+    def read_only_reason(self) -> str | None:
+        found = self.database.execute_sql(MYSQL_READ_ONLY).fetchall()
+        values = {str(k).lower(): str(v).upper() for k, v in found}
+        on = [name for name in MYSQL_READ_ONLY_VARIABLES if values.get(name) in ("ON", "1")]
+        return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} ON" if on else None
 
     # -- previews (statement analysis) ----------------------------------------------------
 

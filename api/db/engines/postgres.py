@@ -81,6 +81,16 @@ def pg_key_parts(key: int) -> tuple[int, int]:
     return unsigned >> 32, unsigned & 0xFFFFFFFF
 
 
+# -- migrations: why a target refuses writes, one round trip (the reasons in the columns' order).
+PG_READ_ONLY = (
+    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only'), "
+    "current_setting('transaction_read_only')"
+)
+PG_READ_ONLY_REASONS = (
+    "the server is a standby (pg_is_in_recovery() is true)",
+    "default_transaction_read_only is on",
+    "transaction_read_only is on",
+)
 # -- schema: the sessions that may block DDL (granted locks on the table, else open transactions).
 PG_TABLE_HOLDERS = """
 SELECT a.pid, a.query, coalesce(a.state, ''),
@@ -265,6 +275,26 @@ class PostgresEngine(Engine):
                 cur.execute("RESET client_connection_check_interval")
         except Exception as exc:  # a dead connection takes its settings with it
             logger.warning("could not reset client_connection_check_interval: %s", classify_error(exc, self.name).message)
+
+    # -- migrations: the session behind a run, read-only targets -------------------------
+
+    read_only_advice = (
+        "connect to the primary (libpq: target_session_attrs=read-write, or the primary's host), or, on a "
+        "database meant to take writes, ALTER DATABASE <name> SET default_transaction_read_only = off"
+    )
+
+    def session_id(self, conn: Any) -> str:
+        return f"session:{conn.get_backend_pid()}"
+
+    def session_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def read_only_reason(self) -> str | None:
+        row = self.database.execute_sql(PG_READ_ONLY).fetchone()
+        for value, reason in zip(row, PG_READ_ONLY_REASONS):
+            if value in (True, "on"):
+                return reason
+        return None
 
     # -- previews (statement analysis) ----------------------------------------------------
 

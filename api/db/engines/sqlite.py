@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
@@ -55,6 +58,28 @@ SQLITE_NATIVE_EQUIVALENTS: dict[str, str] = {
     "JSONB": "TEXT", "JSON": "TEXT", "TIMESTAMPTZ": "DATETIME", "LONGTEXT": "TEXT", "MEDIUMTEXT": "TEXT",
     "LONGBLOB": "BLOB", "TINYINT(1)": "INTEGER", "INTEGER": "INTEGER", "VECTOR": "BLOB",
 }
+# -- migrations: URI parameters that open a file read-only.
+SQLITE_READ_ONLY_URI = re.compile(r"[?&](?:mode=ro|immutable=1)(?:&|$)", re.IGNORECASE)
+
+
+def installed_by_process() -> str:
+    """``host:pid``: SQLite has no server session, the process is the session."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sqlite_file_read_only(database: str) -> str | None:
+    """Why the file behind ``database`` (a path or a ``file:`` URI) cannot be written; None when it can."""
+    flag = SQLITE_READ_ONLY_URI.search(database) if database.startswith("file:") else None
+    if flag is not None:
+        return f"the file is opened read-only ({flag.group(0).strip('?&')})"
+    path = database[len("file:"):].split("?", 1)[0] if database.startswith("file:") else database
+    if path in ("", ":memory:") or not os.path.exists(path):
+        return None
+    if not os.access(path, os.W_OK):
+        return f"the file {path} is not writable by this process"
+    return None
+
+
 # -- previews (statement analysis): every write takes the database-wide write lock ----------
 SQLITE_LOCK = "database write lock"
 
@@ -106,6 +131,21 @@ class SqliteEngine(Engine):
             except peewee.DatabaseError as exc:
                 logger.error("could not commit the SQLite migration transaction: %s", classify_error(exc, self.name).message)
                 raise
+
+    # -- migrations: read-only targets ----------------------------------------------------
+
+    read_only_advice = (
+        "open the file read-write (no mode=ro or immutable=1 in its URI, PRAGMA query_only = OFF) "
+        "and give this process write access to the file and its directory"
+    )
+
+    def session_id(self, conn: Any) -> str:
+        return f"session:{installed_by_process()}"
+
+    def read_only_reason(self) -> str | None:
+        if int(self.scalar("PRAGMA query_only")):
+            return "PRAGMA query_only is on"
+        return sqlite_file_read_only(str(self.database.database))
 
     # -- previews (statement analysis) ----------------------------------------------------
 

@@ -19,16 +19,15 @@ import peewee
 from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.engines import engine_for
-from api.db.error_handler import ErrorInfo, already_applied, classify_error
+from api.db.error_handler import ErrorCategory, ErrorInfo, already_applied, classify_error
 from api.db.exceptions import SchemaConflict, UnsupportedCapability
 from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
-from api.db.migrate.sqltext import is_transaction_control
+from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
 from api.db.schema.fields import validate_models
 
 logger = logging.getLogger(__name__)
-
 
 
 def make_schema_migrator(
@@ -83,6 +82,109 @@ class StatementLog:
         if self.failed is not None:
             return self.failed
         return self.statements[-1] if self.statements else None
+
+
+class TransactionControlRefused(Exception):
+    """Internal: a transactional migration tried to end or open a transaction; nothing reached the server."""
+
+    def __init__(self, migration: str, statement: str) -> None:
+        super().__init__(
+            f"migration {migration!r} tried to run {statement!r} inside its transaction: "
+            "transaction control is refused there (it would commit or roll back earlier work). "
+            "Remove it, or declare the "
+            "migration Migration(..., atomic=False) to manage transactions yourself"
+        )
+        self.migration = migration
+        self.statement = statement
+
+    def info(self) -> ErrorInfo:
+        """This refusal as a classified error, for the runner's MigrationError."""
+        return ErrorInfo(ErrorCategory.TRANSACTION_CONTROL, False, False, None, str(self), self)
+
+
+class TransactionGuard:
+    """Refuses, on this thread, what would end or open the migration's transaction, before it is sent.
+
+    Peewee's query hooks fire after a statement ran, so the guard wraps the database's own
+    ``execute_sql``, ``begin``, ``commit`` and ``rollback`` for the block: ``m.sql("COMMIT")``,
+    ``m.db.commit()``, ``m.db.transaction().commit()`` all pass through them. A refusal the
+    migration catches is still reported (``refused``).
+    """
+
+    WRAPPED = ("execute_sql", "begin", "commit", "rollback")
+
+    def __init__(self, db: peewee.Database, migration: str) -> None:
+        self.db = db
+        self.migration = migration
+        self.refused: TransactionControlRefused | None = None
+
+    def _refuse(self, statement: str) -> None:
+        self.refused = TransactionControlRefused(self.migration, statement)
+        raise self.refused
+
+    def _wrappers(self, thread: int) -> dict[str, Callable[..., Any]]:
+        db = self.db
+        originals = {name: getattr(db, name) for name in self.WRAPPED}
+
+        def execute_sql(sql: str, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == thread and is_transaction_boundary(sql):
+                self._refuse(strip_text(sql))
+            return originals["execute_sql"](sql, *args, **kwargs)
+
+        def method(name: str) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if threading.get_ident() == thread:
+                    self._refuse(f"db.{name}()")
+                return originals[name](*args, **kwargs)
+
+            return call
+
+        return {"execute_sql": execute_sql, **{name: method(name) for name in self.WRAPPED[1:]}}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        db = self.db
+        shadowed = {name: db.__dict__[name] for name in self.WRAPPED if name in db.__dict__}
+        state: Any = db._state  # type: ignore[attr-defined]
+        stack = list(state.transactions)  # peewee's session_commit() pops before it commits
+        for name, wrapper in self._wrappers(threading.get_ident()).items():
+            setattr(db, name, wrapper)
+        try:
+            yield
+        finally:
+            for name in self.WRAPPED:
+                if name in shadowed:
+                    setattr(db, name, shadowed[name])
+                else:
+                    delattr(db, name)
+            state.transactions[:] = stack
+
+
+def strip_text(sql: str) -> str:
+    """A statement shortened for a message."""
+    text = " ".join(redact_text(sql).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@contextlib.contextmanager
+def keeping_error(unit: contextlib.AbstractContextManager[Any], engine: str) -> Iterator[None]:
+    """``unit`` (a transaction or savepoint) whose failing rollback does not hide the error that caused it.
+
+    On a lost connection the rollback fails too (``connection already closed``): that is logged,
+    and the original error goes on, so the migration and the cause are named.
+    """
+    unit.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            unit.__exit__(type(exc), exc, exc.__traceback__)
+        except (peewee.DatabaseError, peewee.InterfaceError) as rollback_error:
+            info = classify_error(rollback_error, engine)
+            logger.warning("rollback after %s failed too (%s: %s)", type(exc).__name__, info.category.value,
+                           info.message)  # fmt: skip
+        raise
+    unit.__exit__(None, None, None)
 
 
 class OperationFailed(Exception):
@@ -216,7 +318,6 @@ class Migrator:
             logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
             self.completed.append(description)
             self.already += 1
-            self._progress()
             return
         if adopted:  # found in effect before anything ran (the catalog said so)
             logger.info("%s: %s already in effect, counted as applied", self.migration, description)
@@ -228,13 +329,16 @@ class Migrator:
         try:
             with self.log.capture(self._db), self._unit():
                 action()
-        except UnsupportedCapability:
+        except (UnsupportedCapability, TransactionControlRefused):
             raise
         except Exception as exc:  # every failure is classified here; unexpected ones become _OperationFailed
             statements = self.log.statements[first_statement:]
             statement = self.log.failed or (statements[-1] if statements else None)
             if isinstance(exc, SchemaConflict):
                 statement = exc.statement  # the catalog stopped it: no statement failed
+            info = classify_error(exc, self.engine, statement)
+            if info.category == ErrorCategory.CONNECTION_LOST:  # nothing to ask a dead connection
+                raise OperationFailed(description, info, statement) from exc
             verdict = self._already_applied(exc, name, args, kwargs or {}, statement, description)
             if verdict.completed_now:
                 self.completed.append(description)
@@ -242,7 +346,6 @@ class Migrator:
                 self._progress()
                 return
             if verdict.in_effect:
-                info = classify_error(exc, self.engine, statement)
                 logger.info(
                     "%s: %s already done (%s: %s), counted as applied",
                     self.migration,
@@ -254,7 +357,6 @@ class Migrator:
                 self.already += 1
                 self._progress()
                 return
-            info = classify_error(exc, self.engine, statement)
             raise OperationFailed(description, info, statement) from exc
         self.completed.append(description)
         self.executed += 1
@@ -293,7 +395,7 @@ class Migrator:
         # Inside a transaction each operation gets a SAVEPOINT: on PostgreSQL an error
         # would otherwise abort the whole transaction ("current transaction is aborted").
         if self._db.in_transaction():
-            with self._db.savepoint():
+            with keeping_error(self._db.savepoint(), self.engine):
                 yield
         else:
             yield
