@@ -215,6 +215,8 @@ class MySQLEngine(Engine):
     name = "mysql"
     database_class = peewee.MySQLDatabase
     flavours = (MYSQL, MARIADB)
+    app_name_param = "program_name"
+    app_name_limit = 255  # performance_schema.session_connect_attrs keeps longer values truncated
     lock_wait_step = 5.0  # GET_LOCK waits in slices so that the holder can be logged while waiting
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
 
@@ -366,7 +368,7 @@ class MySQLEngine(Engine):
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         params.setdefault("connect_timeout", pool.connect_timeout)
-        params.setdefault("program_name", pool.app_name)
+        cls.name_session(params, pool.app_name)
         if pool.statement_timeout > 0:
             params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
             params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
@@ -378,6 +380,11 @@ class MySQLEngine(Engine):
             return f"SET SESSION max_statement_time = {timeout:g}"
         # MySQL limits SELECT statements only.
         return f"SET SESSION max_execution_time = {int(timeout * 1000)}"
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        sock = getattr(conn, "_sock", None)
+        return None if sock is None else int(sock.fileno())
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
