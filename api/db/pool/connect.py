@@ -92,6 +92,22 @@ def _check_server_url(parts: SplitResult, port: int | None, shown: str) -> None:
         raise InvalidDatabaseURL(f"{shown}: port 0 is not a valid port")
 
 
+def _check_file_path(path: str, shown: str) -> None:
+    """A database file's directory must exist (SQLite would fail later with "unable to open database file")."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    where = (
+        f"sqlite:///{path} is relative to the current directory {os.getcwd()}; "
+        f"an absolute path takes four slashes: sqlite:////{path}"
+        if not os.path.isabs(path)
+        else "create it first"
+    )
+    raise InvalidDatabaseURL(f"{shown}: the directory {directory} of the SQLite file does not exist ({where})")
+
+
 def _require_driver(scheme: type[Engine], shown: str) -> None:
     if scheme.driver and importlib.util.find_spec(scheme.driver) is None:
         raise DriverNotInstalled(
@@ -123,6 +139,8 @@ def connect(
         params = db_url.parse(target, unquote_password=True, unquote_user=True)
     except (ValueError, RuntimeError, TypeError) as exc:
         raise InvalidDatabaseURL(f"cannot read {shown}: {redact_url(str(exc))}") from None
+    if not scheme.networked:
+        _check_file_path(str(params.get("database") or ""), shown)
     params.update(overrides)
     keys = config_keys()
     settings = {key: params.pop(key) for key in list(params) if key in keys}

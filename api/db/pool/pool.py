@@ -418,10 +418,11 @@ class InstrumentedPool(PooledDatabase):
         # peewee's own _execute_cursor (same hooks, same error translation), plus a note
         # on the checkout when the statement may change the session (POOL_RESET_SESSION=auto).
         self._log_query(sql, params)
-        start = time.perf_counter() if self.query_hooks else None
+        start: float | None = None
         try:
             with _EXCEPTION_WRAPPER:
-                cursor = self.cursor(**cursor_options)
+                cursor = self.cursor(**cursor_options)  # may open the connection: not the statement's time
+                start = time.perf_counter() if self.query_hooks else None
                 if changes_session(sql):
                     self._mark_dirty()
                 cursor.execute(sql, params or ())
