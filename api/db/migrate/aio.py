@@ -5,8 +5,10 @@ Two kinds of database are accepted:
 * a database from :func:`api.db.connect` (the instrumented ``playhouse.pool``): ``migrate_db`` runs in a
   worker thread (``asyncio.to_thread``), so the lock wait and the DDL never block the event loop; the
   thread's pooled connection is handed back when it is done;
-* a ``playhouse.pwasyncio`` database (asyncpg, aiomysql, aiosqlite): ``migrate_db`` runs through its
-  greenlet bridge (``await db.run(...)``), on the event loop, each query awaited by the driver.
+* a ``playhouse.pwasyncio`` database (asyncpg, aiomysql, aiosqlite): the migrations run in a worker
+  thread on a short-lived synchronous twin of it (the same peewee family, database and connect
+  parameters). Not through its greenlet bridge (``await db.run(...)``): the migration lock and the
+  session settings need a DB-API connection, and pwasyncio's connection wrapper answers with coroutines.
 
 ``playhouse.pwasyncio`` is not used for the pool itself: its pools (asyncpg's, aiomysql's) have none of
 api.db's bounded waits, counters, leak tracking or session reset, which the probes and metrics read.
@@ -32,6 +34,22 @@ def _is_pwasyncio(db: peewee.Database) -> bool:
     return isinstance(db, AsyncDatabaseMixin)
 
 
+def _sync_twin(db: peewee.Database) -> peewee.Database:
+    """A plain peewee database of the same family, database and connect parameters as a pwasyncio one."""
+    family = next(cls for cls in type(db).__mro__[1:]
+                  if issubclass(cls, peewee.Database) and not cls.__module__.startswith("playhouse.pwasyncio"))  # fmt: skip
+    twin: peewee.Database = family(db.database, **dict(db.connect_params))
+    return twin
+
+
+def _migrate_on_twin(db: peewee.Database, migrations: list[Any], options: dict[str, Any]) -> MigrationReport:
+    twin = _sync_twin(db)
+    try:
+        return _migrate_in_thread(twin, migrations, options)
+    finally:
+        twin.close()
+
+
 def _migrate_in_thread(db: peewee.Database, migrations: list[Any], options: dict[str, Any]) -> MigrationReport:
     """``migrate_db`` holding one connection of the thread, returned to the pool at the end."""
     with db.connection_context():
@@ -44,6 +62,5 @@ async def migrate_db_async(
     """:func:`~api.db.migrate.runner.migrate_db` for asyncio; the same keywords, the same report and errors."""
     items = list(migrations)
     if _is_pwasyncio(db):
-        report: MigrationReport = await db.run(migrate_db, db, items, **options)  # type: ignore[attr-defined]
-        return report
+        return await asyncio.to_thread(_migrate_on_twin, db, items, options)
     return await asyncio.to_thread(_migrate_in_thread, db, items, options)
