@@ -257,7 +257,22 @@ class MySQLEngine(Engine):
         if row:
             keys = ("connection_id", "user", "host", "db", "command", "seconds_in_state", "state", "query")
             holder.update(zip(keys, row))
+        program = self._program_name(conn_id)
+        if program:
+            holder["program_name"] = program  # APP_NAME@host:pid of the holding process (connect() sets it)
         return holder
+
+    def _program_name(self, conn_id: Any) -> str | None:
+        """The holder's ``program_name`` connect attribute; None where performance_schema is off (MariaDB default)."""
+        try:
+            row = self.database.execute_sql(
+                "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs "
+                "WHERE PROCESSLIST_ID = %s AND ATTR_NAME = 'program_name'",
+                (conn_id,),
+            ).fetchone()
+        except peewee.DatabaseError:  # no performance_schema, or no privilege on it
+            return None
+        return str(row[0]) if row else None
 
     # -- previews (statement analysis) ----------------------------------------------------
 

@@ -54,3 +54,9 @@ def test_session_name_has_host_and_pid(db: Any) -> None:
     param = engine_for(db).app_name_param
     assert param is not None
     assert db.connect_params[param].endswith(f"@{socket.gethostname()}:{os.getpid()}"[-40:])
+
+
+@pytest.mark.engines("postgres")
+def test_the_server_sees_host_and_pid_in_application_name(db: Any) -> None:
+    name = db.execute_sql("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
+    assert name == f"api.db@{socket.gethostname()}:{os.getpid()}"[:63] or name.endswith(f":{os.getpid()}")
