@@ -247,6 +247,7 @@ class HealthChecker:
         self._tracker: MigrationTracker | None = None
         self._closed = False
         self._flavour_name = ""
+        self._failing: str | None = None  # the error of the current outage, logged once
         self._timeouts_seen = self._pool_timeouts()
         self.started = time.monotonic()  # this process's checker (reset in a forked child): the uptime
         forks.register(self)
@@ -334,7 +335,7 @@ class HealthChecker:
             info = classify_error(exc, self.engine)
             facts.reachable = False
             facts.error = redact_text(f"{info.category.value}: {info.message}")
-            logger.warning("health check of %s failed (%s): %s", _name(self.db), info.category.value, info.message)
+            self._log_failure(facts.error)
             self._drop_probe_connection()
         finally:
             # Whatever happened (even a BaseException), the run ends: callers must never wait on it forever.
@@ -352,6 +353,17 @@ class HealthChecker:
         if run.started + self.timeout < time.monotonic():
             logger.info("health check of %s finished late, after %.0f ms", _name(self.db), facts.duration_ms)
 
+    def _log_failure(self, error: str | None) -> None:
+        """A failure at WARNING once per outage (again when the error changes); its repeats at DEBUG."""
+        if error is None:
+            if self._failing is not None:
+                logger.info("health check of %s: the database answers again", _name(self.db))
+            self._failing = None
+            return
+        level = logging.DEBUG if error == self._failing else logging.WARNING
+        logger.log(level, "health check of %s failed: %s", _name(self.db), error)
+        self._failing = error
+
     def _probe(self, facts: _DatabaseFacts) -> None:
         probe = self.probe_db
         if probe is not self.db:
@@ -360,6 +372,7 @@ class HealthChecker:
         probe.execute_sql("SELECT 1").fetchone()
         facts.latency_ms = (time.perf_counter() - begin) * 1e3
         facts.reachable = True
+        self._log_failure(None)
         facts.server_version = _version_text(getattr(probe, "server_version", None))
         facts.flavour = self._flavour(probe)
         try:
