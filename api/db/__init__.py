@@ -17,12 +17,14 @@ from api.db.exceptions import (
     PoolTimeout,
     UnsupportedCapability,
 )
+from api.db.health.asgi import health_asgi_app
 from api.db.health.checks import check_database_health
 from api.db.health.preflight import get_extended_diagnostics
 from api.db.health.wsgi import health_app
+from api.db.migrate.aio import migrate_db_async
 from api.db.migrate.alter import alter_db_add_column
 from api.db.migrate.declarations import Migration
-from api.db.migrate.runner import MigrationReport, migrate_db
+from api.db.migrate.runner import migrate_db
 from api.db.migrate.status import migration_status
 from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.connect import connect
@@ -45,7 +47,6 @@ __all__ = [
     "Migration",
     "MigrationError",
     "MigrationLockTimeout",
-    "MigrationReport",
     "MigrationTracker",
     "PoolDiagnostics",
     "PoolTimeout",
@@ -57,7 +58,9 @@ __all__ = [
     "connect",
     "get_extended_diagnostics",
     "health_app",
+    "health_asgi_app",
     "migrate_db",
+    "migrate_db_async",
     "migration_status",
     "preview_migration",
     "register_secret",

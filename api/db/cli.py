@@ -46,7 +46,12 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @contextlib.contextmanager
 def opened(args: argparse.Namespace) -> Iterator[Any]:
     """The database named by ``--database`` (or ``$DATABASE_URL``); every pooled connection closed on exit."""
-    database = connect(args.database)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "connect_timeout", None) is not None:
+        overrides["connect_timeout"] = args.connect_timeout
+    if getattr(args, "no_retry", False):
+        overrides["retry_max_attempts"] = 1
+    database = connect(args.database, **overrides)
     try:
         yield database
     finally:
@@ -77,15 +82,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Print the preflight report; exit 1 when any check fails."""
-    from api.db.health.preflight import get_extended_diagnostics
+    from api.db.health.preflight import declares_vectors, get_extended_diagnostics
     from api.db.migrate.status import migration_state
 
     migrations = load_migrations(args.migrations) if args.migrations else None
+    models = load_models(args.models) if args.models else []
     with opened(args) as database:
         report = get_extended_diagnostics(
             database,
             require_pgvector=args.require_pgvector,
             migration_state=(lambda db: migration_state(db, migrations)) if migrations is not None else None,
+            uses_vectors=declares_vectors(migrations or [], models),
+            workers=args.workers,
         )
     facts = [
         ("engine", f"{report.flavour or report.engine} {report.server_version}".strip()),
@@ -422,7 +430,6 @@ def arg(*flags: str, **options: Any) -> Arg:
     return flags, options
 
 
-JSON: Arg = arg("--json", action="store_true", help="machine-readable output")
 
 
 @dataclass(frozen=True)
@@ -442,20 +449,33 @@ class Subcommand:
     handler: Handler
 
 
+# Accepted before or after the subcommand: ``--json status`` and ``status --json`` are the same.
 GLOBAL_ARGUMENTS: tuple[Arg, ...] = (
     arg("--database", metavar="URL", default=None,
-        help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, sqlite:///"),
+        help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, "
+             "sqlite:///relative/path.db or sqlite:////absolute/path.db"),
     arg("--migrations", metavar="MODULE:ATTR", default=None,
         help="where the migrations list lives, e.g. myapp.migrations:MIGRATIONS"),
+    arg("--json", action="store_true", default=False, help="machine-readable output"),
+    arg("--connect-timeout", metavar="SECONDS", type=float, default=None,
+        help="seconds for one connection attempt (default: $DB_CONNECT_TIMEOUT, 10)"),
+    arg("--no-retry", action="store_true", default=False,
+        help="one connection attempt, no backoff: an unreachable server fails at once"),
     arg("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"),
 )  # fmt: skip
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
-    Subcommand("info", "show what the framework knows about the database", (JSON,), cmd_info),
+    Subcommand("info", "show what the framework knows about the database", (), cmd_info),
     Subcommand(
         "preflight",
         "check that the database is fit for the application (exit 1 on failure)",
-        (JSON, arg("--require-pgvector", action="store_true", help="fail when pgvector is missing")),
+        (
+            arg("--require-pgvector", action="store_true", help="fail when pgvector is missing"),
+            arg("--workers", type=int, default=None,
+                help="processes sharing the server, each with its own pool (default: $WEB_CONCURRENCY, 1)"),
+            arg("--models", metavar="MODULE:ATTR", default=None,
+                help="the application's models: pgvector is checked only when they or the migrations use vectors"),
+        ),
         cmd_preflight,
     ),
     Subcommand(
@@ -465,18 +485,17 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)"),
             arg("--atomic", choices=("all", "each"), default="all", help="one transaction, or one each"),
             arg("--on-unknown", choices=("warn", "error"), default="warn", help="undeclared history rows"),
-            JSON,
         ),
         cmd_migrate,
     ),
     Subcommand(
         "status",
         "table of migrations: name, status, applied_at, duration, drift",
-        (arg("--check", action="store_true", help="exit 1 when anything is pending or failed"), JSON),
+        (arg("--check", action="store_true", help="exit 1 when anything is pending or failed"),),
         cmd_status,
     ),
-    Subcommand("history", "the migration_history table", (JSON,), cmd_history),
-    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (JSON,),
+    Subcommand("history", "the migration_history table", (), cmd_history),
+    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (),
                cmd_validate),
     Subcommand(
         "repair",
@@ -488,7 +507,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                     help="record it success (you completed it by hand)"),
                 arg("--clear", action="store_true", help="delete its row; the next boot runs it again"),
             )),
-            JSON,
         ),
         cmd_repair,
     ),
@@ -517,7 +535,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         (
             arg("--large-table-rows", type=int, default=100_000,
                 help="rows from which a table is large (100000)"),
-            JSON,
         ),
         cmd_plan,
     ),
@@ -527,7 +544,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         (
             arg("--models", metavar="MODULE:ATTR", required=True,
                 help="a list of models, e.g. myapp.models:MODELS"),
-            JSON,
         ),
         cmd_verify,
     ),
@@ -543,7 +559,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                 help="a column renamed, not dropped and added (repeatable)"),
             arg("--allow-drop", action="store_true",
                 help="generate drop_column for columns the models lack (else listed as comments)"),
-            JSON,
         ),
         cmd_makemigration,
     ),
@@ -552,7 +567,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "apply pending migrations on a scratch copy: real durations, locks, errors (exit 1 on a failure)",
         (
             arg("--rows", type=int, default=0, help="rows of each table to copy (0; the history is copied whole)"),
-            JSON,
         ),
         cmd_rehearse,
     ),
@@ -569,19 +583,55 @@ def _add_arguments(parser: Any, arguments: Sequence[Arg | Exclusive]) -> None:
             parser.add_argument(*flags, **options)
 
 
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """The global options; with ``suppress`` their defaults do not overwrite what came before the subcommand."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flags, options in GLOBAL_ARGUMENTS:
+        parser.add_argument(*flags, **({**options, "default": argparse.SUPPRESS} if suppress else options))
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m api.db`` parser, one subparser per entry of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
         description="Boot-time migrations and connection diagnostics for Peewee databases.",
+        parents=[_global_options(suppress=False)],
     )
-    _add_arguments(parser, GLOBAL_ARGUMENTS)
+    after = _global_options(suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in SUBCOMMANDS:
-        subparser = sub.add_parser(command.name, help=command.help)
+        subparser = sub.add_parser(command.name, help=command.help, parents=[after])
         _add_arguments(subparser, command.arguments)
         subparser.set_defaults(handler=command.handler)
     return parser
+
+
+class _ShownByTheCLI(logging.Filter):
+    """Drops the log records whose message the CLI prints itself (one line each, not two)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+# Loggers whose final errors (connection failed for good) or check results the CLI prints in its own words.
+QUIET_LOGGERS = ("api.db.pool.retry", "api.db.health.preflight")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        logging.getLogger("api.db.pool.retry").addFilter(_ShownByTheCLI())
+        logging.getLogger("api.db.health.preflight").setLevel(logging.ERROR)  # the report table shows each check
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``| head``): stop quietly; further output goes to /dev/null."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
 
 
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
@@ -597,12 +647,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if isinstance(args, int):
         return args
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _configure_logging(args.verbose)
     install_log_filter()
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except ApiDbError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2

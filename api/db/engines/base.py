@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +84,9 @@ class Engine:
     lock_poll_max: ClassVar[float] = 0.5
     # What a user runs to end a stuck session, named in lock timeout errors.
     terminate_hint: ClassVar[str] = ""
+    # The connect parameter naming the client session (application_name, program_name) and its length limit.
+    app_name_param: ClassVar[str | None] = None
+    app_name_limit: ClassVar[int] = 63
 
     def __init__(self, database: peewee.Database) -> None:
         self.database = database
@@ -379,6 +384,24 @@ class Engine:
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         """Connect / statement timeouts and the application name as the driver spells them (caller wins)."""
+
+    @classmethod
+    def session_app_name(cls, app_name: str) -> str:
+        """``app@host:pid`` within the engine's length limit, so each process's sessions can be told apart."""
+        suffix = f"@{socket.gethostname()}:{os.getpid()}"
+        room = max(0, cls.app_name_limit - len(suffix))
+        return (app_name[:room] + suffix)[-cls.app_name_limit:]
+
+    @classmethod
+    def name_session(cls, params: dict[str, Any], app_name: str) -> None:
+        """Set the session name parameter to :meth:`session_app_name` (the caller's own value wins)."""
+        if cls.app_name_param is not None:
+            params.setdefault(cls.app_name_param, cls.session_app_name(app_name))
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        """The socket file descriptor of a driver connection (None: none, or closed)."""
+        return None
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

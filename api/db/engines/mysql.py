@@ -224,6 +224,8 @@ class MySQLEngine(Engine):
     name = "mysql"
     database_class = peewee.MySQLDatabase
     flavours = (MYSQL, MARIADB)
+    app_name_param = "program_name"
+    app_name_limit = 255  # performance_schema.session_connect_attrs keeps longer values truncated
     lock_wait_step = 5.0  # GET_LOCK waits in slices so that the holder can be logged while waiting
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
 
@@ -264,6 +266,9 @@ class MySQLEngine(Engine):
         if row:
             keys = ("connection_id", "user", "host", "db", "command", "seconds_in_state", "state", "query")
             holder.update(zip(keys, row))
+        program = self._program_name(conn_id)
+        if program:
+            holder["program_name"] = program  # APP_NAME@host:pid of the holding process (connect() sets it)
         return holder
 
     # -- migrations: the session behind a run, read-only targets -------------------------
@@ -284,6 +289,17 @@ class MySQLEngine(Engine):
         values = {str(k).lower(): str(v).upper() for k, v in found}
         on = [name for name in MYSQL_READ_ONLY_VARIABLES if values.get(name) in ("ON", "1")]
         return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} ON" if on else None
+    def _program_name(self, conn_id: Any) -> str | None:
+        """The holder's ``program_name`` connect attribute; None where performance_schema is off (MariaDB default)."""
+        try:
+            row = self.database.execute_sql(
+                "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs "
+                "WHERE PROCESSLIST_ID = %s AND ATTR_NAME = 'program_name'",
+                (conn_id,),
+            ).fetchone()
+        except peewee.DatabaseError:  # no performance_schema, or no privilege on it
+            return None
+        return str(row[0]) if row else None
 
     # -- previews (statement analysis) ----------------------------------------------------
 
@@ -477,7 +493,7 @@ class MySQLEngine(Engine):
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         params.setdefault("connect_timeout", pool.connect_timeout)
-        params.setdefault("program_name", pool.app_name)
+        cls.name_session(params, pool.app_name)
         if pool.statement_timeout > 0:
             params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
             params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
@@ -489,6 +505,11 @@ class MySQLEngine(Engine):
             return f"SET SESSION max_statement_time = {timeout:g}"
         # MySQL limits SELECT statements only.
         return f"SET SESSION max_execution_time = {int(timeout * 1000)}"
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        sock = getattr(conn, "_sock", None)
+        return None if sock is None else int(sock.fileno())
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

@@ -215,6 +215,8 @@ class PostgresEngine(Engine):
     name = "postgres"
     database_class = peewee.PostgresqlDatabase
     flavours = (POSTGRES,)
+    app_name_param = "application_name"
+    app_name_limit = 63  # NAMEDATALEN - 1 bytes
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
 
     def read_server_info(self) -> ServerInfo:
@@ -592,11 +594,15 @@ class PostgresEngine(Engine):
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         # libpq takes whole seconds, at least 2.
         params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))
-        params.setdefault("application_name", pool.app_name)
+        cls.name_session(params, pool.app_name)
         for key, value in POSTGRES_KEEPALIVES.items():
             params.setdefault(key, value)
         if pool.statement_timeout > 0:
             cls.add_option(params, f"-c statement_timeout={int(pool.statement_timeout * 1000)}")
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        return None if conn.closed else int(conn.fileno())
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

@@ -78,23 +78,30 @@ class HealthApp:
         self.checker = HealthChecker(db, migrations, cache_ttl=cache_ttl, **options)
         self.expose_details = bool(expose_details)
         self._token = token.encode() if token is not None else None
-        self._registry: Any = None
+        self._metrics: Any = None
         self._metrics_missing: str | None = None
         try:
-            from api.db.health.metrics import metrics_registry
+            from api.db.health.metrics import MetricsEndpoint
         except ImportError as exc:  # the metrics extra is optional; /metrics says how to get it
             self._metrics_missing = f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
             logger.warning("/metrics disabled: %s", self._metrics_missing)
         else:
-            self._registry = metrics_registry(self.checker)
+            self._metrics = MetricsEndpoint(self.checker, details=self.expose_details)
 
     def close(self) -> None:
-        """Close the health probe's own connection."""
+        """Close the health probe's own connection (and stop the metrics sync of multiprocess mode)."""
+        if self._metrics is not None:
+            self._metrics.close()
         self.checker.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        path = str(environ.get("PATH_INFO", "") or "/")
+        status, headers, body = self.respond(method, str(environ.get("PATH_INFO", "") or "/"), environ)
+        start_response(f"{status} {_REASONS[status]}", headers)
+        return [] if method == "HEAD" else [body]
+
+    def respond(self, method: str, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body for one request (``environ`` gives the HTTP_* headers); shared with ASGI."""
         if len(path) > 1:
             path = path.rstrip("/")
         try:
@@ -109,8 +116,7 @@ class HealthApp:
             info = classify_error(exc)
             logger.error("health endpoint %s failed (%s): %s", path, info.category.value, info.message)
             status, headers, body = _json(500, {"status": "error"})
-        start_response(f"{status} {_REASONS[status]}", headers)
-        return [] if method == "HEAD" else [body]
+        return status, headers, body
 
     def _route(self, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         if path == LIVE:
@@ -126,12 +132,12 @@ class HealthApp:
                 headers.append(("WWW-Authenticate", 'Bearer realm="api.db health"'))
                 return status, headers, body
             health = self.checker.check()
-            return _json(503 if health.status == UNHEALTHY else 200, health.to_dict(details=self.expose_details))
-        if self._registry is None:
+            data = health.to_dict(details=self.expose_details)
+            data["uptime_seconds"] = round(self.checker.uptime_seconds, 3)
+            return _json(503 if health.status == UNHEALTHY else 200, data)
+        if self._metrics is None:
             return _json(501, {"status": "metrics unavailable", "reason": self._metrics_missing})
-        from api.db.health.metrics import render_metrics
-
-        output, content_type = render_metrics(self._registry)
+        output, content_type = self._metrics.render(environ.get("HTTP_ACCEPT"))
         output = redact_text(output.decode()).encode()  # label values (pool targets) never carry a secret
         return 200, [("Content-Type", content_type), ("Cache-Control", "no-store"),
                      ("Content-Length", str(len(output)))], output  # fmt: skip

@@ -154,6 +154,27 @@ def _check_server_url(url: str, parts: SplitResult, raw: str) -> None:
     if not parts.hostname and "host=" not in parts.query:
         raise InvalidDatabaseURL(f"the {raw}:// URL names no host: use {raw}://host[:port]/dbname")
 
+def _check_file_path(path: str, shown: str) -> None:
+    """A database file's directory must exist (SQLite would fail later with "unable to open database file")."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    if "@" in path:  # user:password@host written into a file URL: never echo it
+        raise InvalidDatabaseURL(
+            "a SQLite URL takes no user, password or host (its path holds '@'): "
+            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    where = (
+        f"sqlite:///{path} is relative to the current directory {os.getcwd()}; "
+        f"an absolute path takes four slashes: sqlite:////{path}"
+        if not os.path.isabs(path)
+        else "create it first"
+    )
+    raise InvalidDatabaseURL(f"{shown}: the directory {directory} of the SQLite file does not exist ({where})")
+
+
 def _require_driver(scheme: type[Engine], shown: str) -> None:
     if scheme.driver and importlib.util.find_spec(scheme.driver) is None:
         raise DriverNotInstalled(
@@ -191,6 +212,8 @@ def connect(
             f"cannot read the {scheme.url_schemes[0]}:// URL's parameters: check the query string "
             "(key=value pairs joined by &)"
         ) from None
+    if not scheme.networked:
+        _check_file_path(str(params.get("database") or ""), shown)
     params.update(overrides)
     keys = config_keys()
     settings = {key: params.pop(key) for key in list(params) if key in keys}

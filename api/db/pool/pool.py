@@ -46,6 +46,7 @@ from api.db.engines.mysql import MySQLEngine
 from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import PoolTimeout
+from api.db.pool import forks
 from api.db.pool.config import PoolConfig, RetryConfig
 from api.db.pool.retry import call_with_retry
 
@@ -268,6 +269,7 @@ class InstrumentedPool(PooledDatabase):
             timeout=pool_config.acquire_timeout,
             **kwargs,
         )
+        forks.register(self)
 
     # ---------------------------------------------------------------- checkout
 
@@ -464,10 +466,11 @@ class InstrumentedPool(PooledDatabase):
         # peewee's own _execute_cursor (same hooks, same error translation), plus a note
         # on the checkout when the statement may change the session (POOL_RESET_SESSION=auto).
         self._log_query(sql, params)
-        start = time.perf_counter() if self.query_hooks else None
+        start: float | None = None
         try:
             with _EXCEPTION_WRAPPER:
-                cursor = self.cursor(**cursor_options)
+                cursor = self.cursor(**cursor_options)  # may open the connection: not the statement's time
+                start = time.perf_counter() if self.query_hooks else None
                 if changes_session(sql):
                     self._mark_dirty()
                 cursor.execute(sql, params or ())
@@ -616,6 +619,33 @@ class InstrumentedPool(PooledDatabase):
         with self._pool_lock:
             items = [c for c in self._in_use.values() if isinstance(c, Checkout)]
         return sorted(items, key=lambda c: c.started)
+
+    # ---------------------------------------------------------------- fork
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's connections (not closing them), fresh locks and counters."""
+        inherited = [entry.connection for entry in self._connections]
+        inherited += [c.connection for c in self._in_use.values() if isinstance(c, Checkout)]
+        if self._state.conn is not None:
+            inherited.append(self._state.conn)
+        detached = forks.detach_descriptors(self._fileno(conn) for conn in inherited)
+        self._reset_after_fork()
+        param = engine_class(self).app_name_param
+        if param is not None and str(self.connect_params.get(param, "")).endswith(f":{os.getppid()}"):
+            self.connect_params[param] = engine_class(self).session_app_name(self.pool_config.app_name)
+        logger.debug("pool %s: forked child %s dropped %d inherited connection(s)", self.target, os.getpid(), detached)
+
+    def _reset_after_fork(self) -> None:
+        """Empty pool state with new locks: a lock held by a parent thread at fork time is never released here."""
+        self._pool_lock = threading.RLock()
+        self._pool_available = threading.Condition(self._pool_lock)
+        self._lock = threading.Lock()
+        state: Any = vars(self)["_state"]
+        self._state = type(state)()
+        self._connections, self._in_use = [], {}
+        self._waiting = self._opening = self._returning = 0
+        self._maintenance = None  # the parent's thread does not exist here; the next checkout starts one
+        self.counters = PoolCounters()
 
     # ---------------------------------------------------------------- maintenance
 

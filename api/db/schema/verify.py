@@ -118,12 +118,19 @@ def _model_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], boo
 Add = Callable[[SchemaDifference], None]
 
 
+def type_label(family: str, declared: Any) -> str:
+    """How every difference names a type: the family, then the column type when it says more (``char (VARCHAR)``)."""
+    raw = str(declared or "").strip()
+    return family if not raw or raw.lower() == family.lower() else f"{family} ({raw})"
+
+
 def _check_column(add: Add, engine: Engine, table: str, model_field: peewee.Field, live: Any) -> None:
     name = model_field.column_name
     expected = _expected_family(model_field)
     actual = type_family(live.field_class)
     if not _families_match(engine, expected, actual):
-        add(SchemaDifference("type_mismatch", table, name, expected, f"{actual} ({live.raw_column_type})"))
+        add(SchemaDifference("type_mismatch", table, name, type_label(expected, model_field.field_type),
+                             type_label(actual, live.raw_column_type)))  # fmt: skip
     if not model_field.primary_key and bool(model_field.null) != bool(live.nullable):
         add(
             SchemaDifference(
@@ -142,7 +149,8 @@ def _check_columns(add: Add, engine: Engine, model: type[peewee.Model], live_col
         live = live_columns.get(model_field.column_name)
         if live is None:
             name = model_field.column_name
-            add(SchemaDifference("missing_column", table, name, model_field.field_type, "nothing"))
+            wanted = type_label(_expected_family(model_field), model_field.field_type)
+            add(SchemaDifference("missing_column", table, name, wanted, "nothing"))
         else:
             _check_column(add, engine, table, model_field, live)
     declared = {f.column_name for f in model._meta.sorted_fields}

@@ -447,7 +447,7 @@ def test_verify_reports_missing_tables_and_columns(db: Any, caplog: pytest.LogCa
 
     caplog.set_level(logging.WARNING, logger="api.db")
     report = migrate_db(db, BASIC, verify=[Doc, Missing])
-    assert "missing_column doc.summary: expected TEXT, found nothing" in report.schema_differences
+    assert "missing_column doc.summary: expected text, found nothing" in report.schema_differences
     assert "missing_table missing: expected table, found nothing" in report.schema_differences
     logged = [r.getMessage() for r in caplog.records if "schema differs from models" in r.getMessage()]
     assert all(any(d in line for line in logged) for d in report.schema_differences)
