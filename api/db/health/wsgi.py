@@ -257,25 +257,23 @@ def make_bounded_server(app: Any, host: str = "127.0.0.1", port: int = 8080,
     )  # fmt: skip
 
 
-class _Stopped(Exception):
-    """SIGTERM arrived: leave the server loop."""
-
-
 def serve_until_stopped(server: Any, limits: ServeLimits | None = None) -> None:
     """Run a :func:`make_bounded_server` server until Ctrl-C or SIGTERM (from the main thread), then close it."""
     limits = limits or ServeLimits()
+    stop = threading.Event()
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
-
-        def on_sigterm(signum: int, frame: Any) -> None:
-            raise _Stopped()
-
-        previous = signal.signal(signal.SIGTERM, on_sigterm)
+        # A flag, not an exception: raised inside a channel's handler, waitress would catch it as that
+        # channel's error and go on serving.
+        previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
-        server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server), use_poll=True)
-    except (_Stopped, KeyboardInterrupt):
-        logger.info("probe server stopping")
+        while not stop.is_set():  # one poll at a time (at most asyncore_loop_timeout), then look at the flag
+            server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server), use_poll=True,
+                                 count=1)  # fmt: skip
+    except KeyboardInterrupt:  # Ctrl-C: the other way to stop
+        stop.set()
     finally:
+        logger.info("probe server stopping")
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
         server.task_dispatcher.shutdown(timeout=limits.shutdown_timeout)
