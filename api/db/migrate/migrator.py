@@ -20,7 +20,13 @@ from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.engines import engine_for
 from api.db.error_handler import ErrorCategory, ErrorInfo, already_applied, classify_error
-from api.db.exceptions import SchemaConflict, UnsupportedCapability
+from api.db.exceptions import (
+    MigrationDeclarationError,
+    MigrationLockLost,
+    MissingPrimaryKey,
+    SchemaConflict,
+    UnsupportedCapability,
+)
 from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
 from api.db.migrate.backfill import Backfill, BackfillSpec, BackfillStats, Throttle
 from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
@@ -337,19 +343,34 @@ class Migrator:
             self.completed.append(description)
             self.already += 1
             return None
+        try:
+            stats = self._backfill(spec, index)
+        except MigrationLockLost:
+            raise
+        except Exception as exc:  # classified: the typed refusals keep their own category
+            raise OperationFailed(description, self._backfill_error(exc), self.log.last) from exc
+        self.completed.append(description)
+        self.executed += 1
+        self._progress()
+        return stats
+
+    def _backfill(self, spec: BackfillSpec, index: int) -> BackfillStats | None:
         if not self.planning:
             Backfill.check_declaration(self.migration, self.atomic, self._db.transaction_depth() > self.base_depth)
         with self.log.capture(self._db):
             job = Backfill(self._db, self.schema_migrator, spec, self.migration, self._batch_writer(index))
             if self.planning:
-                self.backfills.append((table, column, job.plan(), batch_size))
-                stats = None
-            else:
-                stats = job.run(self.resume_key if index == self.resume_after else None)
-        self.completed.append(description)
-        self.executed += 1
-        self._progress()
-        return stats
+                self.backfills.append((spec.table, spec.column, job.plan(), spec.batch_size))
+                return None
+            return job.run(self.resume_key if index == self.resume_after else None)
+
+    def _backfill_error(self, exc: BaseException) -> ErrorInfo:
+        """A backfill's failure as data: a declaration or key refusal, else the engine's classification."""
+        if isinstance(exc, MigrationDeclarationError):
+            return ErrorInfo(ErrorCategory.TRANSACTION_CONTROL, False, False, None, str(exc), exc)
+        if isinstance(exc, MissingPrimaryKey):
+            return ErrorInfo(ErrorCategory.UNSUPPORTED, False, False, None, str(exc), exc)
+        return classify_error(exc, self.engine, self.log.last)
 
     def _batch_writer(self, index: int) -> Callable[[str], None] | None:
         on_batch = self.on_batch

@@ -141,7 +141,7 @@ def test_a_table_without_primary_key_is_a_typed_error(db: Any) -> None:
         db.execute_sql("CREATE TABLE loose (n INTEGER, v INTEGER)")
     with pytest.raises(MigrationError) as caught:
         migrate_db(db, [Migration("fill_loose", lambda m: m.backfill("loose", "v", 1), atomic=False)])
-    assert isinstance(caught.value.orig, MissingPrimaryKey)
+    assert isinstance(caught.value.orig, MissingPrimaryKey) and caught.value.category == "unsupported"
     assert "add one first" in str(caught.value)
 
 
@@ -151,6 +151,7 @@ def test_an_atomic_migration_refuses_backfill(db: Any) -> None:
     with pytest.raises(MigrationError) as caught:
         migrate_db(db, [Migration("bump_atomic", lambda m: m.backfill("item", "counter", SQL("counter + 1")))])
     assert isinstance(caught.value.orig, MigrationDeclarationError)
+    assert caught.value.category == "transaction_control"
     assert "atomic=False" in str(caught.value)
     assert scalar(db, "SELECT MAX(counter) FROM item") == 0
 
@@ -172,12 +173,13 @@ def test_direct_migrator_use_in_a_transaction_is_refused(db_url: str) -> None:
     try:
         with database.connection_context():
             fill_counter_table(database, "item", 10)
-        from api.db.migrate.migrator import Migrator, make_schema_migrator
+        from api.db.migrate.migrator import Migrator, OperationFailed, make_schema_migrator
 
         m = Migrator(database, make_schema_migrator(database), migration="direct")
         with database.connection_context(), database.atomic():
-            with pytest.raises(MigrationDeclarationError):
+            with pytest.raises(OperationFailed) as refused:
                 m.backfill("item", "counter", SQL("counter + 1"))
+            assert isinstance(refused.value.info.orig, MigrationDeclarationError)
         with database.connection_context():
             stats = m.backfill("item", "counter", SQL("counter + 1"), batch_size=3)
         assert stats is not None and stats.rows == 10 and stats.batches == 4
