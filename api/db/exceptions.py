@@ -113,6 +113,14 @@ class SchemaConflict(ApiDbError):
         self.statement = statement
 
 
+class MissingPrimaryKey(ConfigurationError):
+    """``m.backfill`` needs a single-column primary key to walk a table in ranges; ``table`` has none."""
+
+    def __init__(self, message: str, *, table: str) -> None:
+        super().__init__(message)
+        self.table = table
+
+
 class MigrationDeclarationError(ConfigurationError):
     """The list of migrations is invalid (empty or duplicate name, not callable...); nothing was run."""
 

@@ -20,8 +20,15 @@ from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.engines import engine_for
 from api.db.error_handler import ErrorCategory, ErrorInfo, already_applied, classify_error
-from api.db.exceptions import SchemaConflict, UnsupportedCapability
+from api.db.exceptions import (
+    MigrationDeclarationError,
+    MigrationLockLost,
+    MissingPrimaryKey,
+    SchemaConflict,
+    UnsupportedCapability,
+)
 from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
+from api.db.migrate.backfill import Backfill, BackfillSpec, BackfillStats, Throttle
 from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
@@ -231,6 +238,10 @@ class Migrator:
         migration: str = "",
         resume_after: int = 0,
         on_progress: Callable[[list[str]], None] | None = None,
+        atomic: bool = False,
+        resume_key: str | None = None,
+        on_batch: Callable[[int, str], None] | None = None,
+        planning: bool = False,
     ) -> None:
         self._db = db
         self.schema_migrator = schema_migrator
@@ -243,6 +254,14 @@ class Migrator:
         self.already = 0  # operations found done (adoption, resumption)
         self.skipped_tables: list[str] = []  # tables create_tables found existing and left alone
         self.log = StatementLog()
+        self.atomic = atomic  # the migration's declaration: a backfill refuses an atomic one
+        self.resume_key = resume_key  # JSON of the last key an interrupted backfill committed
+        self.on_batch = on_batch  # (operations completed, key): a backfill batch's fenced progress write
+        self.planning = planning  # a preview: a backfill shows its first batch only
+        self.backfills: list[tuple[str, str, int, int]] = []  # planned (table, column, rows, batch_size)
+        # Transactions open when the run began are the runner's (SQLite's lock is one for the whole run);
+        # a backfill refuses only those the migration itself opened.
+        self.base_depth = db.transaction_depth()
 
     @property
     def db(self) -> peewee.Database:
@@ -298,6 +317,66 @@ class Migrator:
             self._run("create_tables", shown, create, targets)
         else:
             self._run("create_tables", shown, lambda: None, targets, adopted=True)
+
+    def backfill(
+        self,
+        table: str,
+        column: str,
+        value_or_expression: Any,
+        where: Any = None,
+        batch_size: int = 10_000,
+        pause: float = 0.0,
+        *,
+        throttle: Throttle | None = None,
+    ) -> BackfillStats | None:
+        """Set ``column`` on the rows of ``table`` (matching ``where``) in primary-key ranges, batch by batch.
+
+        Each batch commits on its own with its progress; an interrupted backfill resumes after its last
+        batch. The migration must be declared ``atomic=False``. ``throttle``: called between batches,
+        returns seconds to wait (replica lag); ``pause``: seconds between batches. Returns what it did.
+        """
+        spec = BackfillSpec(table, column, value_or_expression, where, batch_size, pause, throttle)
+        description = describe_operation("backfill", (table, column))
+        index = len(self.completed)
+        if index < self.resume_after:
+            logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
+            self.completed.append(description)
+            self.already += 1
+            return None
+        try:
+            stats = self._backfill(spec, index)
+        except MigrationLockLost:
+            raise
+        except Exception as exc:  # classified: the typed refusals keep their own category
+            raise OperationFailed(description, self._backfill_error(exc), self.log.last) from exc
+        self.completed.append(description)
+        self.executed += 1
+        self._progress()
+        return stats
+
+    def _backfill(self, spec: BackfillSpec, index: int) -> BackfillStats | None:
+        if not self.planning:
+            Backfill.check_declaration(self.migration, self.atomic, self._db.transaction_depth() > self.base_depth)
+        with self.log.capture(self._db):
+            job = Backfill(self._db, self.schema_migrator, spec, self.migration, self._batch_writer(index))
+            if self.planning:
+                self.backfills.append((spec.table, spec.column, job.plan(), spec.batch_size))
+                return None
+            return job.run(self.resume_key if index == self.resume_after else None)
+
+    def _backfill_error(self, exc: BaseException) -> ErrorInfo:
+        """A backfill's failure as data: a declaration or key refusal, else the engine's classification."""
+        if isinstance(exc, MigrationDeclarationError):
+            return ErrorInfo(ErrorCategory.TRANSACTION_CONTROL, False, False, None, str(exc), exc)
+        if isinstance(exc, MissingPrimaryKey):
+            return ErrorInfo(ErrorCategory.UNSUPPORTED, False, False, None, str(exc), exc)
+        return classify_error(exc, self.engine, self.log.last)
+
+    def _batch_writer(self, index: int) -> Callable[[str], None] | None:
+        on_batch = self.on_batch
+        if on_batch is None:
+            return None
+        return lambda key: on_batch(index, key)
 
     def run_operation(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation) -> None:
         """Run ``operation`` now, through the schema migrator, with the already-applied rules."""

@@ -252,6 +252,15 @@ def _resume_point(row: HistoryRow | None, migration: Migration) -> int:
     return int(row.completed_operations)
 
 
+def _resume_key(row: HistoryRow | None, migration: Migration) -> str | None:
+    """The last key an interrupted backfill of ``migration`` committed (None: start it from the beginning)."""
+    if row is None or row.status not in (RUNNING, FAILED) or row.progress_key is None:
+        return None
+    if row.checksum and row.checksum != migration.checksum:
+        return None  # changed since: _resume_point replays everything
+    return row.progress_key
+
+
 def _discard_connection(db: peewee.Database, engine: str) -> None:
     """Drop this thread's lost connection, never back into a pool; the next query opens a fresh one."""
     close = getattr(db, "manual_close", None) or db.close
@@ -289,13 +298,18 @@ class _Run:
             owner=self.lock.owner, fence=self.lock.fence,
         )  # fmt: skip
 
-    def migrator(self, migration: Migration, resume_after: int, progress: bool) -> Migrator:
+    def migrator(
+        self, migration: Migration, resume_after: int, progress: bool, resume_key: str | None = None
+    ) -> Migrator:
         """The ``m`` of ``migration``; with ``progress``, each operation's completion is recorded."""
-        on_progress = None
+        on_progress = on_batch = None
         if progress:
 
             def on_progress(completed: list[str]) -> None:
                 self.tracker.update_progress(migration.name, len(completed), fence=self.lock.fence)
+
+            def on_batch(completed: int, key: str) -> None:  # inside the batch's transaction
+                self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence)
 
         return Migrator(
             self.db,
@@ -303,6 +317,9 @@ class _Run:
             migration=migration.name,
             resume_after=resume_after,
             on_progress=on_progress,
+            atomic=migration.atomic,
+            resume_key=resume_key,
+            on_batch=on_batch,
         )
 
     def call_guarded(self, migration: Migration, m: Migrator, *, in_transaction: bool) -> None:
@@ -322,13 +339,15 @@ class _Run:
         if caught is not None:  # the function caught the refusal and went on: still refused
             raise OperationFailed("transaction control", caught.info(), caught.statement) from caught
 
-    def apply(self, migration: Migration, resume_after: int = 0, progress: bool = False) -> MigrationOutcome:
+    def apply(
+        self, migration: Migration, resume_after: int = 0, progress: bool = False, resume_key: str | None = None
+    ) -> MigrationOutcome:
         """Run one migration's function; return its outcome or raise OperationFailed.
 
         In a transaction (not ``progress``) the whole function runs in a savepoint, so that a
         capability skip rolls back what it did; outside one, what completed stays applied.
         """
-        m = self.migrator(migration, resume_after, progress)
+        m = self.migrator(migration, resume_after, progress, resume_key)
         in_transaction = not progress and self.db.in_transaction()
         started = time.perf_counter()
         try:
@@ -480,7 +499,8 @@ class _Run:
             )  # fmt: skip
         self.write(migration, RUNNING, None, None, resume_after)
         try:
-            outcome = self.apply(migration, resume_after=resume_after, progress=True)
+            outcome = self.apply(migration, resume_after=resume_after, progress=True,
+                                 resume_key=_resume_key(row, migration))  # fmt: skip
         except OperationFailed as failure:
             raise self.fail(migration, failure, rolled_back=False) from failure.info.orig
         self.record(migration, outcome)

@@ -51,7 +51,7 @@ def installed_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
-PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at")
+PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at", "progress_key")
 
 
 def _lock_lost(name: str) -> MigrationLockLost:
@@ -80,6 +80,7 @@ class HistoryRow:
     completed_operations: int | None = None  # operations in effect (the resume point of running/failed)
     owner: str | None = None  # the lock holder that wrote the row (lease token or session:<id>)
     progress_at: datetime.datetime | None = None  # when that holder last made progress
+    progress_key: str | None = None  # JSON of the last primary key a running backfill finished (its resume point)
 
     @property
     def is_applied(self) -> bool:
@@ -98,6 +99,7 @@ class HistoryRow:
             "completed_operations": self.completed_operations,
             "owner": self.owner,
             "progress_at": self.progress_at.isoformat(sep=" ") if self.progress_at else None,
+            "progress_key": self.progress_key,
         }
 
 
@@ -116,6 +118,7 @@ def _models(database: peewee.Database) -> tuple[Any, Any]:
         completed_operations = peewee.IntegerField(null=True)
         owner = peewee.CharField(max_length=OWNER_MAX_LENGTH, null=True)
         progress_at = peewee.DateTimeField(null=True)
+        progress_key = peewee.TextField(null=True)  # a backfill's last key done, JSON
 
         class Meta:
             table_name = HISTORY_TABLE
@@ -229,6 +232,7 @@ class MigrationTracker:
                     r.completed_operations,
                     r.owner,
                     r.progress_at,
+                    r.progress_key,
                 )
                 for r in query
             ]
@@ -305,6 +309,8 @@ class MigrationTracker:
         }
         if checksum is not None:
             values[H.checksum] = checksum
+        if status in APPLIED:
+            values[H.progress_key] = None  # nothing left to resume
         if self._update(name, values, fence):
             return
         if fence is None:
@@ -316,10 +322,16 @@ class MigrationTracker:
         if not H.insert_from(row.where(fence), fields).as_rowcount().execute():
             raise _lock_lost(name)
 
-    def update_progress(self, name: str, completed: int, *, fence: peewee.Expression | None = None) -> None:
-        """Record that ``completed`` operations of ``name`` are in effect (one UPDATE; the resume point)."""
+    def update_progress(
+        self, name: str, completed: int, *, key: str | None = None, fence: peewee.Expression | None = None
+    ) -> None:
+        """Record that ``completed`` operations of ``name`` are in effect (one UPDATE; the resume point).
+
+        ``key``: within the next operation (a backfill), the last primary key done, as JSON; None clears it.
+        """
         H = self.History
-        if not self._update(name, {H.completed_operations: completed, H.progress_at: _utcnow()}, fence):
+        values = {H.completed_operations: completed, H.progress_at: _utcnow(), H.progress_key: key}
+        if not self._update(name, values, fence):
             if fence is not None:
                 raise _lock_lost(name)
             logger.warning("no history row for %s to record its progress in", name)

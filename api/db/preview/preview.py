@@ -56,6 +56,7 @@ NOT_ATOMIC = "not_atomic"
 BLOCKS_LARGE_TABLE = "blocks_large_table"
 BREAKS_PREVIOUS_RELEASE = "breaks_previous_release"
 INCOMPLETE = "incomplete"
+BACKFILL = "backfill"
 UNANALYSED = "unanalysed"
 MISSING_TABLE = "missing_table"
 
@@ -169,6 +170,7 @@ def _run_one(
     migration: Migration,
     row: HistoryRow | None,
     capture: StatementCapture,
+    backfills: list[tuple[str, tuple[str, str, int, int]]] | None = None,
 ) -> str | None:
     """Run ``migration`` under ``capture``; None, or why it could not be previewed to its end."""
     capture.migration = migration.name
@@ -179,6 +181,8 @@ def _run_one(
         migration=migration.name,
         # Like a real run: a failed non-transactional migration resumes after its completed operations.
         resume_after=0 if transactional else _resume_point(row, migration),
+        atomic=migration.atomic,
+        planning=True,  # a backfill shows its first batch and is reported below
     )
     before = len(capture.statements)
     db.execute_sql(f"SAVEPOINT {_SAVEPOINT}")
@@ -196,6 +200,8 @@ def _run_one(
                     len(capture.statements) - before, info.category.value, info.message)
         return f"{type(exc).__name__}: {redact_text(str(exc))}"
     db.execute_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
+    if backfills is not None:
+        backfills.extend((migration.name, planned) for planned in m.backfills)
     return None
 
 
@@ -246,14 +252,15 @@ def preview_migration(
             return preview
         capture = StatementCapture(db)
         failures: dict[str, str] = {}
+        backfills: list[tuple[str, tuple[str, str, int, int]]] = []
         with _read_only_transaction(db, engine), capture.active():
             for migration, row in pending_rows:
-                failure = _run_one(db, engine, migration, row, capture)
+                failure = _run_one(db, engine, migration, row, capture, backfills)
                 if failure is not None:
                     failures[migration.name] = failure
         effects = _plan(engine, preview, info, capture.statements)
         preview.warnings.extend(_warn(_Review(engine, info, effects, preview.statements, pending, failures,
-                                              large_table_rows, large_table_bytes)))
+                                              large_table_rows, large_table_bytes, backfills)))
     for warning in preview.warnings:  # returned to the caller, who decides how loud they are
         logger.info("preview: %s", warning)
     return preview
@@ -331,6 +338,7 @@ class _Review:
     failures: dict[str, str]
     large_rows: int
     large_bytes: int
+    backfills: list[tuple[str, tuple[str, str, int, int]]] = field(default_factory=list)  # (migration, plan)
 
     def is_large(self, planned: PlannedStatement) -> bool:
         return planned.table_rows is not None and (
@@ -390,6 +398,22 @@ def _not_atomic_warning(migration: str, count: int) -> PreviewWarning:
         "Keep one DDL statement per migration where you can",
         migration,
     )
+
+
+def _backfills(review: _Review) -> list[PreviewWarning]:
+    """Each ``m.backfill``: its batches commit one by one, outside any transaction."""
+    warnings: list[PreviewWarning] = []
+    for migration, (table, column, rows, batch_size) in review.backfills:
+        batches = -(-rows // batch_size)
+        warnings.append(PreviewWarning(
+            BACKFILL,
+            f"backfill of {table}.{column}: {rows} row(s) in {batches} batch(es) of {batch_size} (the first "
+            "shown), each committed on its own: this step is not atomic, the migration is non-transactional "
+            "(atomic=False); a failure leaves the batches done applied and the next boot resumes after the "
+            "last one. Release N must already write the column for new rows",
+            migration,
+        ))  # fmt: skip
+    return warnings
 
 
 def _per_statement(review: _Review) -> list[PreviewWarning]:
@@ -496,7 +520,7 @@ def _incomplete(review: _Review) -> list[PreviewWarning]:
 
 # The checks, in the order their warnings are reported.
 _CHECKS: tuple[Callable[[_Review], list[PreviewWarning]], ...] = (
-    _missing_extensions, _not_atomic, _per_statement, _unanalysed, _incomplete,
+    _missing_extensions, _not_atomic, _backfills, _per_statement, _unanalysed, _incomplete,
 )
 
 

@@ -102,6 +102,7 @@ class DDLStep:
     table: str | None = None
     outside_transaction: bool = False  # PostgreSQL CONCURRENTLY: refuses to run in a transaction
     before_attempt: Callable[[], None] | None = field(default=None, repr=False)
+    quiet: bool = False  # logged at DEBUG, not INFO (one batch of a backfill among hundreds)
 
     @property
     def shown(self) -> str:
@@ -213,7 +214,8 @@ class LockSafeMixin(SchemaMigrator):
                 step.before_attempt()
             started = time.monotonic()
             if attempt == 1:
-                logger.info("DDL (lock wait <= %.1f s): %s", self.settings.lock_timeout, step.shown)
+                logger.log(logging.DEBUG if step.quiet else logging.INFO, "DDL (lock wait <= %.1f s): %s",
+                           self.settings.lock_timeout, step.shown)
             else:
                 logger.info("DDL attempt %d of %d: %s", attempt, attempts, step.shown)
             try:
