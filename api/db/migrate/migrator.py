@@ -22,6 +22,7 @@ from api.db.engines import engine_for
 from api.db.error_handler import ErrorCategory, ErrorInfo, already_applied, classify_error
 from api.db.exceptions import SchemaConflict, UnsupportedCapability
 from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
+from api.db.migrate.inverse import Entry, InverseRecorder
 from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
@@ -231,6 +232,7 @@ class Migrator:
         migration: str = "",
         resume_after: int = 0,
         on_progress: Callable[[list[str]], None] | None = None,
+        inverse_seed: Sequence[Entry] | None = None,
     ) -> None:
         self._db = db
         self.schema_migrator = schema_migrator
@@ -243,6 +245,7 @@ class Migrator:
         self.already = 0  # operations found done (adoption, resumption)
         self.skipped_tables: list[str] = []  # tables create_tables found existing and left alone
         self.log = StatementLog()
+        self.inverse = InverseRecorder(inverse_seed)  # the way back, one entry per operation
 
     @property
     def db(self) -> peewee.Database:
@@ -314,6 +317,7 @@ class Migrator:
     ) -> None:
         description = describe_operation(name, args, kwargs)
         index = len(self.completed)
+        self.inverse.before(self._db, self.schema_migrator, index, (name, args, kwargs or {}), description)
         if index < self.resume_after:
             logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
             self.completed.append(description)

@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import json
 import logging
 import os
 import socket
@@ -40,8 +41,10 @@ SUCCESS = "success"
 SKIPPED = "skipped"
 FAILED = "failed"
 RUNNING = "running"
-STATUSES = (RUNNING, SUCCESS, FAILED, SKIPPED)
-APPLIED = frozenset({SUCCESS, SKIPPED})
+ROLLED_BACK = "rolled_back"  # undone by rollback_db: pending again, its history kept
+ROLLING_BACK = "rolling_back"  # a rollback in progress (MySQL/MariaDB): still applied until it completes
+STATUSES = (RUNNING, SUCCESS, FAILED, SKIPPED, ROLLED_BACK, ROLLING_BACK)
+APPLIED = frozenset({SUCCESS, SKIPPED, ROLLING_BACK})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +54,7 @@ def installed_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
-PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at")
+PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at", "inverse_plan")
 
 
 def _lock_lost(name: str) -> MigrationLockLost:
@@ -80,6 +83,12 @@ class HistoryRow:
     completed_operations: int | None = None  # operations in effect (the resume point of running/failed)
     owner: str | None = None  # the lock holder that wrote the row (lease token or session:<id>)
     progress_at: datetime.datetime | None = None  # when that holder last made progress
+    inverse_plan: str | None = None  # JSON: the inverse of each operation, recorded as it ran
+
+    @property
+    def inverse(self) -> list[dict[str, Any]] | None:
+        """The recorded inverse plan (one entry per operation), None when none was recorded."""
+        return None if not self.inverse_plan else list(json.loads(self.inverse_plan))
 
     @property
     def is_applied(self) -> bool:
@@ -98,6 +107,7 @@ class HistoryRow:
             "completed_operations": self.completed_operations,
             "owner": self.owner,
             "progress_at": self.progress_at.isoformat(sep=" ") if self.progress_at else None,
+            "inverse_plan": self.inverse,
         }
 
 
@@ -116,6 +126,7 @@ def _models(database: peewee.Database) -> tuple[Any, Any]:
         completed_operations = peewee.IntegerField(null=True)
         owner = peewee.CharField(max_length=OWNER_MAX_LENGTH, null=True)
         progress_at = peewee.DateTimeField(null=True)
+        inverse_plan = peewee.TextField(null=True)  # JSON list, one inverse per operation
 
         class Meta:
             table_name = HISTORY_TABLE
@@ -229,6 +240,7 @@ class MigrationTracker:
                     r.completed_operations,
                     r.owner,
                     r.progress_at,
+                    r.inverse_plan,
                 )
                 for r in query
             ]
@@ -281,12 +293,13 @@ class MigrationTracker:
         completed: int | None = None,
         owner: str | None = None,
         fence: peewee.Expression | None = None,
+        inverse: str | None = None,
     ) -> None:
         """Insert or replace the row of ``name`` (one row per migration, the latest outcome).
 
         ``completed``: operations in effect; ``owner``: the lock holder writing; ``fence``: a condition
         the write needs (the lock still ours): when it does not hold, nothing is written and
-        :class:`MigrationLockLost` is raised.
+        :class:`MigrationLockLost` is raised. ``inverse``: the JSON inverse plan (kept when None).
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
@@ -305,6 +318,8 @@ class MigrationTracker:
         }
         if checksum is not None:
             values[H.checksum] = checksum
+        if inverse is not None:
+            values[H.inverse_plan] = inverse
         if self._update(name, values, fence):
             return
         if fence is None:
@@ -316,10 +331,15 @@ class MigrationTracker:
         if not H.insert_from(row.where(fence), fields).as_rowcount().execute():
             raise _lock_lost(name)
 
-    def update_progress(self, name: str, completed: int, *, fence: peewee.Expression | None = None) -> None:
+    def update_progress(
+        self, name: str, completed: int, *, fence: peewee.Expression | None = None, inverse: str | None = None
+    ) -> None:
         """Record that ``completed`` operations of ``name`` are in effect (one UPDATE; the resume point)."""
         H = self.History
-        if not self._update(name, {H.completed_operations: completed, H.progress_at: _utcnow()}, fence):
+        values: dict[Any, Any] = {H.completed_operations: completed, H.progress_at: _utcnow()}
+        if inverse is not None:
+            values[H.inverse_plan] = inverse
+        if not self._update(name, values, fence):
             if fence is not None:
                 raise _lock_lost(name)
             logger.warning("no history row for %s to record its progress in", name)
