@@ -12,6 +12,7 @@ from api.db.exceptions import (
     ApiDbError,
     ConfigurationError,
     DDLLockTimeout,
+    IrreversibleMigration,
     MigrationError,
     MigrationLockTimeout,
     PoolTimeout,
@@ -22,6 +23,7 @@ from api.db.health.preflight import get_extended_diagnostics
 from api.db.health.wsgi import health_app
 from api.db.migrate.alter import alter_db_add_column
 from api.db.migrate.declarations import Migration
+from api.db.migrate.rollback import rollback_db
 from api.db.migrate.runner import MigrationReport, migrate_db
 from api.db.migrate.status import migration_status
 from api.db.migrate.tracker import MigrationTracker
@@ -42,6 +44,7 @@ __all__ = [
     "DataBaseModel",
     "DatabaseCompat",
     "ErrorCategory",
+    "IrreversibleMigration",
     "Migration",
     "MigrationError",
     "MigrationLockTimeout",
@@ -61,6 +64,7 @@ __all__ = [
     "migration_status",
     "preview_migration",
     "register_secret",
+    "rollback_db",
     "server_info",
     "start_health_monitoring",
     "validate_field_for_db",

@@ -142,3 +142,16 @@ def test_rollback_and_migrate_from_two_processes_are_serialized(db: Any, db_url:
         assert reports[1]["applied"] == NAMES[4:] and set(state.values()) == {"success"}
     else:  # the migrate went first (nothing pending), then the rollback
         assert [state[n] for n in NAMES[4:]] == ["rolled_back"] * 2
+
+
+def test_a_rollback_preview_changes_nothing(db: Any) -> None:
+    from api.db import preview_migration
+
+    migrate_db(db, MIGRATIONS)
+    before, history = schema(db), statuses(db)
+    preview = preview_migration(db, MIGRATIONS, rollback_to="create_book")
+    assert preview.pending == NAMES[:1:-1]
+    text = " ".join(preview.sql_statements).upper()
+    assert "DROP" in text and "TAG" in text
+    assert any(w.code == "data_loss" and w.migration == "age_and_index" for w in preview.warnings)
+    assert schema(db) == before and statuses(db) == history
