@@ -24,11 +24,12 @@ from api.db.health.wsgi import health_app
 from api.db.migrate.aio import migrate_db_async
 from api.db.migrate.alter import alter_db_add_column
 from api.db.migrate.declarations import Migration
+from api.db.migrate.rollback import rollback_db
 from api.db.migrate.runner import migrate_db
 from api.db.migrate.status import migration_status
 from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.connect import connect
-from api.db.pool.diagnostics import PoolDiagnostics, start_health_monitoring
+from api.db.pool.diagnostics import PoolDiagnostics
 from api.db.preview.preview import preview_migration
 from api.db.redact import install_log_filter, register_secret
 from api.db.schema.fields import DataBaseModel, validate_field_for_db
@@ -64,8 +65,8 @@ __all__ = [
     "migration_status",
     "preview_migration",
     "register_secret",
+    "rollback_db",
     "server_info",
-    "start_health_monitoring",
     "validate_field_for_db",
     "verify_schema",
 ]

@@ -158,6 +158,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
             lock_timeout=args.lock_timeout,
             atomic=args.atomic,
             on_unknown=args.on_unknown,
+            target=args.to,
         )
     rows = [(o.name, o.status, _ms(o.duration_ms), o.reason or "") for o in report.outcomes]
     text = report.summary()
@@ -168,7 +169,7 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    """Print each migration's state; with --check, exit 1 when any is pending, running or failed."""
+    """Print each migration's state; with --check, exit 1 when any is pending, running, failed or changed."""
     from api.db.migrate.status import migration_status
 
     migrations = load_migrations(args.migrations)
@@ -185,7 +186,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         for line in lines
     ]
     _emit(args, [line.to_dict() for line in lines], format_table(("name", "status", "applied_at", "duration", "drift"), rows))
-    if args.check and any(line.declared and line.status not in ("success", "skipped") for line in lines):
+    if args.check and any(line.declared and (line.status not in ("success", "skipped") or line.drift)
+                          for line in lines):  # fmt: skip
         return 1
     return 0
 
@@ -236,9 +238,15 @@ def cmd_validate(args: argparse.Namespace) -> int:
 
 
 def cmd_repair(args: argparse.Namespace) -> int:
-    """Mark a failed or running migration applied, or clear it so the next boot runs it again."""
-    from api.db.migrate.status import repair_migration
+    """Mark a failed or running migration applied, clear it, or accept an applied one's new checksum."""
+    from api.db.migrate.status import accept_checksum, repair_migration
 
+    if args.accept_checksum:
+        with opened(args) as database:
+            old, new = accept_checksum(database, load_migrations(args.migrations), args.name)
+        _emit(args, {"name": args.name, "was": old, "checksum": new},
+              f"{args.name}: checksum {old[:12] or '-'} replaced by {new[:12]}; it is no longer reported as changed")
+        return 0
     action = "clear" if args.clear else "mark-applied"
     with opened(args) as database:
         before = repair_migration(database, args.name, action)
@@ -248,6 +256,46 @@ def cmd_repair(args: argparse.Namespace) -> int:
         {"name": args.name, "was": before.status, "action": action},
         f"{args.name}: was {before.status}; {outcome}",
     )
+    return 0
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Undo applied migrations after --to NAME, or the last --steps N; --dry-run prints the plan only."""
+    from api.db.migrate.rollback import plan_rollback, rollback_db
+
+    migrations = load_migrations(args.migrations)
+    with opened(args) as database:
+        if args.dry_run:
+            steps = plan_rollback(database, migrations, to=args.to, steps=args.steps)
+            rows = [(s.name, "recorded inverse" if s.derived else "declared down") for s in steps]
+            text = (format_table(("would roll back", "how"), rows) if rows else "nothing to roll back")
+            _emit(args, {"plan": [s.name for s in steps]}, text + "\n(dry run: nothing changed)")
+            return 0
+        report = rollback_db(database, migrations, to=args.to, steps=args.steps, lock_timeout=args.lock_timeout)
+    _emit(args, report.to_dict(), report.summary())
+    return 0
+
+
+def cmd_sql(args: argparse.Namespace) -> int:
+    """Print the SQL of one migration (or, with --down, of its rollback), captured; nothing changes."""
+    from api.db.preview.preview import migration_sql
+
+    migrations = load_migrations(args.migrations)
+    with opened(args) as database:
+        statements = migration_sql(database, migrations, args.name, down=args.down)
+    _emit(args, {"name": args.name, "down": args.down, "statements": statements},
+          "\n".join(s.rstrip().rstrip(";") + ";" for s in statements) or "-- no statement")
+    return 0
+
+
+def cmd_mark_applied(args: argparse.Namespace) -> int:
+    """Record a pending migration as applied without running it, with the reason."""
+    from api.db.migrate.status import mark_applied
+
+    migrations = load_migrations(args.migrations)
+    with opened(args) as database:
+        mark_applied(database, migrations, args.name, args.reason)
+    _emit(args, {"name": args.name, "reason": args.reason}, f"{args.name}: recorded as applied, not run ({args.reason})")
     return 0
 
 
@@ -485,8 +533,36 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)"),
             arg("--atomic", choices=("all", "each"), default="all", help="one transaction, or one each"),
             arg("--on-unknown", choices=("warn", "error"), default="warn", help="undeclared history rows"),
+            arg("--to", metavar="NAME", default=None, help="apply up to and including NAME"),
         ),
         cmd_migrate,
+    ),
+    Subcommand(
+        "rollback",
+        "undo applied migrations, newest first (locked; atomic where the engine allows)",
+        (
+            Exclusive((
+                arg("--to", metavar="NAME", default=None, help="undo everything applied after NAME"),
+                arg("--steps", metavar="N", type=int, default=None, help="undo the last N applied"),
+            )),
+            arg("--dry-run", action="store_true", help="print the plan; change nothing"),
+            arg("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)"),
+        ),
+        cmd_rollback,
+    ),
+    Subcommand(
+        "sql",
+        "the SQL of one migration, captured without changing anything",
+        (arg("name", help="the migration's name"),
+         arg("--down", action="store_true", help="the SQL of its rollback instead")),
+        cmd_sql,
+    ),
+    Subcommand(
+        "mark-applied",
+        "record a pending migration as applied without running it",
+        (arg("name", help="the migration's name"),
+         arg("--reason", default="marked by hand", help="why (stored in the history)")),
+        cmd_mark_applied,
     ),
     Subcommand(
         "status",
@@ -506,6 +582,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                 arg("--mark-applied", action="store_true",
                     help="record it success (you completed it by hand)"),
                 arg("--clear", action="store_true", help="delete its row; the next boot runs it again"),
+                arg("--accept-checksum", action="store_true",
+                    help="record the current checksum of an edited, applied migration"),
             )),
         ),
         cmd_repair,

@@ -190,3 +190,11 @@ class ReadOnlyDatabase(ApiDbError, PermissionError):
 
 class MigrationLockLost(ApiDbError, RuntimeError):
     """The migration lock is no longer ours (session ended, lease expired): nothing more is written."""
+
+
+class IrreversibleMigration(MigrationError):
+    """A rollback would pass through a migration without a safe inverse; nothing was changed."""
+
+    def __init__(self, message: str, *, migration: str, operation: str) -> None:
+        super().__init__(message, migration=migration, category="irreversible")
+        self.operation = operation

@@ -326,6 +326,20 @@ class Engine:
         """peewee's type key -> this engine's column type, from peewee's own tables."""
         return {**PEEWEE_BASE_TYPES, **cls.database_class.field_types}
 
+    def column_type_sql(self, table: str, column: str) -> str | None:
+        """The column's full type as DDL would spell it (``varchar(20)``), read from the catalog; None: no column."""
+        for meta in self.database.get_columns(table):
+            if meta.name == column:
+                return str(meta.data_type)
+        return None
+
+    def column_default_sql(self, table: str, column: str) -> str | None:
+        """The column's default as an SQL expression (``'x'::character varying``), from the catalog; None: none."""
+        for meta in self.database.get_columns(table):
+            if meta.name == column:
+                return None if meta.default is None else str(meta.default)
+        return None
+
     def backslash_escapes(self) -> bool:
         """Whether the session reads \\ as an escape inside string literals."""
         return self.literal_backslash_escapes

@@ -356,6 +356,31 @@ class MySQLEngine(Engine):
     }
     catalog_objects["procedure"] = catalog_objects["function"]
 
+    def column_type_sql(self, table: str, column: str) -> str | None:
+        """``COLUMN_TYPE`` of the column: the type with its length and sign (``varchar(20)``)."""
+        row = self.database.execute_sql(
+            "SELECT COLUMN_TYPE FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+            (table, column),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
+    def column_default_sql(self, table: str, column: str) -> str | None:
+        """The default as an expression: MySQL shows literals unquoted (MariaDB quotes them), expressions marked."""
+        row = self.database.execute_sql(
+            "SELECT COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
+            (table, column),
+        ).fetchone()
+        if row is None or row[0] is None or str(row[0]).upper() == "NULL":
+            return None
+        value, extra = str(row[0]), str(row[1] or "")
+        if "DEFAULT_GENERATED" in extra.upper():
+            return f"({value})"
+        if value.startswith("'") or value.endswith(")") or re.fullmatch(r"-?\d+(\.\d+)?", value):
+            return value
+        return "'" + value.replace("\\", "\\\\").replace("'", "''") + "'"
+
     def table_size(self, table: str) -> tuple[int, int] | None:
         row = self.database.execute_sql(
             "SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES "

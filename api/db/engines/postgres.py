@@ -358,6 +358,15 @@ class PostgresEngine(Engine):
             rows = int(row[2]) * PG_ROWS_PER_PAGE_GUESS
         return max(rows, 0), int(row[1])
 
+    def column_type_sql(self, table: str, column: str) -> str | None:
+        """``format_type`` of the column: the type with its length or precision (``character varying(20)``)."""
+        row = self.database.execute_sql(
+            "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
+            "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attname = %s AND NOT a.attisdropped",
+            (table, column),
+        ).fetchone()
+        return None if row is None else str(row[0])
+
     def rewrites_table(self, text: str, table: str) -> bool:
         """False for a type change done in the catalog only (VARCHAR(40) to VARCHAR(200))."""
         change = self.type_change(text)

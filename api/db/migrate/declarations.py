@@ -24,7 +24,7 @@ from api.db.migrate.sqlfile import SQLFileError, read_sql_file
 from api.db.migrate.tracker import NAME_MAX_LENGTH
 
 MigrationFn = Callable[..., Any]
-MigrationLike = Union["Migration", tuple[str, MigrationFn]]
+MigrationLike = Union["Migration", tuple[str, MigrationFn], tuple[str, MigrationFn, MigrationFn]]
 
 # Version 2: names serialized as a JSON array (version 1 joined them with newlines, ambiguous once a
 # name held one). An existing database does not know the new digest: its next boot takes one locked
@@ -48,10 +48,14 @@ class _MigrationFields(NamedTuple):
     description: str = ""
     lock_timeout: float | None = None
     lock_retries: int | None = None
+    down: MigrationFn | None = None  # the way back; None: derived from what ``fn`` did (recorded inverses)
 
 
 class Migration(_MigrationFields):
     """One named schema change. ``fn(m)`` (or ``fn()``) performs it through the migrator ``m``.
+
+    ``down(m)`` undoes it for :func:`~api.db.migrate.rollback.rollback_db`; without it the way back
+    is derived from the inverse of each operation ``fn`` ran, recorded in the history.
 
     ``atomic=False`` runs it outside any transaction (``CREATE INDEX CONCURRENTLY``).
     ``lock_timeout`` (seconds) and ``lock_retries`` bound how long each of its DDL
@@ -67,13 +71,14 @@ class Migration(_MigrationFields):
         cls,
         name: str,
         fn: MigrationFn,
+        down: MigrationFn | None = None,
         *,
         atomic: bool = True,
         description: str = "",
         lock_timeout: float | None = None,
         lock_retries: int | None = None,
     ) -> Migration:
-        return tuple.__new__(cls, (name, fn, atomic, description, lock_timeout, lock_retries))
+        return tuple.__new__(cls, (name, fn, atomic, description, lock_timeout, lock_retries, down))
 
     @classmethod
     def from_sql_file(
@@ -85,6 +90,7 @@ class Migration(_MigrationFields):
         description: str = "",
         lock_timeout: float | None = None,
         lock_retries: int | None = None,
+        down: MigrationFn | None = None,
     ) -> Migration:
         """A migration that runs the statements of an SQL file, read and split now.
 
@@ -108,6 +114,7 @@ class Migration(_MigrationFields):
             description=description or f"SQL file {Path(path).name}",
             lock_timeout=lock_timeout,
             lock_retries=lock_retries,
+            down=down,
         )
 
     def __repr__(self) -> str:
@@ -241,7 +248,7 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
     """
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         raise MigrationDeclarationError(
-            f"migrations must be a list of Migration(name, fn) or (name, fn) tuples, not {type(migrations).__name__}"
+            f"migrations must be a list of Migration(name, fn) or (name, fn[, down]) tuples, not {type(migrations).__name__}"
         )
     problems: list[str] = []
     planned: list[Migration] = []
@@ -270,8 +277,9 @@ def _as_migration(item: Any) -> Migration | None:
     """``item`` as a Migration record (a ``(name, fn)`` pair gets the defaults); None for anything else."""
     if isinstance(item, Migration):
         return item
-    if isinstance(item, tuple) and len(item) == 2:
-        return tuple.__new__(Migration, (item[0], item[1], True, "", None, None))
+    if isinstance(item, tuple) and len(item) in (2, 3):
+        down = item[2] if len(item) == 3 else None
+        return tuple.__new__(Migration, (item[0], item[1], True, "", None, None, down))
     return None
 
 
@@ -287,6 +295,7 @@ def _plainly_valid(migration: Migration, seen: dict[str, int]) -> bool:
         and name.isprintable()  # else the slow path looks for control characters
         and (atomic is True or atomic is False)
         and _quick_arity_ok(fn)
+        and (migration[6] is None or _quick_arity_ok(migration[6]))
     )
 
 
@@ -315,6 +324,8 @@ def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]
         problems.append(f"{where}: fn must take the migrator m as its only argument (or no argument)")
     if not isinstance(migration.atomic, bool):
         problems.append(f"{where}: atomic must be True or False, got {migration.atomic!r}")
+    if migration.down is not None and not callable(migration.down):
+        problems.append(f"{where}: down must be callable or None, got {type(migration.down).__name__}")
     return problems
 
 

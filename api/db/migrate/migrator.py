@@ -29,6 +29,7 @@ from api.db.exceptions import (
 )
 from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
 from api.db.migrate.backfill import Backfill, BackfillSpec, BackfillStats, Throttle
+from api.db.migrate.inverse import Entry, InverseRecorder
 from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
@@ -242,6 +243,7 @@ class Migrator:
         resume_key: str | None = None,
         on_batch: Callable[[int, str], None] | None = None,
         planning: bool = False,
+        inverse_seed: Sequence[Entry] | None = None,
     ) -> None:
         self._db = db
         self.schema_migrator = schema_migrator
@@ -262,6 +264,7 @@ class Migrator:
         # Transactions open when the run began are the runner's (SQLite's lock is one for the whole run);
         # a backfill refuses only those the migration itself opened.
         self.base_depth = db.transaction_depth()
+        self.inverse = InverseRecorder(inverse_seed)  # the way back, one entry per operation
 
     @property
     def db(self) -> peewee.Database:
@@ -393,6 +396,7 @@ class Migrator:
     ) -> None:
         description = describe_operation(name, args, kwargs)
         index = len(self.completed)
+        self.inverse.before(self._db, self.schema_migrator, index, (name, args, kwargs or {}), description)
         if index < self.resume_after:
             logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
             self.completed.append(description)

@@ -43,6 +43,7 @@ from api.db.engines import engine_for
 from api.db.error_handler import ErrorCategory, classify_error
 from api.db.exceptions import (
     ConfigurationError,
+    MigrationDeclarationError,
     MigrationError,
     MigrationLockLost,
     ReadOnlyDatabase,
@@ -96,6 +97,7 @@ class MigrationOutcome:
     reason: str | None = None
     operations: tuple[str, ...] = ()
     skipped_tables: tuple[str, ...] = ()  # existing tables m.create_tables left alone
+    inverse: str | None = None  # JSON: the recorded inverse of each operation (the way back)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -291,27 +293,30 @@ class _Run:
             migration.fn()
 
     def write(self, migration: Migration, status: str, error: str | None, duration_ms: float | None,
-              completed: int) -> None:  # fmt: skip
+              completed: int, inverse: str | None = None) -> None:  # fmt: skip
         """The history row of ``migration``, with the lock's owner and fence."""
         self.tracker.record_migration(
             migration.name, status, error, duration_ms, checksum=migration.checksum, completed=completed,
-            owner=self.lock.owner, fence=self.lock.fence,
+            owner=self.lock.owner, fence=self.lock.fence, inverse=inverse,
         )  # fmt: skip
 
     def migrator(
-        self, migration: Migration, resume_after: int, progress: bool, resume_key: str | None = None
+        self, migration: Migration, resume_after: int, progress: bool, resume_key: str | None = None,
+        seed: Any = None,
     ) -> Migrator:
         """The ``m`` of ``migration``; with ``progress``, each operation's completion is recorded."""
         on_progress = on_batch = None
         if progress:
 
             def on_progress(completed: list[str]) -> None:
-                self.tracker.update_progress(migration.name, len(completed), fence=self.lock.fence)
+                self.tracker.update_progress(migration.name, len(completed), fence=self.lock.fence,
+                                             inverse=m.inverse.to_json(len(completed)))  # fmt: skip
 
             def on_batch(completed: int, key: str) -> None:  # inside the batch's transaction
-                self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence)
+                self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence,
+                                             inverse=m.inverse.to_json(completed))  # fmt: skip
 
-        return Migrator(
+        m = Migrator(
             self.db,
             make_schema_migrator(self.db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
             migration=migration.name,
@@ -320,7 +325,9 @@ class _Run:
             atomic=migration.atomic,
             resume_key=resume_key,
             on_batch=on_batch,
+            inverse_seed=seed,
         )
+        return m
 
     def call_guarded(self, migration: Migration, m: Migrator, *, in_transaction: bool) -> None:
         """Run the function; inside a transaction, refuse what would end it; classify what it raises."""
@@ -339,15 +346,14 @@ class _Run:
         if caught is not None:  # the function caught the refusal and went on: still refused
             raise OperationFailed("transaction control", caught.info(), caught.statement) from caught
 
-    def apply(
-        self, migration: Migration, resume_after: int = 0, progress: bool = False, resume_key: str | None = None
-    ) -> MigrationOutcome:
+    def apply(self, migration: Migration, resume_after: int = 0, progress: bool = False,
+              resume_key: str | None = None, seed: Any = None) -> MigrationOutcome:  # fmt: skip
         """Run one migration's function; return its outcome or raise OperationFailed.
 
         In a transaction (not ``progress``) the whole function runs in a savepoint, so that a
         capability skip rolls back what it did; outside one, what completed stays applied.
         """
-        m = self.migrator(migration, resume_after, progress, resume_key)
+        m = self.migrator(migration, resume_after, progress, resume_key, seed)
         in_transaction = not progress and self.db.in_transaction()
         started = time.perf_counter()
         try:
@@ -356,7 +362,8 @@ class _Run:
         except UnsupportedCapability as exc:
             duration = (time.perf_counter() - started) * 1000
             logger.info("migration %s skipped in %.1f ms: %s", migration.name, duration, exc)
-            return MigrationOutcome(migration.name, SKIPPED, duration, str(exc), tuple(m.completed))
+            return MigrationOutcome(migration.name, SKIPPED, duration, str(exc), tuple(m.completed),
+                                    inverse=m.inverse.to_json(len(m.completed)))  # fmt: skip
         except OperationFailed as failure:
             failure.completed = tuple(m.completed)  # type: ignore[attr-defined]
             failure.duration_ms = (time.perf_counter() - started) * 1000  # type: ignore[attr-defined]
@@ -374,11 +381,13 @@ class _Run:
             len(m.completed),
         )
         return MigrationOutcome(
-            migration.name, status, duration, reason, tuple(m.completed), tuple(m.skipped_tables)
+            migration.name, status, duration, reason, tuple(m.completed), tuple(m.skipped_tables),
+            m.inverse.to_json(len(m.completed)),
         )
 
     def record(self, migration: Migration, outcome: MigrationOutcome) -> None:
-        self.write(migration, outcome.status, outcome.reason, outcome.duration_ms, len(outcome.operations))
+        self.write(migration, outcome.status, outcome.reason, outcome.duration_ms, len(outcome.operations),
+                   outcome.inverse)  # fmt: skip
         self.report.outcomes.append(outcome)
 
     def fail(self, migration: Migration, failure: OperationFailed, *, rolled_back: bool) -> MigrationError:
@@ -462,7 +471,7 @@ class _Run:
                     self.lock.check()
                     outcome = self.apply(migration)
                     self.write(migration, outcome.status, outcome.reason, outcome.duration_ms,
-                               len(outcome.operations))  # fmt: skip
+                               len(outcome.operations), outcome.inverse)  # fmt: skip
                     done.append(outcome)
         except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # a history write or the COMMIT failed
             assert current is not None
@@ -499,8 +508,9 @@ class _Run:
             )  # fmt: skip
         self.write(migration, RUNNING, None, None, resume_after)
         try:
+            seed = row.inverse if row is not None and resume_after else None
             outcome = self.apply(migration, resume_after=resume_after, progress=True,
-                                 resume_key=_resume_key(row, migration))  # fmt: skip
+                                 resume_key=_resume_key(row, migration), seed=seed)  # fmt: skip
         except OperationFailed as failure:
             raise self.fail(migration, failure, rolled_back=False) from failure.info.orig
         self.record(migration, outcome)
@@ -531,8 +541,12 @@ def migrate_db(
     atomic: str = "all",
     on_unknown: str = "warn",
     verify: Sequence[type[peewee.Model]] | None = None,
+    target: str | None = None,
 ) -> MigrationReport:
     """Apply every pending migration of ``migrations`` to ``db`` exactly once; return what happened.
+
+    ``target``: apply only up to and including the migration of that name (an unknown name is a
+    :class:`MigrationDeclarationError`).
 
     ``lock_timeout``: seconds to wait for another instance's run. ``atomic``: ``"all"``
     (one transaction for all pending migrations, on engines with transactional DDL) or
@@ -556,6 +570,7 @@ def migrate_db(
     tracker = MigrationTracker(db)
     report = MigrationReport(engine=tracker.db_type, declared=len(names))
     digest = migrations_digest(names)
+    last = target_index(names, target)
     try:
         with using_connection(db):
             if tracker.is_up_to_date(digest, len(names)):
@@ -567,7 +582,8 @@ def migrate_db(
                 with migration_lock(db, timeout=lock_timeout) as held:
                     lock: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
                     _migrate_locked(
-                        db, tracker, planned, digest, report, lock=lock, atomic=atomic, on_unknown=on_unknown
+                        db, tracker, planned, digest, report, lock=lock, atomic=atomic, on_unknown=on_unknown,
+                        last=last,
                     )
             if verify is not None:
                 report.schema_differences = verify_models(db, verify)  # each logged by verify_schema
@@ -576,6 +592,18 @@ def migrate_db(
     if report.pending_before:
         logger.info("%s", report.summary())
     return report
+
+
+def target_index(names: Sequence[str], target: str | None) -> int:
+    """The position of ``target`` in ``names`` (the last one when None); unknown: a declaration error."""
+    if target is None:
+        return len(names) - 1
+    if target not in names:
+        raise MigrationDeclarationError(
+            f"target migration {target!r} is not declared; declared: {', '.join(names[-5:]) or 'none'}"
+            f"{' (last five)' if len(names) > 5 else ''}"
+        )
+    return list(names).index(target)
 
 
 def refuse_read_only(db: peewee.Database) -> None:
@@ -601,6 +629,7 @@ def _migrate_locked(
     lock: LockHandle,
     atomic: str,
     on_unknown: str,
+    last: int | None = None,
 ) -> None:
     tracker.init_tracking_table()
     history = tracker.history_by_name()
@@ -608,10 +637,12 @@ def _migrate_locked(
     _check_drift(history, planned, report)
     pending = [m for m in planned if not (m.name in history and history[m.name].status in APPLIED)]
     report.pending_before = [m.name for m in pending]
+    reached = planned[: len(planned) if last is None else last + 1]
+    pending = [m for m in pending if m in reached]
     if pending:
-        logger.info("%d pending migration(s): %s", len(pending), ", ".join(report.pending_before))
+        logger.info("%d pending migration(s): %s", len(pending), ", ".join(m.name for m in pending))
         _apply_pending(_Run(db, tracker, report, lock), pending, history, atomic)
-    if not report.unknown:
+    if not report.unknown and len(pending) == len(report.pending_before):
         tracker.record_digest(digest)
 
 

@@ -21,7 +21,14 @@ from api.db.migrate.declarations import (
 )
 from api.db.migrate.lock import migration_lock
 from api.db.migrate.runner import using_connection
-from api.db.migrate.tracker import FAILED, RUNNING, SUCCESS, HistoryRow, MigrationTracker
+from api.db.migrate.tracker import (
+    FAILED,
+    ROLLED_BACK,
+    RUNNING,
+    SUCCESS,
+    HistoryRow,
+    MigrationTracker,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -148,3 +155,49 @@ def repair_migration(db: peewee.Database, name: str, action: str) -> HistoryRow:
             tracker.forget_digests()
     logger.warning("repair: migration %s was %s, now %s", name, row.status, "cleared" if action == "clear" else SUCCESS)
     return row
+
+
+def _declared(migrations: Iterable[MigrationLike], name: str) -> Any:
+    """The declaration of ``name``; an unknown name is a declaration error."""
+    from api.db.exceptions import MigrationDeclarationError
+
+    found = [m for m in plan_migrations(migrations) if m.name == name]
+    if not found:
+        raise MigrationDeclarationError(f"migration {name!r} is not declared; see `python -m api.db status`")
+    return found[0]
+
+
+def mark_applied(db: peewee.Database, migrations: Iterable[MigrationLike], name: str, reason: str) -> None:
+    """Record the pending migration ``name`` as applied without running it (Alembic's stamp), with ``reason``.
+
+    No inverse is recorded, so a rollback through it needs a declared ``down``.
+    """
+    migration = _declared(migrations, name)
+    tracker = MigrationTracker(db)
+    with using_connection(db), migration_lock(db, timeout=10.0):
+        tracker.init_tracking_table()
+        row = tracker.history_by_name().get(name)
+        if row is not None and row.status not in (ROLLED_BACK,):
+            raise ConfigurationError(
+                f"migration {name!r} is {row.status}; mark-applied only records pending migrations "
+                "(see `repair` for failed or running ones)"
+            )
+        tracker.record_migration(name, SUCCESS, f"marked applied without running: {reason}",
+                                 checksum=migration.checksum, completed=0, inverse="")  # fmt: skip
+        tracker.forget_digests()
+    logger.warning("mark-applied: migration %s recorded as applied without running (%s)", name, reason)
+
+
+def accept_checksum(db: peewee.Database, migrations: Iterable[MigrationLike], name: str) -> tuple[str, str]:
+    """Record the current checksum of the edited, applied migration ``name`` (Flyway's repair); (old, new)."""
+    migration = _declared(migrations, name)
+    tracker = MigrationTracker(db)
+    with using_connection(db), migration_lock(db, timeout=10.0):
+        row = tracker.history_by_name().get(name)
+        if row is None or not row.is_applied:
+            status = "pending" if row is None else row.status
+            raise ConfigurationError(f"migration {name!r} is {status}; --accept-checksum needs an applied migration")
+        H = tracker.History
+        H.update({H.checksum: migration.checksum}).where(H.migration_name == name).execute()
+    logger.warning("repair: migration %s now recorded with checksum %s", name, migration.checksum[:12])
+    return row.checksum or "", migration.checksum

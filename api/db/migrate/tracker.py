@@ -14,6 +14,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import json
 import logging
 import os
 import socket
@@ -40,8 +41,10 @@ SUCCESS = "success"
 SKIPPED = "skipped"
 FAILED = "failed"
 RUNNING = "running"
-STATUSES = (RUNNING, SUCCESS, FAILED, SKIPPED)
-APPLIED = frozenset({SUCCESS, SKIPPED})
+ROLLED_BACK = "rolled_back"  # undone by rollback_db: pending again, its history kept
+ROLLING_BACK = "rolling_back"  # a rollback in progress (MySQL/MariaDB): still applied until it completes
+STATUSES = (RUNNING, SUCCESS, FAILED, SKIPPED, ROLLED_BACK, ROLLING_BACK)
+APPLIED = frozenset({SUCCESS, SKIPPED, ROLLING_BACK})
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -51,7 +54,7 @@ def installed_by() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"[:255]
 
 
-PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at", "progress_key")
+PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at", "progress_key", "inverse_plan")
 
 
 def _lock_lost(name: str) -> MigrationLockLost:
@@ -81,6 +84,12 @@ class HistoryRow:
     owner: str | None = None  # the lock holder that wrote the row (lease token or session:<id>)
     progress_at: datetime.datetime | None = None  # when that holder last made progress
     progress_key: str | None = None  # JSON of the last primary key a running backfill finished (its resume point)
+    inverse_plan: str | None = None  # JSON: the inverse of each operation, recorded as it ran
+
+    @property
+    def inverse(self) -> list[dict[str, Any]] | None:
+        """The recorded inverse plan (one entry per operation), None when none was recorded."""
+        return None if not self.inverse_plan else list(json.loads(self.inverse_plan))
 
     @property
     def is_applied(self) -> bool:
@@ -100,6 +109,7 @@ class HistoryRow:
             "owner": self.owner,
             "progress_at": self.progress_at.isoformat(sep=" ") if self.progress_at else None,
             "progress_key": self.progress_key,
+            "inverse_plan": self.inverse,
         }
 
 
@@ -119,6 +129,7 @@ def _models(database: peewee.Database) -> tuple[Any, Any]:
         owner = peewee.CharField(max_length=OWNER_MAX_LENGTH, null=True)
         progress_at = peewee.DateTimeField(null=True)
         progress_key = peewee.TextField(null=True)  # a backfill's last key done, JSON
+        inverse_plan = peewee.TextField(null=True)  # JSON list, one inverse per operation
 
         class Meta:
             table_name = HISTORY_TABLE
@@ -233,6 +244,7 @@ class MigrationTracker:
                     r.owner,
                     r.progress_at,
                     r.progress_key,
+                    r.inverse_plan,
                 )
                 for r in query
             ]
@@ -285,12 +297,13 @@ class MigrationTracker:
         completed: int | None = None,
         owner: str | None = None,
         fence: peewee.Expression | None = None,
+        inverse: str | None = None,
     ) -> None:
         """Insert or replace the row of ``name`` (one row per migration, the latest outcome).
 
         ``completed``: operations in effect; ``owner``: the lock holder writing; ``fence``: a condition
         the write needs (the lock still ours): when it does not hold, nothing is written and
-        :class:`MigrationLockLost` is raised.
+        :class:`MigrationLockLost` is raised. ``inverse``: the JSON inverse plan (kept when None).
         """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
@@ -311,6 +324,8 @@ class MigrationTracker:
             values[H.checksum] = checksum
         if status in APPLIED:
             values[H.progress_key] = None  # nothing left to resume
+        if inverse is not None:
+            values[H.inverse_plan] = inverse
         if self._update(name, values, fence):
             return
         if fence is None:
@@ -323,14 +338,18 @@ class MigrationTracker:
             raise _lock_lost(name)
 
     def update_progress(
-        self, name: str, completed: int, *, key: str | None = None, fence: peewee.Expression | None = None
+        self, name: str, completed: int, *, key: str | None = None, fence: peewee.Expression | None = None,
+        inverse: str | None = None,
     ) -> None:
         """Record that ``completed`` operations of ``name`` are in effect (one UPDATE; the resume point).
 
         ``key``: within the next operation (a backfill), the last primary key done, as JSON; None clears it.
+        ``inverse``: the inverse plan of the operations done so far, as JSON.
         """
         H = self.History
-        values = {H.completed_operations: completed, H.progress_at: _utcnow(), H.progress_key: key}
+        values: dict[Any, Any] = {H.completed_operations: completed, H.progress_at: _utcnow(), H.progress_key: key}
+        if inverse is not None:
+            values[H.inverse_plan] = inverse
         if not self._update(name, values, fence):
             if fence is not None:
                 raise _lock_lost(name)

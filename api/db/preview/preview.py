@@ -59,6 +59,9 @@ INCOMPLETE = "incomplete"
 BACKFILL = "backfill"
 UNANALYSED = "unanalysed"
 MISSING_TABLE = "missing_table"
+DATA_LOSS = "data_loss"
+_DROP = re.compile(r"^\s*(?:DROP\s+TABLE|ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN\s+)?(?!INDEX|CONSTRAINT|FOREIGN|DEFAULT|NOT|PRIMARY)\S)",
+                   re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -205,6 +208,49 @@ def _run_one(
     return None
 
 
+def _undoing(db: peewee.Database, planned: list[Migration], to: str) -> list[tuple[Migration, HistoryRow | None]]:
+    """The undo of each migration a rollback to ``to`` passes through, newest first, as Migration records."""
+    from api.db.migrate.rollback import rollback_steps
+
+    history = MigrationTracker(db).history_by_name()
+    return [(step.as_migration(), None) for step in rollback_steps(planned, history, to=to, steps=None)]
+
+
+def _data_loss(statements: list[PlannedStatement]) -> list[PreviewWarning]:
+    """Drops in a rollback: the data in those columns and tables is gone for good."""
+    return [
+        PreviewWarning(DATA_LOSS, f"drops data for good (a later migrate adds it back empty): "
+                       f"{redact_text(' '.join(s.sql.split()))[:120]}", s.migration)
+        for s in statements if _DROP.match(strip_statement_settings(s.sql))
+    ]  # fmt: skip
+
+
+def migration_sql(db: peewee.Database, migrations: Iterable[MigrationLike], name: str, *,
+                  down: bool = False) -> list[str]:  # fmt: skip
+    """The SQL of one migration (``down``: of its rollback), captured without changing anything."""
+    from api.db.exceptions import MigrationDeclarationError
+    from api.db.migrate.rollback import down_for
+
+    planned = plan_migrations(migrations)
+    found = [m for m in planned if m.name == name]
+    if not found:
+        raise MigrationDeclarationError(f"migration {name!r} is not declared; see `python -m api.db status`")
+    migration = found[0]
+    engine = engine_for(db)
+    with using_connection(db):
+        if down:
+            row = MigrationTracker(db).history_by_name().get(name)
+            if row is None or not row.is_applied:
+                raise ConfigurationError(f"migration {name!r} is not applied: it has no way back to show")
+            migration = down_for(migration, row).as_migration()
+        capture = StatementCapture(db)
+        with _read_only_transaction(db, engine), capture.active():
+            failure = _run_one(db, engine, migration, None, capture)
+    if failure is not None:
+        logger.info("sql of %s is incomplete: %s", name, failure)
+    return [strip_statement_settings(s.sql) for s in capture.statements]
+
+
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
@@ -225,8 +271,11 @@ def preview_migration(
     *,
     large_table_rows: int = 100_000,
     large_table_bytes: int = 256 * 1024 * 1024,
+    rollback_to: str | None = None,
 ) -> MigrationPreview:
     """What ``migrate_db(db, migrations)`` would do now: statements, locks, duration, warnings.
+
+    ``rollback_to``: preview ``rollback_db(db, migrations, to=rollback_to)`` instead (newest first).
 
     Only pending migrations are previewed. Nothing in the database changes: writes are
     captured, reads run inside a transaction that is rolled back. A table counts as large
@@ -245,7 +294,7 @@ def preview_migration(
         raise ConfigurationError("preview_migration cannot run inside a transaction: call it outside db.atomic()")
     with using_connection(db):
         info = server_info(db)
-        pending_rows = _pending(db, planned)
+        pending_rows = _pending(db, planned) if rollback_to is None else _undoing(db, planned, rollback_to)
         pending = [migration for migration, _ in pending_rows]
         preview = MigrationPreview(engine.name, info.flavour, info.version_string, [m.name for m in pending])
         if not pending:
@@ -259,6 +308,7 @@ def preview_migration(
                 if failure is not None:
                     failures[migration.name] = failure
         effects = _plan(engine, preview, info, capture.statements)
+        preview.warnings.extend(_data_loss(preview.statements) if rollback_to is not None else [])
         preview.warnings.extend(_warn(_Review(engine, info, effects, preview.statements, pending, failures,
                                               large_table_rows, large_table_bytes, backfills)))
     for warning in preview.warnings:  # returned to the caller, who decides how loud they are
