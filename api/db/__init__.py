@@ -20,6 +20,7 @@ from api.db.exceptions import (
 from api.db.health.checks import check_database_health
 from api.db.health.preflight import get_extended_diagnostics
 from api.db.health.wsgi import health_app
+from api.db.logfields import install_fields_filter
 from api.db.migrate.alter import alter_db_add_column
 from api.db.migrate.declarations import Migration
 from api.db.migrate.runner import MigrationReport, migrate_db
@@ -27,6 +28,7 @@ from api.db.migrate.status import migration_status
 from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.connect import connect
 from api.db.pool.diagnostics import PoolDiagnostics, start_health_monitoring
+from api.db.pool.events import PoolEvent, add_pool_listener
 from api.db.preview.preview import preview_migration
 from api.db.redact import install_log_filter, register_secret
 from api.db.schema.fields import DataBaseModel, validate_field_for_db
@@ -34,6 +36,7 @@ from api.db.schema.pgvector import check_pgvector
 from api.db.schema.verify import verify_schema
 
 install_log_filter()  # every api.db.* logger imported above masks known secrets before its handlers run
+install_fields_filter()  # and carries its facts as documented extra fields (api/db/logfields.py)
 
 __all__ = [
     "ApiDbError",
@@ -48,9 +51,11 @@ __all__ = [
     "MigrationReport",
     "MigrationTracker",
     "PoolDiagnostics",
+    "PoolEvent",
     "PoolTimeout",
     "StandardErrorHandler",
     "UnsupportedCapability",
+    "add_pool_listener",
     "alter_db_add_column",
     "check_database_health",
     "check_pgvector",

@@ -21,6 +21,7 @@ from typing import Any, Callable
 from api.db.engines.info import server_info
 from api.db.engines.state import state_of
 from api.db.exceptions import ApiDbError, ConfigurationError
+from api.db.logfields import LOG_FORMATS, configure_logging
 from api.db.pool.connect import connect
 from api.db.redact import install_log_filter, redact_text
 
@@ -407,6 +408,8 @@ GLOBAL_ARGUMENTS: tuple[Arg, ...] = (
     arg("--migrations", metavar="MODULE:ATTR", default=None,
         help="where the migrations list lives, e.g. myapp.migrations:MIGRATIONS"),
     arg("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"),
+    arg("--log-format", choices=LOG_FORMATS, default="text",
+        help="log lines as text or one JSON object each"),
 )  # fmt: skip
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
@@ -532,7 +535,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if isinstance(args, int):
         return args
     level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, args.log_format)
     install_log_filter()
     handler: Handler = args.handler
     try:

@@ -299,7 +299,10 @@ class HealthChecker:
             info = classify_error(exc, self.engine)
             facts.reachable = False
             facts.error = redact_text(f"{info.category.value}: {info.message}")
-            logger.warning("health check of %s failed (%s): %s", _name(self.db), info.category.value, info.message)
+            logger.warning("health check of %s failed (%s): %s",
+                           _name(self.db), info.category.value, info.message,
+                           extra={"event": "health_check", "check": "database", "status": "fail",
+                                  "engine": self.engine, "error_category": info.category.value})  # fmt: skip
             self._drop_probe_connection()
         finally:
             # Whatever happened (even a BaseException), the run ends: callers must never wait on it forever.

@@ -20,6 +20,7 @@ from api.db.engines import engine_for
 from api.db.error_handler import ErrorInfo, already_applied, classify_error
 from api.db.exceptions import UnsupportedCapability
 from api.db.migrate.sqltext import is_transaction_control
+from api.db.migrate.txlog import SAVEPOINT, logged_transaction
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
 from api.db.schema.fields import validate_models
@@ -237,7 +238,8 @@ class Migrator:
         # Inside a transaction each operation gets a SAVEPOINT: on PostgreSQL an error
         # would otherwise abort the whole transaction ("current transaction is aborted").
         if self._db.in_transaction():
-            with self._db.savepoint():
+            savepoint = self._db.savepoint()
+            with logged_transaction(self._db, savepoint, kind=SAVEPOINT, migrations=[self.migration]):
                 yield
         else:
             yield

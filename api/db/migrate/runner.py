@@ -57,8 +57,10 @@ from api.db.migrate.tracker import (
     HistoryRow,
     MigrationTracker,
 )
+from api.db.migrate.txlog import logged_transaction
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
+from api.db.tracing import lock_span, migration_span, report_attributes, traced
 
 logger = logging.getLogger(__name__)
 
@@ -209,10 +211,11 @@ class _Run:
         self.report = report
 
     def call(self, migration: Migration, m: Migrator) -> None:
-        if _takes_migrator(migration.fn):
-            migration.fn(m)
-        else:
-            migration.fn()
+        with migration_span(self.db, migration.name, m):
+            if _takes_migrator(migration.fn):
+                migration.fn(m)
+            else:
+                migration.fn()
 
     def apply(self, migration: Migration, resume_after: int = 0, progress: bool = False) -> MigrationOutcome:
         """Run one migration's function; return its outcome or raise OperationFailed."""
@@ -241,7 +244,11 @@ class _Run:
                     raise OperationFailed("the migration function", info, m.log.last) from exc
         except UnsupportedCapability as exc:
             duration = (time.perf_counter() - started) * 1000
-            logger.info("migration %s skipped in %.1f ms: %s", migration.name, duration, exc)
+            logger.info("migration %s skipped in %.1f ms: %s", migration.name, duration, exc, extra={
+                "event": "skipped", "migration": migration.name, "status": SKIPPED,
+                "duration_ms": round(duration, 3),
+                "operations": len(m.completed), "engine": self.engine, "reason": str(exc),
+            })  # fmt: skip
             return MigrationOutcome(migration.name, SKIPPED, duration, str(exc), tuple(m.completed))
         except OperationFailed as failure:
             failure.completed = tuple(m.completed)  # type: ignore[attr-defined]
@@ -258,7 +265,12 @@ class _Run:
             "applied" if status == SUCCESS else "skipped, already in effect",
             duration,
             len(m.completed),
-        )
+            extra={
+                "event": "applied" if status == SUCCESS else "skipped", "migration": migration.name,
+                "status": status,
+                "duration_ms": round(duration, 3), "operations": len(m.completed), "engine": self.engine,
+            },
+        )  # fmt: skip
         return MigrationOutcome(migration.name, status, duration, reason, tuple(m.completed))
 
     def record(self, migration: Migration, outcome: MigrationOutcome) -> None:
@@ -283,6 +295,11 @@ class _Run:
             "migration %s failed after %.1f ms (%s, code %s): %s; operation %s; statement: %s",
             migration.name, duration, info.category.value, info.code, info.message, failure.operation,
             statement or "n/a",
+            extra={
+                "event": "failed", "migration": migration.name, "status": FAILED,
+                "duration_ms": round(duration, 3),
+                "operations": len(completed), "engine": self.engine, "error_category": info.category.value,
+            },
         )  # fmt: skip
         advice = self._advice(migration, completed, rolled_back)
         return MigrationError(
@@ -317,7 +334,9 @@ class _Run:
             f"{why}: {len(completed)} operation(s) stay applied ({left}); fix the cause and boot again, "
             "the next migrate_db() resumes after them (or see `python -m api.db repair`)"
         )
-        logger.warning("migration %s failed and was not rolled back: %s", migration.name, advice)
+        logger.warning("migration %s failed and was not rolled back: %s", migration.name, advice,
+                       extra={"event": "not_rolled_back", "migration": migration.name, "status": FAILED,
+                              "operations": len(completed), "engine": self.engine})  # fmt: skip
         return advice
 
     def run_transactional(self, group: Sequence[Migration]) -> None:
@@ -325,7 +344,7 @@ class _Run:
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
-            with self.db.atomic():
+            with logged_transaction(self.db, self.db.atomic(), migrations=[m.name for m in group]):
                 for migration in group:
                     current = migration
                     outcome = self.apply(migration)
@@ -381,6 +400,7 @@ def verify_models(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> 
     return [str(d) for d in verify_schema(db, models).differences if d.severity == "error"]
 
 
+@traced("migrate_db", operation="migrate", result=report_attributes)
 def migrate_db(
     db: peewee.Database,
     migrations: Iterable[MigrationLike],
@@ -419,14 +439,17 @@ def migrate_db(
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])
             else:
                 planned = plan_migrations(items)
-                with migration_lock(db, timeout=lock_timeout):
+                with lock_span(db, migration_lock(db, timeout=lock_timeout)):
                     _migrate_locked(db, tracker, planned, digest, report, atomic=atomic, on_unknown=on_unknown)
             if verify is not None:
                 report.schema_differences = verify_models(db, verify)  # each logged by verify_schema
     finally:
         report.duration_ms = (time.perf_counter() - started) * 1000
     if report.pending_before:
-        logger.info("%s", report.summary())
+        logger.info("%s", report.summary(), extra={
+            "event": "run", "engine": report.engine, "duration_ms": round(report.duration_ms, 3),
+            "status": FAILED if report.failed else SUCCESS, "migrations": report.applied,
+        })  # fmt: skip
     return report
 
 
@@ -447,7 +470,8 @@ def _migrate_locked(
     pending = [m for m in planned if not (m.name in history and history[m.name].status in APPLIED)]
     report.pending_before = [m.name for m in pending]
     if pending:
-        logger.info("%d pending migration(s): %s", len(pending), ", ".join(report.pending_before))
+        logger.info("%d pending migration(s): %s", len(pending), ", ".join(report.pending_before),
+                    extra={"event": "pending", "migrations": report.pending_before, "engine": report.engine})
         _apply_pending(_Run(db, tracker, report), pending, history, atomic)
     if not report.unknown:
         tracker.record_digest(digest)
