@@ -30,6 +30,7 @@ from api.db.redact import redact_text
 TRACER_NAME = "api.db"
 MAX_TEXT = 300  # characters kept of a text attribute or a status description
 _trace_module: Any = None  # opentelemetry.trace once imported; False when it is not installed
+_provider: Any = None  # a tracer provider for api.db's spans only (set_tracer_provider); None: the global one
 
 F = TypeVar("F", bound=Callable[..., Any])
 Attributes = Mapping[str, Any]
@@ -46,6 +47,18 @@ def _trace() -> Any:
         else:
             _trace_module = trace
     return _trace_module or None
+
+
+def set_tracer_provider(provider: Any) -> None:
+    """Send api.db's spans to ``provider`` rather than the global one (None: back to the global provider)."""
+    global _provider
+    _provider = provider
+
+
+def _tracer(trace: Any) -> Any:
+    if _provider is not None:
+        return _provider.get_tracer(TRACER_NAME)
+    return trace.get_tracer(TRACER_NAME)
 
 
 def tracing_available() -> bool:
@@ -151,7 +164,7 @@ def span(
     if trace is None:
         yield NO_SPAN
         return
-    tracer = trace.get_tracer(TRACER_NAME)
+    tracer = _tracer(trace)
     with tracer.start_as_current_span(name, record_exception=False, set_status_on_exception=False) as raw:
         handle = Span(raw)
         if handle.recording:
@@ -274,7 +287,7 @@ def completed_span(
     if trace is None:
         return
     end = time.time_ns()
-    raw = trace.get_tracer(TRACER_NAME).start_span(name, start_time=end - int(seconds * 1e9))
+    raw = _tracer(trace).start_span(name, start_time=end - int(seconds * 1e9))
     handle = Span(raw)
     if handle.recording:
         handle.set_many(db_attributes(db))
