@@ -602,12 +602,12 @@ class InstrumentedPool(PooledDatabase):
 
     def _close_raw(self, conn: Any) -> None:
         self.counters.add("closed")
-        emit(self, CLOSED, conn)
         try:
             super(PooledDatabase, self)._close(conn)
         except Exception as exc:  # the connection is being discarded; a failing close changes nothing
             info = classify_error(exc, self._engine_name())
             logger.debug("pool %s: closing a connection failed (%s): %s", self.target, info.category.value, info.message)
+        emit(self, CLOSED, conn)
 
     def close_idle(self) -> None:
         with self._pool_lock:
