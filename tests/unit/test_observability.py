@@ -44,7 +44,8 @@ def test_json_formatter_writes_the_fields_and_the_exception() -> None:
     try:
         raise ValueError("boom")
     except ValueError:
-        record = logging.LogRecord("api.db.x", logging.ERROR, __file__, 1, "failed %s", ("it",), sys.exc_info())
+        info = sys.exc_info()
+        record = logging.LogRecord("api.db.x", logging.ERROR, __file__, 1, "failed %s", ("it",), info)
     record.__dict__.update({"migration": "0001", "duration_ms": 1.5, "migrations": ("a", "b")})
     data = json.loads(JsonFormatter().format(record))
     assert data["message"] == "failed it" and data["level"] == "ERROR" and data["logger"] == "api.db.x"

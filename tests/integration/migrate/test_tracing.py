@@ -1,4 +1,4 @@
-"""OpenTelemetry spans of migration runs, previews, preflight and checkouts, read from the SDK's in-memory exporter."""
+"""OpenTelemetry spans of migrations, previews, preflight and checkouts, from the SDK's in-memory exporter."""
 
 from __future__ import annotations
 
@@ -90,12 +90,14 @@ def test_five_migrations_give_the_documented_span_tree(
                 assert attributes["server.address"] == urlsplit(db_url).hostname
         run_attributes = dict(run.attributes or {})
         assert run_attributes["db.operation.name"] == "migrate"
-        assert run_attributes["api_db.migrations.applied"] == 5 and run_attributes["api_db.migrations.failed"] == 0
+        assert run_attributes["api_db.migrations.applied"] == 5
+        assert run_attributes["api_db.migrations.failed"] == 0
         lock = dict(named["migration_lock"].attributes or {})
         assert lock["api_db.lock.strategy"] in ("pg_advisory_lock", "get_lock", "begin_immediate")
         assert float(lock["api_db.lock.wait_ms"]) >= 0
         first = dict(named["migration 0001_traced"].attributes or {})
-        assert first["api_db.migration.name"] == "0001_traced" and first["api_db.migration.status"] == "success"
+        assert first["api_db.migration.name"] == "0001_traced"
+        assert first["api_db.migration.status"] == "success"
         assert first["api_db.migration.operations"] == 1 and int(first["api_db.migration.statements"]) >= 1
         spans.clear()
         migrate_db(database, migrations)  # the fast path: one span, no lock
@@ -148,7 +150,8 @@ def test_a_failing_migration_marks_its_span_and_the_run_without_the_password(
     assert named["migration 0001_ok"].status.status_code is StatusCode.UNSET
     for span in finished:
         for text in _texts(span):
-            assert SECRET not in text and quote(SECRET, safe="") not in text and "s3cret" not in text, span.name
+            assert SECRET not in text and quote(SECRET, safe="") not in text, span.name
+            assert "s3cret" not in text, span.name
 
 
 def test_preview_and_preflight_have_a_span_each(db_url: str, spans: InMemorySpanExporter) -> None:

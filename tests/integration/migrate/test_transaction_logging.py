@@ -70,7 +70,8 @@ def test_a_failure_logs_the_rollbacks(db_url: str, caplog: pytest.LogCaptureFixt
     caplog.set_level(logging.DEBUG, logger="api.db")
     try:
         with pytest.raises(MigrationError):
-            migrate_db(database, [("0001_a", _table(1)), ("0002_bad", lambda m: m.sql("SELECT * FROM nowhere"))])
+            bad = lambda m: m.sql("SELECT * FROM nowhere")  # noqa: E731
+            migrate_db(database, [("0001_a", _table(1)), ("0002_bad", bad)])
     finally:
         _close(database)
     shape = [(r.__dict__["event"], r.__dict__["transaction"]) for r in _tx(caplog)]
@@ -78,7 +79,9 @@ def test_a_failure_logs_the_rollbacks(db_url: str, caplog: pytest.LogCaptureFixt
 
 
 @pytest.mark.engines("sqlite", "postgres")
-def test_with_debug_off_the_isolation_level_is_not_asked(db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_with_debug_off_the_isolation_level_is_not_asked(
+    db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     database: Any = connect(db_url, environ={})
     statements: list[str] = []
     database.query_hooks.append(lambda event: statements.append(event.sql))
@@ -120,7 +123,8 @@ def test_migration_records_carry_the_documented_fields_as_json(db_url: str, engi
     applied = [r for r in records if r.get("event") == "applied"]
     assert len(applied) == 1, records
     entry = applied[0]
-    assert entry["migration"] == "0001_json" and entry["status"] == "success" and entry["engine"] == engine.family
+    assert entry["migration"] == "0001_json" and entry["status"] == "success"
+    assert entry["engine"] == engine.family
     assert entry["operations"] == 1 and isinstance(entry["duration_ms"], float)
     assert entry["logger"] == "api.db.migrate.runner" and entry["level"] == "INFO" and entry["time"]
     run = [r for r in records if r.get("event") == "run"]
@@ -134,8 +138,8 @@ def test_cli_log_format_json_writes_one_object_per_line(db_url: str, tmp_path: P
         "MIGRATIONS = [('0001_cli', lambda m: m.sql('CREATE TABLE cli_json (id INTEGER PRIMARY KEY)'))]\n"
     )
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
-    command = [sys.executable, "-m", "api.db", "--database", db_url, "--migrations", "cli_json_migrations:MIGRATIONS",
-               "--log-format", "json", "-v", "migrate"]  # fmt: skip
+    command = [sys.executable, "-m", "api.db", "--database", db_url,
+               "--migrations", "cli_json_migrations:MIGRATIONS", "--log-format", "json", "-v", "migrate"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]

@@ -140,10 +140,14 @@ def _sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
     with admin_cursor(engine) as cur:
         if engine.family == "postgres":
             cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s", (database, app_name)
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
+                (database, app_name),
             )
         else:
-            cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (database,))
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                (database,),
+            )
         return [int(row[0]) for row in cur.fetchall()]
 
 
@@ -157,7 +161,9 @@ def _kill(engine: Engine, ids: list[int]) -> None:
 
 
 @pytest.mark.engines("postgres", "mysql")
-def test_a_connection_killed_by_the_server_is_discarded_as_dead(make_db: Any, engine: Engine, db_url: str) -> None:
+def test_a_connection_killed_by_the_server_is_discarded_as_dead(
+    make_db: Any, engine: Engine, db_url: str
+) -> None:
     app_name = f"apidb-evk-{uuid.uuid4().hex[:8]}"
     database = make_db(app_name=app_name)
     with database.connection_context():
