@@ -1,4 +1,4 @@
-"""Pool overhead: api.db's instrumented pool (diagnostics on / off) against a plain playhouse.pool database.
+"""Pool overhead: api.db's instrumented pool (diagnostics, hooks, tracing) against a plain playhouse.pool.
 
 Each iteration checks a connection out, runs ``SELECT 1`` and an indexed
 single-row read, and returns it. The variants run interleaved in rounds, in a
@@ -32,6 +32,7 @@ from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase  # noqa
 
 from api.db import connect  # noqa: E402
 from api.db.pool.diagnostics import PoolDiagnostics, start_health_monitoring  # noqa: E402
+from api.db.pool.events import PoolEvent, add_pool_listener, emit, trace_checkouts  # noqa: E402
 
 SERVERS = {
     "postgres": os.environ.get("BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test"),
@@ -88,12 +89,54 @@ def _variants(engine: str, url: str) -> dict[str, Callable[[], Any]]:
             reset_session="always",
         )  # fmt: skip
 
-    return {
+    def listener() -> Any:
+        db = off()
+        add_pool_listener(db, _noop)
+        return db
+
+    def traced() -> Any:
+        db = off()
+        trace_checkouts(db)
+        return db
+
+    variants = {
         "playhouse.pool": plain,
         "api.db diagnostics off": off,
         "api.db diagnostics on": on,
         "api.db on, reset always": always,
+        "api.db off + no-op listener": listener,
     }
+    if _install_sdk_provider():
+        variants["api.db off + checkout tracing"] = traced
+    return variants
+
+
+def _noop(event: PoolEvent) -> None:
+    """A listener that does nothing: the cost of the hooks themselves."""
+
+
+def _install_sdk_provider() -> bool:
+    """api.db's spans to an OpenTelemetry SDK provider whose exporter drops them (False without the SDK)."""
+    try:
+        from opentelemetry.sdk.trace import TracerProvider
+        from opentelemetry.sdk.trace.export import (
+            BatchSpanProcessor,
+            SpanExporter,
+            SpanExportResult,
+        )
+    except ImportError:
+        return False
+
+    from api.db.tracing import set_tracer_provider
+
+    class Drop(SpanExporter):
+        def export(self, spans: Any) -> SpanExportResult:
+            return SpanExportResult.SUCCESS
+
+    provider = TracerProvider()
+    provider.add_span_processor(BatchSpanProcessor(Drop()))  # as applications export: in the background
+    set_tracer_provider(provider)
+    return True
 
 
 def _loop(db: Any, iterations: int, acquire: list[float]) -> None:
@@ -160,7 +203,7 @@ def bench_engine(engine: str, base_url: str, iterations: int, rounds: int, threa
             per_iteration = best / iterations * 1e6
             overhead = (best / baseline - 1) * 100
             cpu_best = min(cpu[label])
-            on = label.startswith("api.db diagnostics on")
+            on = label not in ("playhouse.pool", "api.db diagnostics off")
             rows.append([
                 engine, label, f"{iterations / best:,.0f}", f"{per_iteration:.1f}",
                 "-" if label == "playhouse.pool" else f"{overhead:+.1f}%",
@@ -209,12 +252,28 @@ def component_costs(samples: int = 50_000) -> list[list[str]]:
             return at_depth(depth - 1, capture)
         return per_call(lambda: Checkout(conn, 0.0, sys._getframe(), capture))
 
+    from peewee import SqliteDatabase
+
+    from api.db.engines.state import state_of
+
+    bare, heard = SqliteDatabase(":memory:"), SqliteDatabase(":memory:")
+    state_of(bare)  # as connect() leaves it: a state, no listener
+    add_pool_listener(heard, _noop)
     rows = [
+        ["pool event, no listener (per event; 2 per checkout)",
+         per_call(lambda: emit(bare, "checked_out", conn))],
+        ["pool event, one no-op listener (per event)",
+         per_call(lambda: emit(heard, "checked_out", conn, wait=0.0))],
         ["query hook (per statement)", per_call(lambda: monitor(event))],
         ["session-change check (per statement)", per_call(lambda: changes_session(event.sql))],
         ["checkout record, leak detection off (30 frames deep)", at_depth(30, False)],
         ["checkout record, leak detection on (30 frames deep)", at_depth(30, True)],
     ]
+    if _install_sdk_provider():
+        from api.db.tracing import completed_span
+
+        span = lambda: completed_span("api_db.pool.checkout", bare, 0.0001, {"w": 0.1})  # noqa: E731
+        rows.append(["checkout span, SDK provider (per checkout)", per_call(span)])
     return [[name, f"{cost:.2f}"] for name, cost in rows]
 
 

@@ -21,8 +21,8 @@ from api.db.health.asgi import health_asgi_app
 from api.db.health.checks import check_database_health
 from api.db.health.preflight import get_extended_diagnostics
 from api.db.health.wsgi import health_app
+from api.db.logfields import install_fields_filter
 from api.db.migrate.aio import migrate_db_async
-from api.db.migrate.alter import alter_db_add_column
 from api.db.migrate.declarations import Migration
 from api.db.migrate.rollback import rollback_db
 from api.db.migrate.runner import migrate_db
@@ -30,6 +30,7 @@ from api.db.migrate.status import migration_status
 from api.db.migrate.tracker import MigrationTracker
 from api.db.pool.connect import connect
 from api.db.pool.diagnostics import PoolDiagnostics
+from api.db.pool.events import add_pool_listener
 from api.db.preview.preview import preview_migration
 from api.db.redact import install_log_filter, register_secret
 from api.db.schema.fields import DataBaseModel, validate_field_for_db
@@ -37,6 +38,7 @@ from api.db.schema.pgvector import check_pgvector
 from api.db.schema.verify import verify_schema
 
 install_log_filter()  # every api.db.* logger imported above masks known secrets before its handlers run
+install_fields_filter()  # and carries its facts as documented extra fields (api/db/logfields.py)
 
 __all__ = [
     "ApiDbError",
@@ -53,7 +55,7 @@ __all__ = [
     "PoolTimeout",
     "StandardErrorHandler",
     "UnsupportedCapability",
-    "alter_db_add_column",
+    "add_pool_listener",
     "check_database_health",
     "check_pgvector",
     "connect",

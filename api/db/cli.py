@@ -21,6 +21,7 @@ from typing import Any, Callable
 from api.db.engines.info import server_info
 from api.db.engines.state import state_of
 from api.db.exceptions import ApiDbError, ConfigurationError
+from api.db.logfields import LOG_FORMATS, configure_logging
 from api.db.pool.connect import connect
 from api.db.redact import install_log_filter, redact_text
 
@@ -510,6 +511,8 @@ GLOBAL_ARGUMENTS: tuple[Arg, ...] = (
     arg("--no-retry", action="store_true", default=False,
         help="one connection attempt, no backoff: an unreachable server fails at once"),
     arg("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"),
+    arg("--log-format", choices=LOG_FORMATS, default="text",
+        help="log lines as text or one JSON object each"),
 )  # fmt: skip
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
@@ -696,9 +699,9 @@ class _ShownByTheCLI(logging.Filter):
 QUIET_LOGGERS = ("api.db.pool.retry", "api.db.health.preflight")
 
 
-def _configure_logging(verbose: int) -> None:
+def _configure_logging(verbose: int, log_format: str = "text") -> None:
     level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure_logging(level, log_format)
     if verbose == 0:
         logging.getLogger("api.db.pool.retry").addFilter(_ShownByTheCLI())
         logging.getLogger("api.db.health.preflight").setLevel(logging.ERROR)  # the report table shows each check
@@ -725,7 +728,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
     if isinstance(args, int):
         return args
-    _configure_logging(args.verbose)
+    _configure_logging(args.verbose, args.log_format)
     install_log_filter()
     handler: Handler = args.handler
     try:

@@ -87,6 +87,9 @@ class Engine:
     # The connect parameter naming the client session (application_name, program_name) and its length limit.
     app_name_param: ClassVar[str | None] = None
     app_name_limit: ClassVar[int] = 63
+    # The OpenTelemetry ``db.system`` value, and how the migration lock is taken (``api_db.lock.strategy``).
+    otel_system: ClassVar[str] = "other_sql"
+    lock_strategy: ClassVar[str] = ""
 
     def __init__(self, database: peewee.Database) -> None:
         self.database = database
@@ -112,6 +115,10 @@ class Engine:
     def scalar(self, sql: str, params: tuple[Any, ...] = ()) -> Any:
         row = self.database.execute_sql(sql, params).fetchone()
         return row[0] if row else None
+
+    def isolation_level(self) -> str:
+        """The isolation level of this thread's transaction, lower case (may cost a round trip)."""
+        return "unknown"
 
     # -- the migration lock ------------------------------------------------------------
 
@@ -174,7 +181,10 @@ class Engine:
             if time.monotonic() >= deadline or (self.lock_wait_step and remaining <= step):
                 raise self.lock_timeout_error(timeout, self.lock_holder())
             if not logged or self.lock_wait_step:
-                logger.info("waiting for the migration lock, held by %s", describe_holder(self.lock_holder()))
+                logger.info(
+                    "waiting for the migration lock, held by %s", describe_holder(self.lock_holder()),
+                    extra={"event": "lock_wait", "engine": self.name, "lock_strategy": self.lock_strategy},
+                )  # fmt: skip
                 logged = True
             if not self.lock_wait_step:
                 time.sleep(min(delay, max(0.0, deadline - time.monotonic())))
@@ -190,12 +200,16 @@ class Engine:
             released, statement = self.unlock(conn)
         except Exception as exc:  # a dead connection has released its session lock with it
             info = classify_error(exc, self.name)
-            logger.warning("migration lock not released explicitly (%s: %s)", info.category.value, info.message)
+            logger.warning(
+                "migration lock not released explicitly (%s: %s)", info.category.value, info.message,
+                extra={"event": "lock_release_failed", "engine": self.name,
+                       "error_category": info.category.value},
+            )  # fmt: skip
             return
         if not released:
             logger.warning("migration lock was not held at release (%s returned %s)", statement, released)
         else:
-            logger.debug("migration lock released")
+            logger.debug("migration lock released", extra={"event": "lock_released", "engine": self.name})
 
     def lock_timeout_error(self, timeout: float, holder: Mapping[str, Any]) -> MigrationLockTimeout:
         return MigrationLockTimeout(

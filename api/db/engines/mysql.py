@@ -223,11 +223,21 @@ class MySQLEngine(Engine):
 
     name = "mysql"
     database_class = peewee.MySQLDatabase
+    otel_system = "mysql"
+    lock_strategy = "get_lock"
     flavours = (MYSQL, MARIADB)
     app_name_param = "program_name"
     app_name_limit = 255  # performance_schema.session_connect_attrs keeps longer values truncated
     lock_wait_step = 5.0  # GET_LOCK waits in slices so that the holder can be logged while waiting
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
+
+    def isolation_level(self) -> str:
+        """``@@transaction_isolation`` (MySQL 5.7.20+, MariaDB 11.1+), else ``@@tx_isolation``."""
+        try:
+            value = self.scalar("SELECT @@SESSION.transaction_isolation")
+        except peewee.DatabaseError:  # an older MariaDB: the old name (an error aborts no transaction here)
+            value = self.scalar("SELECT @@SESSION.tx_isolation")
+        return str(value).lower().replace("-", " ")
 
     def read_server_info(self) -> ServerInfo:
         text = str(self.scalar("SELECT VERSION()"))

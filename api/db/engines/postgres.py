@@ -214,10 +214,16 @@ class PostgresEngine(Engine):
 
     name = "postgres"
     database_class = peewee.PostgresqlDatabase
+    otel_system = "postgresql"
+    lock_strategy = "pg_advisory_lock"
     flavours = (POSTGRES,)
     app_name_param = "application_name"
     app_name_limit = 63  # NAMEDATALEN - 1 bytes
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
+
+    def isolation_level(self) -> str:
+        """``SHOW transaction_isolation`` (the transaction's, once one is open)."""
+        return str(self.scalar("SHOW transaction_isolation")).lower()
 
     def read_server_info(self) -> ServerInfo:
         text = str(self.scalar("SHOW server_version"))

@@ -89,8 +89,14 @@ class SqliteEngine(Engine):
 
     name = "sqlite"
     database_class = peewee.SqliteDatabase
+    otel_system = "sqlite"
+    lock_strategy = "begin_immediate"
     flavours = (SQLITE,)
     pyformat = False  # the sqlite3 placeholder is ?
+
+    def isolation_level(self) -> str:
+        """SQLite transactions are serializable (no round trip)."""
+        return "serializable"
 
     def read_server_info(self) -> ServerInfo:
         text = sqlite3.sqlite_version

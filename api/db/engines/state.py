@@ -31,6 +31,8 @@ class DatabaseState:
     query_monitor: QueryMonitor | None = None  # slow-query log on peewee's query_hooks
     health_checkers: dict[Any, Any] = field(default_factory=dict)  # probe settings -> HealthChecker
     on_close: list[Callable[[], None]] = field(default_factory=list)  # run by the pool's close_all()
+    pool_listeners: tuple[Callable[[Any], None], ...] = ()  # add_pool_listener() callbacks (pool/events.py)
+    span_facts: dict[str, Any] | None = None  # OpenTelemetry database attributes, computed once (tracing.py)
 
     @property
     def label(self) -> str:

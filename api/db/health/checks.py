@@ -361,7 +361,8 @@ class HealthChecker:
             self._failing = None
             return
         level = logging.DEBUG if error == self._failing else logging.WARNING
-        logger.log(level, "health check of %s failed: %s", _name(self.db), error)
+        logger.log(level, "health check of %s failed: %s", _name(self.db), error,
+                   extra={"event": "health_check", "check": "database", "status": "fail", "engine": self.engine})
         self._failing = error
 
     def _probe(self, facts: _DatabaseFacts) -> None:

@@ -27,6 +27,7 @@ from api.db.exceptions import ConfigurationError, DatabaseUnavailable
 from api.db.migrate.declarations import plan_migrations
 from api.db.redact import redact_url
 from api.db.schema.pgvector import Support, check_pgvector
+from api.db.tracing import preflight_attributes, traced
 
 logger = logging.getLogger(__name__)
 
@@ -277,6 +278,7 @@ def declares_vectors(migrations: Iterable[Any] = (), models: Iterable[type[peewe
 MigrationStateReader = Callable[[peewee.Database], dict[str, Any]]
 
 
+@traced("preflight", operation="preflight", result=preflight_attributes)
 def get_extended_diagnostics(
     database: peewee.Database,
     *,
@@ -300,7 +302,11 @@ def get_extended_diagnostics(
         info = server_info(database)
     except (peewee.DatabaseError, DatabaseUnavailable) as exc:
         error = classify_error(getattr(exc, "orig", None) or exc, report.engine)
-        logger.error("preflight: cannot reach %s: %s", redact_url(report.url), error.message)
+        logger.error(
+            "preflight: cannot reach %s: %s", redact_url(report.url), error.message,
+            extra={"event": "preflight", "check": "connectivity", "status": "fail", "engine": report.engine,
+                   "error_category": error.category.value},
+        )  # fmt: skip
         report.check("connectivity", Level.FAIL, f"{error.category.value}: {error.message}")
         return report
     report.check("connectivity", Level.PASS, "connected")
@@ -310,5 +316,9 @@ def get_extended_diagnostics(
         _judge_migrations(report, migration_state(database))
     for check in report.checks:
         if check.level is not Level.PASS:
-            logger.warning("preflight %s: %s: %s", check.name, check.level.value, check.detail)
+            logger.warning(
+                "preflight %s: %s: %s", check.name, check.level.value, check.detail,
+                extra={"event": "preflight", "check": check.name, "status": check.level.value,
+                       "engine": report.engine},
+            )  # fmt: skip
     return report

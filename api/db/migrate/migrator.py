@@ -31,6 +31,7 @@ from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_t
 from api.db.migrate.backfill import Backfill, BackfillSpec, BackfillStats, Throttle
 from api.db.migrate.inverse import Entry, InverseRecorder
 from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
+from api.db.migrate.txlog import SAVEPOINT, logged_transaction
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
 from api.db.schema.fields import validate_models
@@ -478,7 +479,8 @@ class Migrator:
         # Inside a transaction each operation gets a SAVEPOINT: on PostgreSQL an error
         # would otherwise abort the whole transaction ("current transaction is aborted").
         if self._db.in_transaction():
-            with keeping_error(self._db.savepoint(), self.engine):
+            with keeping_error(logged_transaction(self._db, self._db.savepoint(), kind=SAVEPOINT,
+                                             migrations=[self.migration]), self.engine):
                 yield
         else:
             yield

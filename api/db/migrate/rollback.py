@@ -33,6 +33,7 @@ from api.db.migrate.lock import migration_lock
 from api.db.migrate.migrator import Migrator, OperationFailed, keeping_error, make_schema_migrator
 from api.db.migrate.runner import LockHandle, SessionLock, refuse_read_only, using_connection
 from api.db.migrate.tracker import ROLLED_BACK, ROLLING_BACK, HistoryRow, MigrationTracker
+from api.db.tracing import lock_span, traced
 
 logger = logging.getLogger(__name__)
 
@@ -210,6 +211,7 @@ class _Rollback:
             self.done(step, self.undo(step, progress=True))
 
 
+@traced("rollback_db", operation="rollback")
 def rollback_db(
     db: peewee.Database,
     migrations: Iterable[MigrationLike],
@@ -231,7 +233,7 @@ def rollback_db(
     report = RollbackReport(engine=tracker.db_type)
     with using_connection(db):
         refuse_read_only(db)
-        with migration_lock(db, timeout=lock_timeout) as held:
+        with lock_span(db, migration_lock(db, timeout=lock_timeout)) as held:
             lock: LockHandle = held or SessionLock(db)
             tracker.init_tracking_table()
             chosen = rollback_steps(planned, tracker.history_by_name(), to=to, steps=steps)

@@ -75,8 +75,10 @@ from api.db.migrate.tracker import (
     HistoryRow,
     MigrationTracker,
 )
+from api.db.migrate.txlog import logged_transaction
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
+from api.db.tracing import lock_span, migration_span, report_attributes, traced
 
 logger = logging.getLogger(__name__)
 
@@ -287,10 +289,11 @@ class _Run:
         self.lock = lock
 
     def call(self, migration: Migration, m: Migrator) -> None:
-        if _takes_migrator(migration.fn):
-            migration.fn(m)
-        else:
-            migration.fn()
+        with migration_span(self.db, migration.name, m):
+            if _takes_migrator(migration.fn):
+                migration.fn(m)
+            else:
+                migration.fn()
 
     def write(self, migration: Migration, status: str, error: str | None, duration_ms: float | None,
               completed: int, inverse: str | None = None) -> None:  # fmt: skip
@@ -361,7 +364,11 @@ class _Run:
                 self.call_guarded(migration, m, in_transaction=in_transaction)
         except UnsupportedCapability as exc:
             duration = (time.perf_counter() - started) * 1000
-            logger.info("migration %s skipped in %.1f ms: %s", migration.name, duration, exc)
+            logger.info("migration %s skipped in %.1f ms: %s", migration.name, duration, exc, extra={
+                "event": "skipped", "migration": migration.name, "status": SKIPPED,
+                "duration_ms": round(duration, 3),
+                "operations": len(m.completed), "engine": self.engine, "reason": str(exc),
+            })  # fmt: skip
             return MigrationOutcome(migration.name, SKIPPED, duration, str(exc), tuple(m.completed),
                                     inverse=m.inverse.to_json(len(m.completed)))  # fmt: skip
         except OperationFailed as failure:
@@ -379,7 +386,12 @@ class _Run:
             "applied" if status == SUCCESS else "skipped, already in effect",
             duration,
             len(m.completed),
-        )
+            extra={
+                "event": "applied" if status == SUCCESS else "skipped", "migration": migration.name,
+                "status": status,
+                "duration_ms": round(duration, 3), "operations": len(m.completed), "engine": self.engine,
+            },
+        )  # fmt: skip
         return MigrationOutcome(
             migration.name, status, duration, reason, tuple(m.completed), tuple(m.skipped_tables),
             m.inverse.to_json(len(m.completed)),
@@ -407,6 +419,11 @@ class _Run:
             "migration %s failed after %.1f ms (%s, code %s): %s; operation %s; statement: %s",
             migration.name, duration, info.category.value, info.code, info.message, failure.operation,
             statement or "n/a",
+            extra={
+                "event": "failed", "migration": migration.name, "status": FAILED,
+                "duration_ms": round(duration, 3),
+                "operations": len(completed), "engine": self.engine, "error_category": info.category.value,
+            },
         )  # fmt: skip
         advice = self._advice(migration, completed, rolled_back)
         if not recorded:
@@ -457,7 +474,9 @@ class _Run:
             f"{why}: {len(completed)} operation(s) stay applied ({left}); fix the cause and boot again, "
             "the next migrate_db() resumes after them (or see `python -m api.db repair`)"
         )
-        logger.warning("migration %s failed and was not rolled back: %s", migration.name, advice)
+        logger.warning("migration %s failed and was not rolled back: %s", migration.name, advice,
+                       extra={"event": "not_rolled_back", "migration": migration.name, "status": FAILED,
+                              "operations": len(completed), "engine": self.engine})  # fmt: skip
         return advice
 
     def run_transactional(self, group: Sequence[Migration]) -> None:
@@ -465,7 +484,8 @@ class _Run:
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
-            with keeping_error(self.db.atomic(), self.engine):
+            with keeping_error(logged_transaction(self.db, self.db.atomic(), migrations=[m.name for m in group]),
+                               self.engine):
                 for migration in group:
                     current = migration
                     self.lock.check()
@@ -533,6 +553,7 @@ def verify_models(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> 
     return [str(d) for d in verify_schema(db, models).differences if d.severity == "error"]
 
 
+@traced("migrate_db", operation="migrate", result=report_attributes)
 def migrate_db(
     db: peewee.Database,
     migrations: Iterable[MigrationLike],
@@ -579,7 +600,7 @@ def migrate_db(
             else:
                 planned = plan_migrations(items)
                 refuse_read_only(db)
-                with migration_lock(db, timeout=lock_timeout) as held:
+                with lock_span(db, migration_lock(db, timeout=lock_timeout)) as held:
                     lock: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
                     _migrate_locked(
                         db, tracker, planned, digest, report, lock=lock, atomic=atomic, on_unknown=on_unknown,
@@ -590,7 +611,10 @@ def migrate_db(
     finally:
         report.duration_ms = (time.perf_counter() - started) * 1000
     if report.pending_before:
-        logger.info("%s", report.summary())
+        logger.info("%s", report.summary(), extra={
+            "event": "run", "engine": report.engine, "duration_ms": round(report.duration_ms, 3),
+            "status": FAILED if report.failed else SUCCESS, "migrations": report.applied,
+        })  # fmt: skip
     return report
 
 
@@ -640,7 +664,8 @@ def _migrate_locked(
     reached = planned[: len(planned) if last is None else last + 1]
     pending = [m for m in pending if m in reached]
     if pending:
-        logger.info("%d pending migration(s): %s", len(pending), ", ".join(m.name for m in pending))
+        logger.info("%d pending migration(s): %s", len(pending), ", ".join(m.name for m in pending),
+                    extra={"event": "pending", "migrations": [m.name for m in pending], "engine": report.engine})
         _apply_pending(_Run(db, tracker, report, lock), pending, history, atomic)
     if not report.unknown and len(pending) == len(report.pending_before):
         tracker.record_digest(digest)

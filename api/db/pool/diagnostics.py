@@ -116,6 +116,10 @@ class PoolDiagnostics:
             _name(self.db), utilization, stats["active"], stats["max"], stats["idle"], stats["waiting"], verdict,
             stats["acquire_wait_ms_p95"], stats["acquisition_timeouts_total"], stats["connections_lost_total"],
             stats["leaks_detected_total"],
+            extra={
+                "event": "pool_health", "pool": _name(self.db), "utilization": round(utilization / 100, 4),
+                "wait_ms": stats["acquire_wait_ms_p95"], "status": verdict.split(" ")[0],
+            },
         )  # fmt: skip
         return level
 

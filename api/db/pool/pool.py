@@ -48,6 +48,20 @@ from api.db.error_handler import classify_error
 from api.db.exceptions import PoolTimeout
 from api.db.pool import forks
 from api.db.pool.config import PoolConfig, RetryConfig
+from api.db.pool.events import (
+    CHECKED_IN,
+    CHECKED_OUT,
+    CLOSED,
+    CONNECTED,
+    DEAD,
+    DISCARDED,
+    IDLE,
+    LEAKED,
+    RESET,
+    TOO_OLD,
+    emit,
+    emit_acquire_timeout,
+)  # fmt: skip
 from api.db.pool.retry import call_with_retry
 
 logger = logging.getLogger(__name__)
@@ -331,6 +345,7 @@ class InstrumentedPool(PooledDatabase):
                 self._opening -= 1
                 self._in_use[checkout.key] = checkout
             self.counters.acquired(time.monotonic() - started)
+            emit(self, CHECKED_OUT, conn, wait=checkout.started - started)
             return conn
 
     def _claim(self, deadline: float) -> _Idle | None:
@@ -368,6 +383,7 @@ class InstrumentedPool(PooledDatabase):
                 self._waiters.remove(waiter)
                 self._waiting -= 1
                 self.counters.add("timeouts")
+                emit_acquire_timeout(self, self.pool_config.acquire_timeout)
                 raise PoolTimeout(self._timeout_message(self.pool_config.acquire_timeout))
 
     def _wake(self) -> None:
@@ -394,6 +410,7 @@ class InstrumentedPool(PooledDatabase):
         """False (and the connection closed, counted lost or expired) when it must not be handed out."""
         conn = idle.connection
         if self._stale_timeout and time.time() - idle.created > self._stale_timeout:
+            emit(self, DISCARDED, conn, reason=TOO_OLD)
             self._close_raw(conn)
             return False
         recently_used = time.monotonic() - idle.returned < self.pool_config.alive_bypass
@@ -401,8 +418,10 @@ class InstrumentedPool(PooledDatabase):
             return True
         # The socket spoke unprompted (a server closing it says so) or the connection sat idle: ping.
         if self._is_closed(conn):
-            logger.info("pool %s: a connection dropped by the server was replaced", self.target)
+            logger.info("pool %s: a connection dropped by the server was replaced", self.target,
+                        extra={"event": "discarded", "pool": self.target, "reason": DEAD})
             self.counters.add("lost")
+            emit(self, DISCARDED, conn, reason=DEAD)
             self._close_raw(conn)
             return False
         return True
@@ -426,6 +445,7 @@ class InstrumentedPool(PooledDatabase):
             target=self.target,
         )
         self.counters.add("created")
+        emit(self, CONNECTED, conn)
         return conn
 
     def _open_raw(self) -> Any:
@@ -500,6 +520,7 @@ class InstrumentedPool(PooledDatabase):
         with self._pool_lock:
             self._in_use.pop(self.conn_key(conn), None)
         self.counters.add("lost")
+        emit(self, DISCARDED, conn, reason=DEAD)
         self._close_raw(conn)
         self._state.conn = None
         self._state.closed = True
@@ -550,6 +571,8 @@ class InstrumentedPool(PooledDatabase):
             checkout = self._in_use.pop(key, None)
             if checkout is not None and not close_conn:
                 self._returning += 1
+        if checkout is not None:
+            emit(self, CHECKED_IN, conn)
         if close_conn or checkout is None:
             if close_conn:
                 self._close_raw(conn)
@@ -559,12 +582,16 @@ class InstrumentedPool(PooledDatabase):
         keep = False
         try:
             if self._stale_timeout and time.time() - checkout.timestamp > self._stale_timeout:
+                emit(self, DISCARDED, conn, reason=TOO_OLD)
                 self._close_raw(conn)
             elif not self._reset(conn, self._needs_reset(checkout)):
                 self.counters.add("lost")
+                emit(self, DISCARDED, conn, reason=DEAD)
                 self._close_raw(conn)
             else:
                 keep = True
+                if self._needs_reset(checkout):
+                    emit(self, RESET, conn)
         finally:
             with self._pool_lock:
                 self._returning -= 1
@@ -583,6 +610,7 @@ class InstrumentedPool(PooledDatabase):
         except Exception as exc:  # the connection is being discarded; a failing close changes nothing
             info = classify_error(exc, self._engine_name())
             logger.debug("pool %s: closing a connection failed (%s): %s", self.target, info.category.value, info.message)
+        emit(self, CLOSED, conn)
 
     def close_idle(self) -> None:
         with self._pool_lock:
@@ -672,10 +700,13 @@ class InstrumentedPool(PooledDatabase):
                     if self._in_use.pop(checkout.key, None) is None:
                         continue
                 self.counters.add("reclaimed")
+                emit(self, DISCARDED, checkout.connection, reason=LEAKED)
                 logger.warning(
                     "pool %s: reclaiming a connection whose thread %r ended without returning it "
                     "(held %.1fs); it was acquired at:\n%s",
                     self.target, checkout.thread.name, checkout.age, checkout.format_stack(),
+                    extra={"event": "discarded", "pool": self.target, "reason": LEAKED,
+                           "holder_thread": checkout.thread.name},
                 )  # fmt: skip
                 self._close_raw(checkout.connection)
                 with self._pool_lock:
@@ -688,6 +719,8 @@ class InstrumentedPool(PooledDatabase):
                     "pool %s: possible connection leak: held %.1fs (POOL_LEAK_THRESHOLD=%gs) by thread %r, "
                     "acquired at:\n%s",
                     self.target, checkout.age, threshold, checkout.thread.name, checkout.format_stack(),
+                    extra={"event": "leak", "pool": self.target, "holder_thread": checkout.thread.name,
+                           "duration_ms": round(checkout.age * 1000, 3)},
                 )  # fmt: skip
                 self.counters.add("leaks")
         return reported
@@ -695,7 +728,7 @@ class InstrumentedPool(PooledDatabase):
     def _reap_idle(self) -> None:
         config = self.pool_config
         now_mono, now_wall = time.monotonic(), time.time()
-        doomed: list[Any] = []
+        doomed: list[tuple[Any, str]] = []
         with self._pool_lock:
             total = len(self._in_use) + len(self._connections) + self._opening + self._returning
             keep: list[_Idle] = []
@@ -703,12 +736,13 @@ class InstrumentedPool(PooledDatabase):
                 expired = self._stale_timeout and now_wall - entry.created > self._stale_timeout
                 idle_too_long = now_mono - entry.returned > config.idle_timeout and total > config.min_connections
                 if expired or idle_too_long:
-                    doomed.append(entry.connection)
+                    doomed.append((entry.connection, TOO_OLD if expired else IDLE))
                     total -= 1
                 else:
                     keep.append(entry)
             self._connections = keep
-        for conn in doomed:
+        for conn, reason in doomed:
+            emit(self, DISCARDED, conn, reason=reason)
             self._close_raw(conn)
 
     def fill_to_minimum(self) -> int:
@@ -731,6 +765,7 @@ class InstrumentedPool(PooledDatabase):
                 )  # fmt: skip
                 return opened
             self.counters.add("created")
+            emit(self, CONNECTED, conn)
             with self._pool_lock:
                 self._opening -= 1
                 self._connections.insert(0, _Idle(conn, time.time(), time.monotonic()))

@@ -42,6 +42,7 @@ from api.db.preview.analysis import (
 )
 from api.db.preview.capture import CapturedStatement, StatementCapture, strip_statement_settings
 from api.db.redact import redact_text
+from api.db.tracing import preview_attributes, traced
 
 logger = logging.getLogger(__name__)
 
@@ -265,6 +266,7 @@ def _check_settings(large_table_rows: int, large_table_bytes: int) -> None:
             raise ConfigurationError(f"{name} must be an integer >= 0, got {value!r}")
 
 
+@traced("preview_migration", operation="preview", result=preview_attributes)
 def preview_migration(
     db: peewee.Database,
     migrations: Iterable[MigrationLike],
