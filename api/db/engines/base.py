@@ -90,6 +90,8 @@ class Engine:
     # The OpenTelemetry ``db.system`` value, and how the migration lock is taken (``api_db.lock.strategy``).
     otel_system: ClassVar[str] = "other_sql"
     lock_strategy: ClassVar[str] = ""
+    # An upsert names the unique key it may meet (ON CONFLICT (...)); MySQL takes any (ON DUPLICATE KEY).
+    upsert_names_key: ClassVar[bool] = True
 
     def __init__(self, database: peewee.Database) -> None:
         self.database = database

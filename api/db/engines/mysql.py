@@ -225,6 +225,7 @@ class MySQLEngine(Engine):
     database_class = peewee.MySQLDatabase
     otel_system = "mysql"
     lock_strategy = "get_lock"
+    upsert_names_key = False
     flavours = (MYSQL, MARIADB)
     app_name_param = "program_name"
     app_name_limit = 255  # performance_schema.session_connect_attrs keeps longer values truncated

@@ -245,8 +245,13 @@ class Migrator:
         on_batch: Callable[[int, str], None] | None = None,
         planning: bool = False,
         inverse_seed: Sequence[Entry] | None = None,
+        fast: bool = False,
     ) -> None:
         self._db = db
+        # Fast: the runner rolls back and replays this migration carefully on any failure, so an
+        # operation needs no savepoint of its own; a failure is flagged (``replay``) and raised at once.
+        self.fast = fast
+        self.replay = False
         self.schema_migrator = schema_migrator
         self.engine = engine_for(db).name
         self.migration = migration
@@ -421,7 +426,8 @@ class Migrator:
             if isinstance(exc, SchemaConflict):
                 statement = exc.statement  # the catalog stopped it: no statement failed
             info = classify_error(exc, self.engine, statement)
-            if info.category == ErrorCategory.CONNECTION_LOST:  # nothing to ask a dead connection
+            if self.fast or info.category == ErrorCategory.CONNECTION_LOST:  # no catalog to ask now
+                self.replay = self.fast
                 raise OperationFailed(description, info, statement) from exc
             verdict = self._already_applied(exc, name, args, kwargs or {}, statement, description)
             if verdict.completed_now:
@@ -478,7 +484,7 @@ class Migrator:
     def _unit(self) -> Iterator[None]:
         # Inside a transaction each operation gets a SAVEPOINT: on PostgreSQL an error
         # would otherwise abort the whole transaction ("current transaction is aborted").
-        if self._db.in_transaction():
+        if self._db.in_transaction() and not self.fast:
             with keeping_error(logged_transaction(self._db, self._db.savepoint(), kind=SAVEPOINT,
                                              migrations=[self.migration]), self.engine):
                 yield

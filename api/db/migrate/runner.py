@@ -265,6 +265,13 @@ def _resume_key(row: HistoryRow | None, migration: Migration) -> str | None:
     return row.progress_key
 
 
+class _Replay(Exception):
+    """Internal: the fast way failed in ``migration``; the group is rolled back and run the careful way."""
+
+    def __init__(self, migration: str, cause: BaseException | None) -> None:
+        super().__init__(f"migration {migration}: {cause or 'an operation failed'}")
+
+
 def _discard_connection(db: peewee.Database, engine: str) -> None:
     """Drop this thread's lost connection, never back into a pool; the next query opens a fresh one."""
     close = getattr(db, "manual_close", None) or db.close
@@ -287,6 +294,20 @@ class _Run:
         self.tracker = tracker
         self.report = report
         self.lock = lock
+        # One lock-safe migrator for the run: the server's facts are read once, not per migration.
+        self.ddl: Any = make_schema_migrator(db)
+        self.unwritten: set[str] = set()  # migrations run without a history row yet (the first write inserts)
+
+    def ddl_for(self, migration: Migration, *, direct: bool) -> Any:
+        """The run's schema migrator, with ``migration``'s own lock bound where it declares one."""
+        changes: dict[str, Any] = {}
+        if migration.lock_timeout is not None:
+            changes["lock_timeout"] = migration.lock_timeout
+        if migration.lock_retries is not None:
+            changes["retries"] = migration.lock_retries
+        ddl = self.ddl.with_settings(**changes) if changes else self.ddl
+        ddl.direct = direct
+        return ddl
 
     def call(self, migration: Migration, m: Migrator) -> None:
         with migration_span(self.db, migration.name, m):
@@ -303,25 +324,35 @@ class _Run:
             owner=self.lock.owner, fence=self.lock.fence, inverse=inverse,
         )  # fmt: skip
 
+    def progress_write(self, migration: Migration, completed: int, inverse: str | None,
+                       key: str | None = None) -> None:  # fmt: skip
+        """One statement: the first inserts the ``running`` row, the next ones update its progress."""
+        if migration.name in self.unwritten and key is None:
+            self.unwritten.discard(migration.name)
+            self.write(migration, RUNNING, None, None, completed, inverse)
+            return
+        if migration.name in self.unwritten:  # a backfill's first batch: the row first
+            self.unwritten.discard(migration.name)
+            self.write(migration, RUNNING, None, None, completed, inverse)
+        self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence, inverse=inverse)
+
     def migrator(
         self, migration: Migration, resume_after: int, progress: bool, resume_key: str | None = None,
-        seed: Any = None,
+        seed: Any = None, fast: bool = False,
     ) -> Migrator:
         """The ``m`` of ``migration``; with ``progress``, each operation's completion is recorded."""
         on_progress = on_batch = None
         if progress:
 
             def on_progress(completed: list[str]) -> None:
-                self.tracker.update_progress(migration.name, len(completed), fence=self.lock.fence,
-                                             inverse=m.inverse.to_json(len(completed)))  # fmt: skip
+                self.progress_write(migration, len(completed), m.inverse.to_json(len(completed)))
 
             def on_batch(completed: int, key: str) -> None:  # inside the batch's transaction
-                self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence,
-                                             inverse=m.inverse.to_json(completed))  # fmt: skip
+                self.progress_write(migration, completed, m.inverse.to_json(completed), key)
 
         m = Migrator(
             self.db,
-            make_schema_migrator(self.db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
+            self.ddl_for(migration, direct=fast),
             migration=migration.name,
             resume_after=resume_after,
             on_progress=on_progress,
@@ -329,6 +360,7 @@ class _Run:
             resume_key=resume_key,
             on_batch=on_batch,
             inverse_seed=seed,
+            fast=fast,
         )
         return m
 
@@ -375,6 +407,32 @@ class _Run:
             failure.completed = tuple(m.completed)  # type: ignore[attr-defined]
             failure.duration_ms = (time.perf_counter() - started) * 1000  # type: ignore[attr-defined]
             raise
+        return self._finished(migration, m, started)
+
+    def apply_fast(self, migration: Migration) -> MigrationOutcome:
+        """Run one migration in the group's transaction with no savepoint of its own; raise _Replay on failure.
+
+        The group is then rolled back and run again the careful way (:meth:`apply`), which decides
+        adoption, retries lock timeouts and names the failing statement exactly as before.
+        """
+        m = self.migrator(migration, 0, False, fast=True)
+        started = time.perf_counter()
+        try:
+            self.call_guarded(migration, m, in_transaction=True)
+        except UnsupportedCapability as exc:
+            raise _Replay(migration.name, exc) from exc
+        except OperationFailed as failure:
+            if failure.info.category == ErrorCategory.CONNECTION_LOST:  # nothing to replay on
+                failure.completed = tuple(m.completed)  # type: ignore[attr-defined]
+                failure.duration_ms = (time.perf_counter() - started) * 1000  # type: ignore[attr-defined]
+                raise
+            raise _Replay(migration.name, failure) from failure
+        if m.replay:  # an operation failed and the function went on: its unit may be broken
+            raise _Replay(migration.name, None)
+        return self._finished(migration, m, started)
+
+    def _finished(self, migration: Migration, m: Migrator, started: float) -> MigrationOutcome:
+        """The outcome of ``migration``, whose function returned, logged."""
         duration = (time.perf_counter() - started) * 1000
         if m.already and not m.executed and m.resume_after == 0:
             status, reason = SKIPPED, "every operation was already in effect (adopted)"
@@ -480,23 +538,38 @@ class _Run:
         return advice
 
     def run_transactional(self, group: Sequence[Migration]) -> None:
-        """Apply ``group`` in one transaction with its history rows; all or nothing."""
+        """Apply ``group`` in one transaction with its history rows; all or nothing.
+
+        First the fast way (no savepoints, the lock bound set once); on any failure that transaction
+        is rolled back and the group runs again the careful way, which reports as before.
+        """
+        try:
+            self._run_group(group, fast=True)
+        except _Replay as replay:
+            logger.info("%s; the group of %d migration(s) is rolled back and run again step by step",
+                        replay, len(group))  # fmt: skip
+            self._run_group(group, fast=False)
+
+    def _run_group(self, group: Sequence[Migration], *, fast: bool) -> None:
+        """One transaction over ``group`` with its history rows."""
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
             with keeping_error(logged_transaction(self.db, self.db.atomic(), migrations=[m.name for m in group]),
-                               self.engine):
+                               self.engine), self.ddl.scope("transaction"):  # fmt: skip
                 for migration in group:
                     current = migration
                     self.lock.check()
-                    outcome = self.apply(migration)
+                    outcome = self.apply_fast(migration) if fast else self.apply(migration)
                     self.write(migration, outcome.status, outcome.reason, outcome.duration_ms,
                                len(outcome.operations), outcome.inverse)  # fmt: skip
                     done.append(outcome)
         except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # a history write or the COMMIT failed
-            assert current is not None
-            failure = OperationFailed("history write or COMMIT", classify_error(exc, self.engine), None)
-            raise self.fail(current, failure, rolled_back=True) from exc
+            info = classify_error(exc, self.engine)
+            if fast and info.category != ErrorCategory.CONNECTION_LOST:
+                raise _Replay((current or group[0]).name, exc) from exc
+            failure = OperationFailed("history write or COMMIT", info, None)
+            raise self.fail(current or group[0], failure, rolled_back=True) from exc
         except OperationFailed as failure:
             assert current is not None
             if done:
@@ -526,7 +599,10 @@ class _Run:
                 migration.name, row.status, row.installed_by, row.owner, row.progress_at or row.applied_at,
                 resume_after,
             )  # fmt: skip
-        self.write(migration, RUNNING, None, None, resume_after)
+        if row is None:  # nothing to take over: the first progress write inserts the running row
+            self.unwritten.add(migration.name)
+        else:
+            self.write(migration, RUNNING, None, None, resume_after)
         try:
             seed = row.inverse if row is not None and resume_after else None
             outcome = self.apply(migration, resume_after=resume_after, progress=True,
@@ -704,6 +780,11 @@ def _check_drift(history: dict[str, HistoryRow], planned: Sequence[Migration], r
 
 def _apply_pending(run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str) -> None:
     """Transactional engines: groups in transactions; otherwise each migration resumably on its own."""
+    with run.ddl.scope("session"):  # the lock bound of the run's connection, set once and restored once
+        _apply_groups(run, pending, history, atomic)
+
+
+def _apply_groups(run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str) -> None:
     if not run.transactional:
         for migration in pending:
             run.run_non_transactional(migration, history.get(migration.name))

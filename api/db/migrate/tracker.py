@@ -326,16 +326,22 @@ class MigrationTracker:
             values[H.progress_key] = None  # nothing left to resume
         if inverse is not None:
             values[H.inverse_plan] = inverse
-        if self._update(name, values, fence):
-            return
-        if fence is None:
-            H.insert({**values, H.migration_name: name}).execute()
-            return
-        fields = [H.migration_name, *values]
-        typed = [peewee.Value(value, converter=f.db_value) for f, value in values.items()]
-        row = peewee.Select(columns=[peewee.Value(name), *typed])
-        if not H.insert_from(row.where(fence), fields).as_rowcount().execute():
+        if not self._upsert(name, values, fence) and fence is not None:
             raise _lock_lost(name)
+
+    def _upsert(self, name: str, values: dict[Any, Any], fence: peewee.Expression | None) -> int:
+        """Insert the row of ``name``, or update it where it exists: one statement; the rows it touched."""
+        H = self.History
+        if fence is None:
+            query = H.insert({**values, H.migration_name: name})
+        else:
+            fields = [H.migration_name, *values]
+            typed = [peewee.Value(value, converter=f.db_value) for f, value in values.items()]
+            row = peewee.Select(columns=[peewee.Value(name), *typed])
+            query = H.insert_from(row.where(fence), fields)
+        target = [H.migration_name] if engine_for(self.db).upsert_names_key else None
+        rows: int = query.on_conflict(conflict_target=target, update=values).as_rowcount().execute()
+        return rows
 
     def update_progress(
         self, name: str, completed: int, *, key: str | None = None, fence: peewee.Expression | None = None,

@@ -18,13 +18,15 @@ with the same operations and four changes:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import random
 import re
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
@@ -57,6 +59,17 @@ from api.db.schema.blockers import BlockingSession, find_blockers
 from api.db.schema.literals import render_literal
 
 logger = logging.getLogger(__name__)
+
+
+_SCOPE_STATE = threading.local()
+
+
+def _scopes() -> dict[int, tuple[Any, float]]:
+    """This thread's open lock-wait scopes: id(database) -> (DB-API connection, lock_timeout)."""
+    found: dict[int, tuple[Any, float]] | None = getattr(_SCOPE_STATE, "scopes", None)
+    if found is None:
+        found = _SCOPE_STATE.scopes = {}
+    return found
 
 
 # --- settings -----------------------------------------------------------------------------------
@@ -182,10 +195,60 @@ class LockSafeMixin(SchemaMigrator):
         super().__init__(database, schema=schema)
         self.settings = settings or LockSettings()
         self._compat: DatabaseCompat | None = None
+        # Direct: inside a unit the caller rolls back and replays on any error (the runner's fast path):
+        # no savepoint of its own around a statement, no retry; a failure goes straight up.
+        self.direct = False
 
     def with_settings(self, **changes: Any) -> LockSafeMixin:
         """A migrator on the same database with some settings changed (e.g. one migration's lock_timeout)."""
-        return type(self)(self.database, schema=self.schema, settings=replace(self.settings, **changes))
+        other = type(self)(self.database, schema=self.schema, settings=replace(self.settings, **changes))
+        other._compat = self._compat  # the server's facts, read once
+        other.direct = self.direct
+        return other
+
+    # --- the lock-wait bound, set once for a whole unit ------------------------------------------
+
+    # Where the engine's lock-wait setting lives: "transaction" (SET LOCAL, ends with it) or "session".
+    scope_level: ClassVar[str] = "session"
+
+    @contextlib.contextmanager
+    def scope(self, level: str) -> Iterator[None]:
+        """Set the lock-wait bound once for the block (a transaction, or a run), restored once at its end.
+
+        Statements inside, on the same connection and with the same ``lock_timeout``, are sent as they
+        are; the bound still applies to each. A no-op where ``level`` is not this engine's.
+        """
+        if level != self.scope_level:
+            yield
+            return
+        restore = self._open_scope()
+        if restore is None:
+            yield
+            return
+        key, conn = id(self.database), self.database.connection()
+        scopes = _scopes()
+        previous = scopes.get(key)
+        scopes[key] = (conn, self.settings.lock_timeout)
+        try:
+            yield
+        finally:
+            if previous is None:
+                scopes.pop(key, None)
+            else:
+                scopes[key] = previous
+            restore()
+
+    def _open_scope(self) -> Callable[[], None] | None:
+        """Issue the engine's lock-wait setting; return how to restore it (None: no scope here)."""
+        return None
+
+    def scoped(self) -> bool:
+        """Whether an open scope already bounds this connection's lock waits by our ``lock_timeout``."""
+        found = _scopes().get(id(self.database))
+        if found is None:
+            return False
+        conn, timeout = found
+        return bool(conn is self.database._state.conn and timeout == self.settings.lock_timeout)
 
     @property
     def db_engine(self) -> Engine:
@@ -223,8 +286,8 @@ class LockSafeMixin(SchemaMigrator):
                 return
             except peewee.DatabaseError as exc:
                 info = StandardErrorHandler.classify(exc, self.engine)
-                if info.category is not ErrorCategory.LOCK_TIMEOUT:
-                    raise
+                if self.direct or info.category is not ErrorCategory.LOCK_TIMEOUT:
+                    raise  # direct: the caller rolls back and replays with retries
                 waited = time.monotonic() - started
                 if attempt == attempts:
                     raise self._lock_timeout_error(step, attempts, exc) from exc
@@ -472,13 +535,26 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
     # EXCLUSIVE lock on both tables; the explicit path below adds the key NOT VALID first.
     explicit_create_foreign_key = True
 
+    scope_level = "transaction"
+
     def add_inline_fk_sql(self, ctx: Any, fld: peewee.Field) -> None:
         return None
 
+    @property
+    def _timeout_text(self) -> str:
+        return f"{int(round(self.settings.lock_timeout * 1000))}ms"
+
+    def _open_scope(self) -> Callable[[], None] | None:
+        if not self.database.in_transaction():
+            return None
+        self.database.execute_sql("SET LOCAL lock_timeout = %s", (self._timeout_text,))
+        return lambda: None  # SET LOCAL ends with the transaction
+
     def _execute_bounded(self, step: DDLStep) -> None:
         database = self.database
-        timeout = f"{int(round(self.settings.lock_timeout * 1000))}ms"
-        if step.outside_transaction or _PG_NO_TRANSACTION_SQL.match(step.sql):
+        timeout = self._timeout_text
+        outside = step.outside_transaction or _PG_NO_TRANSACTION_SQL.match(step.sql)
+        if outside:
             if database.in_transaction():
                 raise ConcurrentIndexInTransaction(
                     f"{step.shown} cannot run inside a transaction; run this migration outside one "
@@ -493,8 +569,11 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
             return
         nested = database.in_transaction()
         # Own transaction, or a savepoint in the caller's: a lock timeout rolls back only this
-        # statement, and SET LOCAL ends with the transaction at the latest.
-        with database.atomic():
+        # statement, and SET LOCAL ends with the transaction at the latest. Direct: the caller's unit.
+        with contextlib.nullcontext() if self.direct and nested else database.atomic():
+            if self.scoped():  # bounded by this transaction's SET LOCAL; the savepoint is for retries
+                database.execute_sql(step.sql, step.params)
+                return
             previous = database.execute_sql("SELECT current_setting('lock_timeout')").fetchone()[0]
             database.execute_sql("SET LOCAL lock_timeout = %s", (timeout,))
             database.execute_sql(step.sql, step.params)
@@ -596,9 +675,30 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
 
     serves = MySQLEngine
 
+    @property
+    def _seconds(self) -> int:
+        return max(1, math.ceil(self.settings.lock_timeout))  # the server takes whole seconds
+
+    def _open_scope(self) -> Callable[[], None] | None:
+        if MySQLEngine.set_statement(self.compat.flavour):
+            return None  # SET STATEMENT bounds each statement at no cost
+        previous = self.database.execute_sql(
+            "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout"
+        ).fetchone()
+        self.database.execute_sql(
+            "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", (self._seconds, self._seconds)
+        )
+        return functools.partial(
+            self._restore, "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s",
+            (previous[0], previous[1]),
+        )
+
     def _execute_bounded(self, step: DDLStep) -> None:
         database = self.database
-        seconds = max(1, math.ceil(self.settings.lock_timeout))  # the server takes whole seconds
+        seconds = self._seconds
+        if self.scoped():
+            database.execute_sql(step.sql, step.params)  # the run's SET SESSION bounds it
+            return
         if MySQLEngine.set_statement(self.compat.flavour):
             # SET STATEMENT scopes the settings to this one statement: nothing to restore.
             database.execute_sql(
@@ -667,8 +767,17 @@ class LockSafeSqliteMigrator(LockSafeMixin, SqliteMigrator):
 
     serves = SqliteEngine
 
+    def _open_scope(self) -> Callable[[], None] | None:
+        database = self.database
+        previous = int(database.execute_sql("PRAGMA busy_timeout").fetchone()[0])
+        database.execute_sql(f"PRAGMA busy_timeout = {int(round(self.settings.lock_timeout * 1000))}")
+        return functools.partial(self._restore, f"PRAGMA busy_timeout = {previous}")
+
     def _execute_bounded(self, step: DDLStep) -> None:
         database = self.database
+        if self.scoped():
+            database.execute_sql(step.sql, step.params)  # the run's busy_timeout bounds it
+            return
         previous = int(database.execute_sql("PRAGMA busy_timeout").fetchone()[0])
         database.execute_sql(f"PRAGMA busy_timeout = {int(round(self.settings.lock_timeout * 1000))}")
         try:
