@@ -156,6 +156,7 @@ class MigrationTracker:
         self.db = db
         self.db_type = engine_for(db).name
         self._models: tuple[Any, Any] | None = None
+        self._upsert_sql: dict[tuple[str, ...], str] = {}  # columns -> the rendered unfenced upsert
 
     # The models are built on first use: the no-op boot needs only one raw query.
     @property
@@ -333,7 +334,7 @@ class MigrationTracker:
         """Insert the row of ``name``, or update it where it exists: one statement; the rows it touched."""
         H = self.History
         if fence is None:
-            query = H.insert({**values, H.migration_name: name})
+            return self._cached_upsert(name, values)
         else:
             fields = [H.migration_name, *values]
             typed = [peewee.Value(value, converter=f.db_value) for f, value in values.items()]
@@ -341,6 +342,26 @@ class MigrationTracker:
             query = H.insert_from(row.where(fence), fields)
         target = [H.migration_name] if engine_for(self.db).upsert_names_key else None
         rows: int = query.on_conflict(conflict_target=target, update=values).as_rowcount().execute()
+        return rows
+
+    def _cached_upsert(self, name: str, values: dict[Any, Any]) -> int:
+        """The unfenced upsert, its SQL rendered once per set of columns (rendering cost more than sending)."""
+        H = self.History
+        fields = [H.migration_name, *values]
+        params = [f.db_value(v) for f, v in zip(fields, [name, *values.values()])]
+        key = tuple(f.name for f in fields)
+        sql = self._upsert_sql.get(key)
+        if sql is None:
+            target = [H.migration_name] if engine_for(self.db).upsert_names_key else None
+            query = H.insert_many([[name, *values.values()]], fields=fields)
+            query = query.on_conflict(conflict_target=target, preserve=fields[1:]).as_rowcount()
+            sql, rendered = query.sql()
+            if list(rendered) == params:  # the order is ours: later writes reuse the text
+                self._upsert_sql[key] = sql
+            else:
+                logger.debug("history upsert parameters differ from peewee's; not cached")
+            params = list(rendered)
+        rows: int = self.db.execute_sql(sql, params).rowcount
         return rows
 
     def update_progress(
