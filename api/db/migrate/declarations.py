@@ -196,6 +196,29 @@ def _quick_names(items: list[Any]) -> list[str] | None:
     return names
 
 
+_last_declaration: tuple[tuple[Any, ...], list[str], str] | None = None  # (items, names, digest)
+
+
+def quick_declaration(items: list[Any]) -> tuple[list[str], str] | None:
+    """Names and digest of an obviously valid list (see :func:`_quick_names`), else None.
+
+    The last answer is kept for the same items (the same objects, in order): an application
+    declares its list once and every boot passes it again. Only tuples and Migration records
+    (tuples too) are kept, which cannot change in between.
+    """
+    global _last_declaration
+    last = _last_declaration
+    if last is not None and len(last[0]) == len(items) and all(map(operator.is_, last[0], items)):
+        return list(last[1]), last[2]
+    names = _quick_names(items)
+    if names is None:
+        return None
+    digest = migrations_digest(names)
+    if set(map(type, items)) <= {tuple, Migration}:
+        _last_declaration = (tuple(items), names, digest)
+    return list(names), digest
+
+
 def _quick_pairs(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
     """Names and functions of a list of plain ``(name, fn)`` tuples with distinct names."""
     declared = dict(items)  # ValueError unless every item is a pair; duplicates collapse

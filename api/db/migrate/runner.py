@@ -52,10 +52,10 @@ from api.db.exceptions import (
 from api.db.migrate.declarations import (
     Migration,
     MigrationLike,
-    _quick_names,
     _takes_migrator,
     migrations_digest,
     plan_migrations,
+    quick_declaration,
 )
 from api.db.migrate.lock import migration_lock
 from api.db.migrate.migrator import (
@@ -661,12 +661,14 @@ def migrate_db(
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         plan_migrations(migrations)  # raises the explanatory error
     items = list(migrations)
-    names = _quick_names(items)
-    if names is None:
+    quick = quick_declaration(items)
+    if quick is None:
         names = [m.name for m in plan_migrations(items)]  # raises MigrationDeclarationError
+        digest = migrations_digest(names)
+    else:
+        names, digest = quick
     tracker = MigrationTracker(db)
     report = MigrationReport(engine=tracker.db_type, declared=len(names))
-    digest = migrations_digest(names)
     last = target_index(names, target)
     try:
         with using_connection(db):
