@@ -136,3 +136,7 @@ class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
 
 class ConnectionRejected(DatabaseUnavailable):
     """The server refused the credentials, database name or permissions; retrying cannot help."""
+
+
+class NoHealthyReplica(DatabaseUnavailable):
+    """A read was routed with ``replica_fallback=fail`` and no replica is reachable and within the lag bound."""

@@ -70,6 +70,7 @@ class DatabaseCollector:
             yield counter
         yield self._wait_histogram(db)
         yield from self._health_metrics()
+        yield from member_metrics(db)
 
     def _wait_histogram(self, db: Any) -> Metric:
         if isinstance(db, InstrumentedPool):
@@ -108,6 +109,37 @@ class DatabaseCollector:
         yield _gauge("last_migration_duration_seconds", "Duration of the most recently recorded migration (NaN if none).",
                      math.nan if last is None else last / 1e3)  # fmt: skip
         yield _gauge("pgvector_available", "1 when the pgvector extension is installed.", 1 if health.pgvector_available else 0)
+
+
+# Per member of a routing database, labelled ``member`` (primary, replica1, ...): (name, stats key, help).
+MEMBER_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("member_pool_connections_max", "max", "Largest number of connections the member's pool may hold."),
+    ("member_pool_connections_active", "active", "Connections checked out of the member's pool now."),
+    ("member_pool_connections_idle", "idle", "Open connections waiting in the member's pool now."),
+)
+
+
+def member_metrics(db: Any) -> Iterator[Metric]:
+    """Pool gauges, reads served, lag and health per member (a database without replicas: the primary only)."""
+    members = PoolDiagnostics(db).get_member_stats()
+    for name, key, doc in MEMBER_GAUGES:
+        family = GaugeMetricFamily(PREFIX + name, doc, labels=["member"])
+        for member, stats in members.items():
+            family.add_metric([member], stats[key])
+        yield family
+    reads = CounterMetricFamily(PREFIX + "member_reads", "Reads outside transactions served by the member.",
+                                labels=["member"])  # fmt: skip
+    lag = GaugeMetricFamily(PREFIX + "replica_lag_seconds", "Replay lag measured by the last poll (NaN: unknown).",
+                            labels=["member"])  # fmt: skip
+    healthy = GaugeMetricFamily(PREFIX + "member_healthy", "1 when the member may serve reads.", labels=["member"])
+    for member, stats in members.items():
+        reads.add_metric([member], stats.get("reads_total") or 0)
+        value = stats.get("lag_seconds")
+        lag.add_metric([member], math.inf if value == "stopped" else math.nan if value is None else float(value))
+        healthy.add_metric([member], 0 if stats.get("healthy") is False else 1)
+    yield reads
+    yield lag
+    yield healthy
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

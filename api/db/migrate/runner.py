@@ -57,6 +57,7 @@ from api.db.migrate.tracker import (
     HistoryRow,
     MigrationTracker,
 )
+from api.db.pool.routing import pinned_to_primary
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
 
@@ -413,7 +414,7 @@ def migrate_db(
     report = MigrationReport(engine=tracker.db_type, declared=len(names))
     digest = migrations_digest(names)
     try:
-        with using_connection(db):
+        with pinned_to_primary(db), using_connection(db):  # replicas may lag: migrations read the primary
             if tracker.is_up_to_date(digest, len(names)):
                 report.fast_path = True
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])

@@ -5,6 +5,10 @@ What is transient and what is fatal comes from the classification tables in
 too many connections, lock timeouts) is retried; ``FATAL_CONFIGURATION``
 (wrong password, unknown database, no permission) fails at once with
 :class:`ConnectionRejected` saying what to check; anything else is raised as is.
+
+The budget is both a count (``DB_RETRY_MAX_ATTEMPTS``) and a time (``DB_RETRY_MAX_ELAPSED``,
+60 s by default, so a 30 s failover is ridden out): retrying stops at whichever runs out
+first, and the last pause is shortened so the budget is not overrun.
 """
 
 from __future__ import annotations
@@ -54,6 +58,7 @@ def call_with_retry(
     target: str,
     sleep: Callable[[float], None] = time.sleep,
     rng: random.Random | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> T:
     """Run ``operation`` (open a connection to ``target``, a redacted URL) with retries.
 
@@ -62,6 +67,7 @@ def call_with_retry(
     and any unclassified error unchanged.
     """
     delays = backoff_delays(config, rng)
+    deadline = clock() + config.max_elapsed
     attempt = 0
     while True:
         attempt += 1
@@ -81,16 +87,17 @@ def call_with_retry(
                     target, info.category.value, info.code, info.message,
                 )  # fmt: skip
                 raise
-            delay = next(delays, None)
+            delay = _next_delay(delays, deadline - clock())
             if delay is None:
                 logger.error(
                     "connecting to %s failed after %d attempt(s) (%s): %s",
                     target, attempt, info.category.value, info.message,
                 )  # fmt: skip
                 raise DatabaseUnavailable(
-                    f"cannot connect to {target} after {attempt} attempt(s): {info.category.value}: {info.message}; "
+                    f"cannot connect to {target} after {attempt} attempt(s) in "
+                    f"{config.max_elapsed - (deadline - clock()):.1f}s: {info.category.value}: {info.message}; "
                     "check that the server is running and reachable from here (host, port, firewall), "
-                    "or raise DB_RETRY_MAX_ATTEMPTS / DB_RETRY_MAX_DELAY",
+                    "or raise DB_RETRY_MAX_ATTEMPTS / DB_RETRY_MAX_ELAPSED / DB_RETRY_MAX_DELAY",
                     orig=exc,
                 ) from exc
             logger.warning(
@@ -98,3 +105,11 @@ def call_with_retry(
                 target, attempt, config.max_attempts, info.category.value, info.message, delay,
             )  # fmt: skip
             sleep(delay)
+
+
+def _next_delay(delays: Iterator[float], remaining: float) -> float | None:
+    """The next pause, cut to the time left; None when the count or the time budget is spent."""
+    delay = next(delays, None)
+    if delay is None or remaining <= 0:
+        return None
+    return min(delay, remaining)
