@@ -388,8 +388,11 @@ class PostgresEngine(Engine):
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
     ) -> peewee.Database:
         params["connect_timeout"] = connect_timeout
-        # The last -c of a setting wins over the application's own.
-        self.add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
+        # The last -c of a setting wins over the application's own; a pooler in front refuses -c options.
+        if getattr(self.database, "pooled", False):
+            self.drop_pooled_startup_options(params)
+        else:
+            self.add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
         params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
         return peewee.PostgresqlDatabase(self.database.database, thread_safe=False, **params)
 

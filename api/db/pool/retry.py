@@ -8,24 +8,35 @@ too many connections, lock timeouts) is retried; ``FATAL_CONFIGURATION``
 
 The budget is both a count (``DB_RETRY_MAX_ATTEMPTS``) and a time (``DB_RETRY_MAX_ELAPSED``,
 60 s by default, so a 30 s failover is ridden out): retrying stops at whichever runs out
-first, and the last pause is shortened so the budget is not overrun.
+first, and the last pause is shortened so the budget is not overrun. While members answer
+but none accepts writes (``read_only``: a promotion under way), the connect polls every
+second, bounded by the time only.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import re
 import time
 from collections.abc import Iterator
 from typing import Callable, TypeVar
 
-from api.db.error_handler import FATAL_CONFIGURATION, ErrorCategory, classify_error
+from api.db.error_handler import (
+    FATAL_CONFIGURATION,
+    TRANSIENT,
+    ErrorCategory,
+    ErrorInfo,
+    classify_error,
+)
 from api.db.exceptions import ConnectionRejected, DatabaseUnavailable
 from api.db.pool.config import RetryConfig
 
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+
+FAILOVER_POLL = 1.0  # seconds: the longest pause while members answer but none accepts writes yet
 
 # What the operator should check, per fatal category.
 WHAT_TO_CHECK: dict[ErrorCategory, str] = {
@@ -74,7 +85,7 @@ def call_with_retry(
         try:
             return operation()
         except Exception as exc:
-            info = classify_error(exc, db_type)
+            info = classify_connect_error(exc, db_type)
             if info.category in FATAL_CONFIGURATION:
                 hint = WHAT_TO_CHECK.get(info.category, "check the connection settings")
                 logger.error("connecting to %s failed (%s): %s; not retrying", target, info.category.value, info.message)
@@ -87,7 +98,13 @@ def call_with_retry(
                     target, info.category.value, info.code, info.message,
                 )  # fmt: skip
                 raise
-            delay = _next_delay(delays, deadline - clock())
+            remaining = deadline - clock()
+            if info.category is ErrorCategory.READ_ONLY:
+                # Members answer but none is writable yet: a promotion is under way. Poll it closely,
+                # bounded by the time budget only (short polls would use up the count long before it).
+                delay: float | None = min(FAILOVER_POLL, remaining) if remaining > 0 else None
+            else:
+                delay = _next_delay(delays, remaining)
             if delay is None:
                 logger.error(
                     "connecting to %s failed after %d attempt(s) (%s): %s",
@@ -105,6 +122,27 @@ def call_with_retry(
                 target, attempt, config.max_attempts, info.category.value, info.message, delay,
             )  # fmt: skip
             sleep(delay)
+
+
+# libpq reports a failed host list as one message, one "connection to server at ..." per host.
+_PER_HOST = re.compile(r"(?=connection to server (?:at|on) )")
+
+
+def classify_connect_error(exc: BaseException, db_type: str) -> ErrorInfo:
+    """The error's classification; for a host list, the most hopeful host's (a transient one if any).
+
+    During a failover one member may refuse (read-only, starting up, not yet holding a new
+    database) while another is merely down: the connect is retried when any host may recover.
+    """
+    info = classify_error(exc, db_type)
+    parts = [part for part in _PER_HOST.split(info.message) if part.strip()]
+    if len(parts) < 2:
+        return info
+    categories = [classify_error(RuntimeError(part), db_type).category for part in parts]
+    if ErrorCategory.READ_ONLY in categories:  # a member answers: a promotion is what we wait for
+        return info._replace(category=ErrorCategory.READ_ONLY)
+    transient = [category for category in categories if category in TRANSIENT]
+    return info._replace(category=transient[0]) if transient else info
 
 
 def _next_delay(delays: Iterator[float], remaining: float) -> float | None:
