@@ -805,7 +805,7 @@ class Patroni:
         return old
 
     def restart(self, member: PatroniMember, timeout: float = 90.0) -> None:
-        """Start the Patroni of a member stopped by ``kill_leader(patroni_too=True)``; wait for the cluster."""
+        """Start the Patroni of a member ``kill_leader(patroni_too=True)`` stopped; wait for the cluster."""
         if member.proc is not None and member.proc.poll() is None:
             return
         pid = member.postmaster_pid()
@@ -816,7 +816,7 @@ class Patroni:
         self.wait_ready(timeout)
 
     def set_maintenance(self, paused: bool, timeout: float = 20.0) -> None:
-        """Patroni's maintenance mode (``pause``): it then leaves PostgreSQL alone (a paused replay stays paused)."""
+        """Patroni's maintenance mode (``pause``): PostgreSQL is left alone (a paused replay stays paused)."""
         leader = self.leader() or self.members[0]
         req = urllib.request.Request(f"http://{leader.host}:{leader.rest_port}/config", method="PATCH",
                                      data=json.dumps({"pause": paused}).encode(),

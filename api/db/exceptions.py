@@ -139,4 +139,4 @@ class ConnectionRejected(DatabaseUnavailable):
 
 
 class NoHealthyReplica(DatabaseUnavailable):
-    """A read was routed with ``replica_fallback=fail`` and no replica is reachable and within the lag bound."""
+    """A read was routed with ``replica_fallback=fail`` and no replica answers within the lag bound."""

@@ -81,7 +81,8 @@ class MemberRole:
     def as_dict(self) -> dict[str, Any]:
         lag = self.lag_seconds
         shown = None if lag is None else (lag if lag != float("inf") else "stopped")
-        return {"role": self.role, "lag_seconds": shown, "state": self.state, "cluster_size": self.cluster_size}
+        return {"role": self.role, "lag_seconds": shown, "state": self.state,
+                "cluster_size": self.cluster_size}  # fmt: skip
 
 
 class Engine:
@@ -354,6 +355,11 @@ class Engine:
     def read_role(self, cursor: Any) -> MemberRole:
         """This member's role, read on a DB-API ``cursor`` (one or two round trips)."""
         return MemberRole("standalone")
+
+    @classmethod
+    def unanswered(cls, exc: BaseException) -> bool:
+        """Whether a lost connection's error says the server closed it without answering the statement."""
+        return False
 
     @classmethod
     def pooler_refusal(cls, exc: BaseException) -> bool:

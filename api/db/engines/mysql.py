@@ -421,7 +421,9 @@ class MySQLEngine(Engine):
         if lag is not None:
             return MemberRole("replica", lag_seconds=lag)
         read_only = scalar(cursor, "SELECT @@global.read_only")
-        return MemberRole("replica" if int(read_only or 0) else "primary", lag_seconds=0.0 if read_only else None)
+        if int(read_only or 0):
+            return MemberRole("replica", lag_seconds=0.0)
+        return MemberRole("primary")
 
     @staticmethod
     def replica_lag(cursor: Any) -> float | None:

@@ -120,6 +120,12 @@ PG_ROLE_SQL = (
     "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END"
 )
 PG_POOLER_REFUSAL = re.compile(r"unsupported startup parameter", re.IGNORECASE)
+# libpq's words for a connection closed with no message at all. A backend that is terminated (fast
+# shutdown, pg_terminate_backend) while it runs a statement sends FATAL 57P01 first, even after a
+# commit; one that sees its postmaster die finishes the statement and answers; a crash mid-statement
+# loses its uncommitted work. A silent close therefore means the statement was never read (the residual
+# case, a crash between the commit record and the reply, is why resend_unanswered can be turned off).
+PG_UNANSWERED = re.compile(r"^server closed the connection unexpectedly", re.IGNORECASE)
 PG_STARTUP_ONLY = ("statement_timeout",)  # what api.db sends as -c options at connect
 # -- previews (statement analysis) --------------------------------------------------------
 # ALTER TABLE forms, first match wins ("Explicit Locking", and ALTER TABLE's notes on which
@@ -419,6 +425,13 @@ class PostgresEngine(Engine):
     @classmethod
     def pooler_refusal(cls, exc: BaseException) -> bool:
         return PG_POOLER_REFUSAL.search(str(exc)) is not None
+
+    @classmethod
+    def unanswered(cls, exc: BaseException) -> bool:
+        from api.db.error_handler import driver_error
+
+        orig = driver_error(exc)
+        return getattr(orig, "pgcode", None) is None and PG_UNANSWERED.match(str(orig).strip()) is not None
 
     @classmethod
     def drop_pooled_startup_options(cls, params: dict[str, Any]) -> bool:

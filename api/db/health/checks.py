@@ -468,7 +468,7 @@ class HealthChecker:
         )
 
     def _role_not_ready(self, facts: _DatabaseFacts) -> str | None:
-        """Why the member's role keeps it out of traffic (Galera state; a replica without ready_on_replica)."""
+        """Why the role keeps the member out of traffic (Galera state; a replica, ready_on_replica off)."""
         role = facts.role
         if role is None:
             return None

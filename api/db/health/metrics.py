@@ -120,7 +120,7 @@ MEMBER_GAUGES: tuple[tuple[str, str, str], ...] = (
 
 
 def member_metrics(db: Any) -> Iterator[Metric]:
-    """Pool gauges, reads served, lag and health per member (a database without replicas: the primary only)."""
+    """Pool gauges, reads served, lag and health per member (without replicas: the primary only)."""
     members = PoolDiagnostics(db).get_member_stats()
     for name, key, doc in MEMBER_GAUGES:
         family = GaugeMetricFamily(PREFIX + name, doc, labels=["member"])
@@ -129,17 +129,25 @@ def member_metrics(db: Any) -> Iterator[Metric]:
         yield family
     reads = CounterMetricFamily(PREFIX + "member_reads", "Reads outside transactions served by the member.",
                                 labels=["member"])  # fmt: skip
-    lag = GaugeMetricFamily(PREFIX + "replica_lag_seconds", "Replay lag measured by the last poll (NaN: unknown).",
-                            labels=["member"])  # fmt: skip
-    healthy = GaugeMetricFamily(PREFIX + "member_healthy", "1 when the member may serve reads.", labels=["member"])
+    doc = "Replay lag measured by the last poll (NaN: unknown)."
+    lag = GaugeMetricFamily(PREFIX + "replica_lag_seconds", doc, labels=["member"])
+    healthy = GaugeMetricFamily(PREFIX + "member_healthy", "1 when the member may serve reads.",
+                                labels=["member"])  # fmt: skip
     for member, stats in members.items():
         reads.add_metric([member], stats.get("reads_total") or 0)
         value = stats.get("lag_seconds")
-        lag.add_metric([member], math.inf if value == "stopped" else math.nan if value is None else float(value))
+        lag.add_metric([member], _lag_value(value))
         healthy.add_metric([member], 0 if stats.get("healthy") is False else 1)
     yield reads
     yield lag
     yield healthy
+
+
+def _lag_value(value: Any) -> float:
+    """A member's lag as a gauge value: +Inf when replication stopped, NaN when unknown."""
+    if value == "stopped":
+        return math.inf
+    return math.nan if value is None else float(value)
 
 
 def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:

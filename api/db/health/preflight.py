@@ -223,7 +223,7 @@ def _gather(database: peewee.Database, report: ExtendedPreflightReport, info: Se
 
 
 def _judge_role(database: peewee.Database, report: ExtendedPreflightReport) -> None:
-    """The member's role (and a routing database's members): a Galera node not Synced fails, a replica warns."""
+    """The member's role (and a routing database's members): Galera not Synced fails, a replica warns."""
     engine = engine_for(database)
     try:
         with contextlib.closing(database.connection().cursor()) as cursor:

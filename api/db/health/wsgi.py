@@ -53,7 +53,7 @@ class HealthApp:
     many requests arrive). ``expose_details``: include error text and versions in
     ``/health/detailed``. ``token``: require ``Authorization: Bearer <token>`` there.
     ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.checks.HealthChecker`.
-    ``ready_on_replica``: whether ``/health/ready`` answers 200 on a replica (the role is reported either way).
+    ``ready_on_replica``: whether ``/health/ready`` answers 200 on a replica (the role is reported anyway).
     """
 
     def __init__(
@@ -75,7 +75,8 @@ class HealthApp:
             options["timeout"] = timeout
         if latency_threshold_ms is not None:
             options["latency_threshold_ms"] = latency_threshold_ms
-        self.checker = HealthChecker(db, migrations, cache_ttl=cache_ttl, ready_on_replica=ready_on_replica, **options)
+        options["ready_on_replica"] = ready_on_replica
+        self.checker = HealthChecker(db, migrations, cache_ttl=cache_ttl, **options)
         self.expose_details = bool(expose_details)
         self._token = token.encode() if token is not None else None
         self._registry: Any = None

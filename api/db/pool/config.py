@@ -42,6 +42,7 @@ class PoolConfig:
     reset_session: str = "auto"  # auto: reset when the session may have changed; always; never
     alive_bypass: float = 0.5  # seconds; a connection used more recently is not pinged on checkout
     pooler: str = "auto"  # auto: detect PgBouncer; pgbouncer: one is in front; none: never one
+    resend_unanswered: bool = True  # resend once a statement outside a transaction that got no answer
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,9 @@ def _retry(field: str, env: str, kind: type, minimum: Number | None = 0) -> _Set
     return _Setting(f"retry_{field}", env, kind, minimum, "retry", field)
 
 
-def _routing(key: str, env: str, kind: type, minimum: Number | None = 0, choices: tuple[str, ...] = ()) -> _Setting:
+def _routing(
+    key: str, env: str, kind: type, minimum: Number | None = 0, choices: tuple[str, ...] = ()
+) -> _Setting:
     return _Setting(key, env, kind, minimum, "routing", key, choices)
 
 
@@ -125,6 +128,7 @@ SETTINGS: tuple[_Setting, ...] = (
     _pool("reset_session", "POOL_RESET_SESSION", str, None, ("auto", "always", "never")),
     _pool("alive_bypass", "POOL_ALIVE_BYPASS", float),
     _pool("pooler", "DB_POOLER", str, None, ("auto", "pgbouncer", "none")),
+    _pool("resend_unanswered", "DB_RESEND_UNANSWERED", bool, None),
     _retry("max_attempts", "DB_RETRY_MAX_ATTEMPTS", int, 1),
     _retry("max_elapsed", "DB_RETRY_MAX_ELAPSED", float),
     _retry("initial_delay", "DB_RETRY_INITIAL_DELAY", float),
@@ -265,7 +269,8 @@ def load_config(
         # Only the maximum was given: the default minimum follows it down instead of failing.
         values["pool"]["min_connections"] = min(PoolConfig.min_connections, values["pool"]["max_connections"])
     config = DatabaseConfig(
-        PoolConfig(**values["pool"]), RetryConfig(**values["retry"]), preset_name, RoutingConfig(**values["routing"])
+        PoolConfig(**values["pool"]), RetryConfig(**values["retry"]), preset_name,
+        RoutingConfig(**values["routing"]),
     )
     _check_relations(config)
     return config

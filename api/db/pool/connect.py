@@ -64,7 +64,7 @@ def is_keyword_dsn(url: str) -> bool:
 
 
 def dsn_to_url(dsn: str) -> str:
-    """The ``postgresql://`` URL of a libpq keyword DSN; every keyword but user, password, dbname goes to the query."""
+    """The ``postgresql://`` URL of a libpq keyword DSN; keywords but user, password, dbname: the query."""
     items: dict[str, str] = {}
     position, count = 0, 0
     while position < len(dsn.rstrip()):
@@ -84,7 +84,8 @@ def dsn_to_url(dsn: str) -> str:
     database = items.pop("dbname", "")
     auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
     query = urlencode(items, safe=",:")
-    return f"postgresql://{auth}{'@' if auth else ''}/{quote(database, safe='')}{'?' + query if query else ''}"
+    path = quote(database, safe="") + ("?" + query if query else "")
+    return f"postgresql://{auth}{'@' if auth else ''}/{path}"
 
 
 def _split_authority(rest: str) -> tuple[str, str, str]:
@@ -116,7 +117,7 @@ def _host_list(hosts: str, default_port: int | None) -> tuple[list[str], list[st
 
 
 def expand_host_list(url: str, engine: type[Engine]) -> str:
-    """``scheme://u@h1:p1,h2:p2/db?x`` as ``scheme://u@/db?host=h1,h2&port=p1,p2&x`` (unchanged without a list)."""
+    """``scheme://u@h1:p1,h2:p2/db?x`` as ``scheme://u@/db?host=h1,h2&port=p1,p2&x`` (or unchanged)."""
     scheme, _, rest = url.partition("://")
     userinfo, hosts, tail = _split_authority(rest)
     if "," not in hosts:
@@ -288,5 +289,6 @@ def _build_pool(
     scheme.apply_timeouts(params, config.pool)
     name = params.pop("database")
     database = pool_class(name, pool_config=config.pool, retry_config=config.retry, target=shown, **params)
-    database.expects_primary = routed or host_list or str(params.get("target_session_attrs")) in WRITABLE_TARGETS
+    wants_writer = str(params.get("target_session_attrs")) in WRITABLE_TARGETS
+    database.expects_primary = routed or host_list or wants_writer
     return database

@@ -10,8 +10,11 @@ are untouched); :func:`cluster_class` gives the class ``connect()`` builds:
   Nothing has run in the transaction yet, so nothing is re-run; a failure *inside* a
   transaction reaches the application, always;
 * **statements outside a transaction**: a dead connection is replaced before the statement
-  is sent; a statement a read-only server refused (it never ran) is sent once more on a fresh
-  connection; any other failure reaches the application;
+  is sent; a statement the server provably never ran is sent once more on a fresh connection: one a
+  read-only server refused, or (``resend_unanswered``, on by default) one whose connection closed with
+  no answer at all, which the engine says means the server never started it (PostgreSQL: a backend
+  that is terminated or sees its postmaster die while running a statement says so before closing; a
+  silent close means it was gone before reading it); any other failure reaches the application;
 * **host lists** for drivers without them (PyMySQL): each host is tried in order;
 * **poolers**: a PgBouncer that refuses startup options is detected at the first connect
   (the options are dropped and the connect repeated), or configured (``pooler=pgbouncer``);
@@ -41,7 +44,9 @@ logger = logging.getLogger(__name__)
 _EXCEPTION_WRAPPER: Any = vars(peewee)["__exception_wrapper__"]
 # What makes a transaction start worth retrying on a fresh connection.
 RETRY_BEGIN_ON = frozenset({ErrorCategory.CONNECTION_LOST, ErrorCategory.READ_ONLY})
-BEGIN_PAUSE_FIRST = 0.05  # seconds before the second try of a transaction start; doubles up to the max
+BEGIN_PAUSE_FIRST = (
+    0.05  # seconds before the second try of a transaction start; doubles up to the max
+)
 BEGIN_PAUSE_MAX = 1.0
 _DRIVER_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 
@@ -49,7 +54,9 @@ _DRIVER_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
 class FailoverMixin(InstrumentedPool):
     """Transaction starts and autocommit statements that survive a failover (module docstring)."""
 
-    expects_primary = False  # the URL asks for a writable member: BEGIN READ WRITE where the engine has it
+    expects_primary = (
+        False  # the URL asks for a writable member: BEGIN READ WRITE where the engine has it
+    )
     pooler_detected: str | None = None  # how a pooler in front was found, None when it was not
 
     @property
@@ -66,7 +73,9 @@ class FailoverMixin(InstrumentedPool):
     # ---------------------------------------------------------------- transaction start
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
-        if self.transaction_depth() > 0:  # a re-begin after commit() inside a block: same connection
+        if (
+            self.transaction_depth() > 0
+        ):  # a re-begin after commit() inside a block: same connection
             self._begin_once(args, kwargs)
             return
         deadline = time.monotonic() + self.retry_config.max_elapsed
@@ -92,7 +101,9 @@ class FailoverMixin(InstrumentedPool):
         if statement is None:
             super().begin(*args, **kwargs)
         else:
-            isolation = (args[0] if args else kwargs.get("isolation_level")) or getattr(self, "_isolation_level", None)
+            isolation = (args[0] if args else kwargs.get("isolation_level")) or getattr(
+                self, "_isolation_level", None
+            )
             if isolation:
                 level = self._adapter.isolation_level_str(isolation)
                 statement = f"BEGIN TRANSACTION ISOLATION LEVEL {level} READ WRITE"
@@ -112,14 +123,26 @@ class FailoverMixin(InstrumentedPool):
         try:
             return super().execute_sql(sql, params, *args, **kwargs)
         except _DRIVER_ERRORS as exc:
-            info = classify_error(exc, self._engine_name())
-            if info.category is not ErrorCategory.READ_ONLY or self.in_transaction():
+            if self.in_transaction() or not self._may_resend(exc):
                 raise
-            # The server refused the statement before running it: once more, on a fresh connection.
-            logger.warning("pool %s: a read-only server refused a statement (%s); sending it once more "
-                           "on a fresh connection", self.target, info.message)  # fmt: skip
+            # The server never ran it (it refused it read-only, or closed the connection without a word
+            # before reading it): once more, on a fresh connection.
+            logger.warning(
+                "pool %s: a statement outside a transaction was not run (%s); sending it once more "
+                "on a fresh connection",
+                self.target,
+                classify_error(exc, self._engine_name()).message,
+            )
             self._discard_connection()
             return super().execute_sql(sql, params, *args, **kwargs)
+
+    def _may_resend(self, exc: BaseException) -> bool:
+        """The statement provably did not run: refused by a read-only server, or unanswered (engine fact)."""
+        info = classify_error(exc, self._engine_name())
+        if info.category is ErrorCategory.READ_ONLY:
+            return True
+        return (info.category is ErrorCategory.CONNECTION_LOST and self.pool_config.resend_unanswered
+                and engine_class(self).unanswered(exc))  # fmt: skip
 
     # ---------------------------------------------------------------- connections
 
@@ -129,7 +152,10 @@ class FailoverMixin(InstrumentedPool):
         if self._state.closed or conn is None:
             return
         if self._is_broken(conn) or (self._socket_readable(conn) and self._is_closed(conn)):
-            logger.info("pool %s: the server closed this thread's connection; a new one is opened", self.target)
+            logger.info(
+                "pool %s: the server closed this thread's connection; a new one is opened",
+                self.target,
+            )
             self._discard_connection()
 
     def _discard_connection(self) -> None:

@@ -112,14 +112,16 @@ def call_with_retry(
                 )  # fmt: skip
                 raise DatabaseUnavailable(
                     f"cannot connect to {target} after {attempt} attempt(s) in "
-                    f"{config.max_elapsed - (deadline - clock()):.1f}s: {info.category.value}: {info.message}; "
+                    f"{config.max_elapsed - (deadline - clock()):.1f}s: "
+                    f"{info.category.value}: {info.message}; "
                     "check that the server is running and reachable from here (host, port, firewall), "
                     "or raise DB_RETRY_MAX_ATTEMPTS / DB_RETRY_MAX_ELAPSED / DB_RETRY_MAX_DELAY",
                     orig=exc,
                 ) from exc
             logger.warning(
-                "connecting to %s failed (attempt %d/%d, %s: %s); retrying in %.2fs",
-                target, attempt, config.max_attempts, info.category.value, info.message, delay,
+                "connecting to %s failed (attempt %d, %.0fs of DB_RETRY_MAX_ELAPSED left, %s: %s); "
+                "retrying in %.2fs",
+                target, attempt, max(0.0, remaining), info.category.value, info.message, delay,
             )  # fmt: skip
             sleep(delay)
 

@@ -45,10 +45,13 @@ PROBE_STATEMENT_TIMEOUT = 1.0
 PROBE_IO_TIMEOUT = 2.0
 
 # A statement a replica can answer: a plain SELECT (or a WITH without data changes), no row locks.
-_READ = re.compile(r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(*\s*(?:SELECT|WITH)\b", re.IGNORECASE | re.DOTALL)
+_READ = re.compile(
+    r"^\s*(?:/\*.*?\*/\s*|--[^\n]*\n\s*)*\(*\s*(?:SELECT|WITH)\b", re.IGNORECASE | re.DOTALL
+)
 _NOT_READ = re.compile(
     r"\bFOR\s+(?:UPDATE|SHARE|NO\s+KEY\s+UPDATE|KEY\s+SHARE)\b|\bLOCK\s+IN\s+SHARE\s+MODE\b|\bINTO\b"
-    r"|\b(?:INSERT|UPDATE|DELETE|MERGE)\b|\bnextval\s*\(|\bsetval\s*\(|advisory|\bGET_LOCK\s*\(|\bset_config\s*\(",
+    r"|\b(?:INSERT|UPDATE|DELETE|MERGE)\b|\bnextval\s*\(|\bsetval\s*\(|advisory|\bGET_LOCK\s*\("
+    r"|\bset_config\s*\(",
     re.IGNORECASE,
 )
 
@@ -112,7 +115,9 @@ class Member:
         try:
             probe.close()
         except Exception as exc:  # the probe is discarded; a failing close changes nothing
-            logger.debug("replica %s: closing the probe failed: %s", self.name, classify_error(exc).message)
+            logger.debug(
+                "replica %s: closing the probe failed: %s", self.name, classify_error(exc).message
+            )
 
     def close(self) -> None:
         """Close the probe connection and every pooled connection of this replica."""
@@ -211,8 +216,10 @@ class RoutingMixin(FailoverMixin):
     def _no_replica_message(self) -> str:
         states = "; ".join(f"{m.name}: {m.error or (m.role.as_dict() if m.role else 'not polled yet')}"
                            for m in self.replica_members)  # fmt: skip
-        return (f"no healthy replica for a read ({states}); wait for the replicas to catch up, raise "
-                "DB_MAX_REPLICA_LAG, or set DB_REPLICA_FALLBACK=primary to read on the primary")
+        return (
+            f"no healthy replica for a read ({states}); wait for the replicas to catch up, raise "
+            "DB_MAX_REPLICA_LAG, or set DB_REPLICA_FALLBACK=primary to read on the primary"
+        )
 
     def _read_on(self, member: Member, sql: str, params: Any) -> Any:
         """Run the read on ``member`` in a connection of its own pool, returned at once."""
@@ -227,7 +234,9 @@ class RoutingMixin(FailoverMixin):
             if info.category is not ErrorCategory.CONNECTION_LOST:
                 raise
             # A read outside a transaction changes nothing: the primary answers it instead.
-            logger.warning("replica %s lost (%s); the read goes to the primary", member.name, info.message)
+            logger.warning(
+                "replica %s lost (%s); the read goes to the primary", member.name, info.message
+            )
             member.error = f"{info.category.value}: {info.message}"
             self.primary_reads += 1
             return super().execute_sql(sql, params)
@@ -279,7 +288,9 @@ class _Poller(threading.Thread):
             try:
                 database.poll_replicas()
             except Exception as exc:  # keep polling; the failure is classified and logged
-                logger.error("replica poll of %s failed: %s", database.target, classify_error(exc).message)
+                logger.error(
+                    "replica poll of %s failed: %s", database.target, classify_error(exc).message
+                )
             del database
 
 
@@ -302,7 +313,9 @@ def attach_replicas(database: Any, replicas: list[Any]) -> None:
     if not isinstance(database, RoutingMixin):
         raise TypeError("attach_replicas needs a database built by connect(url, replicas=[...])")
     for index, replica in enumerate(replicas, 1):
-        if not isinstance(replica, FailoverMixin) or engine_class(replica) is not engine_class(database):
+        if not isinstance(replica, FailoverMixin) or engine_class(replica) is not engine_class(
+            database
+        ):
             raise ConfigurationError(
                 f"replica {index} is not a pooled database of the primary's engine: give every replica URL "
                 "the primary's scheme"

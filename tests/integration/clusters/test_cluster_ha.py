@@ -14,6 +14,7 @@ import logging
 import sys
 import threading
 import time
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -62,8 +63,10 @@ class WriteLoad:
         self.writes: list[float] = []  # monotonic time each write returned
         self._lock = threading.Lock()
         self._stop = threading.Event()
-        self._threads = [threading.Thread(target=self._run, args=(i,), name=f"writer-{i}", daemon=True)
-                         for i in range(WRITERS)]
+        self._threads = [
+            threading.Thread(target=self._run, args=(i,), name=f"writer-{i}", daemon=True)
+            for i in range(WRITERS)
+        ]
 
     def _run(self, writer: int) -> None:
         while not self._stop.is_set():
@@ -73,6 +76,8 @@ class WriteLoad:
             except Exception as exc:  # an application error: counted and reported by the test
                 with self._lock:
                     self.errors.append(f"{type(exc).__name__}: {exc}")
+                    if len(self.errors) == 1:
+                        log.warning("first application error:\n%s", traceback.format_exc())
             else:
                 with self._lock:
                     self.writes.append(time.monotonic())
@@ -80,20 +85,25 @@ class WriteLoad:
 
     def first_write_after(self, moment: float, timeout: float) -> float:
         """Seconds from ``moment`` to the first write that returned after it began blocking."""
+
         def found() -> float | None:
             with self._lock:
                 later = [t for t in self.writes if t > moment]
             return min(later) - moment if later else None
 
         seconds = wait_until(found, timeout, 0.05)
-        assert seconds is not None, f"no write succeeded within {timeout} s; errors: {self.errors[:3]}"
+        assert seconds is not None, (
+            f"no write succeeded within {timeout} s; errors: {self.errors[:3]}"
+        )
         return float(seconds)
 
     def __enter__(self) -> WriteLoad:
         self.model.create_table(safe=True)
         for thread in self._threads:
             thread.start()
-        assert wait_until(lambda: len(self.writes) >= WRITERS * 3, 20), f"no writes: {self.errors[:3]}"
+        assert wait_until(lambda: len(self.writes) >= WRITERS * 3, 20), (
+            f"no writes: {self.errors[:3]}"
+        )
         return self
 
     def __exit__(self, *exc: Any) -> None:
@@ -124,14 +134,18 @@ def on_every_member(patroni: Patroni, database: str) -> str:
     patroni.wait_ready(60)
 
     def everywhere() -> bool:
-        return all((database,) in pg_query(m.host, m.port, "SELECT datname FROM pg_database")
-                   for m in patroni.members)
+        return all(
+            (database,) in pg_query(m.host, m.port, "SELECT datname FROM pg_database")
+            for m in patroni.members
+        )
 
     assert wait_until(everywhere, 30, 0.2), f"{database} not on every member after 30 s"
     return patroni.multi_host_url(database)
 
 
-def test_switchover_under_write_load_has_no_application_errors(patroni: Patroni, patroni_db: str) -> None:
+def test_switchover_under_write_load_has_no_application_errors(
+    patroni: Patroni, patroni_db: str
+) -> None:
     db = connect(on_every_member(patroni, patroni_db))
     try:
         with WriteLoad(db) as load:
@@ -140,9 +154,11 @@ def test_switchover_under_write_load_has_no_application_errors(patroni: Patroni,
             load.first_write_after(time.monotonic(), FAILOVER_BOUND)
             time.sleep(1.0)
         blocked, seconds = blocked_after(load.writes, moment)
-        report(f"patroni switchover under {WRITERS}-thread load: {len(load.errors)} application errors, "
-               f"writes blocked at most {blocked:.2f} s, first write after the pause {seconds:.2f} s after the "
-               f"request (new leader {new.name}); errors: {load.errors[:3]}")
+        report(
+            f"patroni switchover under {WRITERS}-thread load: {len(load.errors)} application errors, "
+            f"writes blocked at most {blocked:.2f} s, first write after the pause {seconds:.2f} s after the "
+            f"request (new leader {new.name}); errors: {load.errors[:3]}"
+        )
         assert load.errors == []
         assert pg_query(new.host, new.port, "SELECT pg_is_in_recovery()")[0][0] is False
     finally:
@@ -162,11 +178,14 @@ def test_migration_during_switchover_ends_exactly_once(patroni: Patroni, patroni
     db = connect(on_every_member(patroni, patroni_db))
     outcomes: list[str] = []
     try:
+
         def boot() -> None:
             for _ in range(10):  # a container restarted after each failed boot
                 try:
                     migrate_db(db, migrations, lock_timeout=60)
-                except Exception as exc:  # the failed boot is recorded; the next boot must finish the job
+                except (
+                    Exception
+                ) as exc:  # the failed boot is recorded; the next boot must finish the job
                     outcomes.append(f"failed: {type(exc).__name__}")
                     time.sleep(0.5)
                 else:
@@ -182,7 +201,11 @@ def test_migration_during_switchover_ends_exactly_once(patroni: Patroni, patroni
         assert outcomes[-1] == "ok"
         with db.connection_context():
             rows = db.execute_sql("SELECT count(*) FROM ha_once").fetchone()[0]
-            history = [r for r in MigrationTracker(db).get_migration_history() if r.migration_name == "0001_ha_once"]
+            history = [
+                r
+                for r in MigrationTracker(db).get_migration_history()
+                if r.migration_name == "0001_ha_once"
+            ]
         assert rows == 1
         assert [r.status for r in history].count("success") == 1
         assert migrate_db(db, migrations).fast_path
@@ -191,7 +214,9 @@ def test_migration_during_switchover_ends_exactly_once(patroni: Patroni, patroni
         patroni.wait_ready(60)
 
 
-def test_leader_loss_under_write_load_has_no_application_errors(patroni: Patroni, patroni_db: str) -> None:
+def test_leader_loss_under_write_load_has_no_application_errors(
+    patroni: Patroni, patroni_db: str
+) -> None:
     db = connect(on_every_member(patroni, patroni_db))
     killed = None
     try:
@@ -202,9 +227,12 @@ def test_leader_loss_under_write_load_has_no_application_errors(patroni: Patroni
             load.first_write_after(time.monotonic(), FAILOVER_BOUND)
             time.sleep(1.0)
         blocked, seconds = blocked_after(load.writes, moment)
-        report(f"patroni leader loss (Patroni and postmaster of {killed.name} SIGKILLed) under {WRITERS}-thread "
-               f"load: {len(load.errors)} application errors, first write after the pause {seconds:.2f} s after "
-               f"the kill, writes blocked at most {blocked:.2f} s (new leader {new.name}); errors: {load.errors[:3]}")
+        report(
+            f"patroni leader loss (Patroni and postmaster of {killed.name} SIGKILLed) under {WRITERS}-thread "
+            f"load: {len(load.errors)} application errors, first write after the pause {seconds:.2f} s after "
+            f"the kill, writes blocked at most {blocked:.2f} s (new leader {new.name}); "
+            f"errors: {load.errors[:3]}"
+        )
         assert load.errors == []
         assert new.name != killed.name
     finally:
@@ -224,7 +252,10 @@ def routed(patroni: Patroni, database: str, **settings: Any) -> Iterator[Any]:
     replicas = [m.url(database) for m in patroni.members if m is not leader]
     db = connect(url, replicas=replicas, **settings)
     try:
-        def all_healthy() -> bool:  # the new database reaches the replicas a moment after its creation
+
+        def all_healthy() -> (
+            bool
+        ):  # the new database reaches the replicas a moment after its creation
             db.poll_replicas()
             return all(member.healthy for member in db.replica_members)
 
@@ -238,7 +269,9 @@ def recovery(db: Any) -> bool:
     return bool(db.execute_sql("SELECT pg_is_in_recovery()").fetchone()[0])
 
 
-def test_reads_on_replicas_writes_and_transactions_on_primary(patroni: Patroni, patroni_db: str) -> None:
+def test_reads_on_replicas_writes_and_transactions_on_primary(
+    patroni: Patroni, patroni_db: str
+) -> None:
     with routed(patroni, patroni_db, read_your_writes=0.5) as db:
         db.execute_sql("CREATE TABLE ha_route (v int)")
         time.sleep(0.6)
@@ -249,21 +282,28 @@ def test_reads_on_replicas_writes_and_transactions_on_primary(patroni: Patroni, 
         after_write = recovery(db)  # read-your-writes: still the primary
         with db.primary():
             forced = recovery(db)
-        writer = db.execute_sql("INSERT INTO ha_route VALUES (2) RETURNING pg_is_in_recovery()").fetchone()[0]
+        writer = db.execute_sql(
+            "INSERT INTO ha_route VALUES (2) RETURNING pg_is_in_recovery()"
+        ).fetchone()[0]
         members = {m["member"]: m["reads_total"] for m in db.members()}
         replica_reads = sum(v for k, v in members.items() if k != "primary")
         share = replica_reads / max(1, sum(members.values()))
-        report(f"routing: {replica_reads} of {sum(members.values())} reads outside transactions served by "
-               f"replicas ({share:.0%}); per member {members}")
+        report(
+            f"routing: {replica_reads} of {sum(members.values())} reads outside transactions served by "
+            f"replicas ({share:.0%}); per member {members}"
+        )
         assert all(reads), "a read outside a transaction reached the primary"
         assert not any(in_transaction) and not after_write and not forced and writer is False
-        assert all(members[name] > 0 for name in members if name != "primary")  # round robin reaches each
+        assert all(
+            members[name] > 0 for name in members if name != "primary"
+        )  # round robin reaches each
 
 
 def test_lagging_replica_is_skipped_then_used_again(patroni: Patroni, patroni_db: str) -> None:
     poll, max_lag = 0.2, 1.0
-    with routed(patroni, patroni_db, max_replica_lag=max_lag, replica_poll_interval=poll,
-                read_your_writes=0) as db:
+    with routed(
+        patroni, patroni_db, max_replica_lag=max_lag, replica_poll_interval=poll, read_your_writes=0
+    ) as db:
         db.execute_sql("CREATE TABLE ha_lag (v int)")
         member = db.replica_members[0]
         server = member.database
@@ -278,7 +318,9 @@ def test_lagging_replica_is_skipped_then_used_again(patroni: Patroni, patroni_db
                 db.execute_sql("INSERT INTO ha_lag VALUES (1)")
                 return not member.healthy
 
-            assert wait_until(lagging, 10, 0.05), f"{member.name} never counted as lagging: {member.describe()}"
+            assert wait_until(lagging, 10, 0.05), (
+                f"{member.name} never counted as lagging: {member.describe()}"
+            )
             skipped_after = time.monotonic() - paused_at
             lag_seen = member.role.lag_seconds if member.role else None
             time.sleep(poll * 2)
@@ -289,12 +331,16 @@ def test_lagging_replica_is_skipped_then_used_again(patroni: Patroni, patroni_db
         finally:
             pg_query(host, port, "SELECT pg_wal_replay_resume()")
             patroni.set_maintenance(False)
-        assert wait_until(lambda: member.healthy, 10, 0.05), f"{member.name} not used again: {member.describe()}"
+        assert wait_until(lambda: member.healthy, 10, 0.05), (
+            f"{member.name} not used again: {member.describe()}"
+        )
         back = member.reads
         for _ in range(20):
             recovery(db)
-        report(f"lag: {member.name} skipped {skipped_after:.2f} s after pg_wal_replay_pause() "
-               f"(max_replica_lag {max_lag} s, poll {poll} s, lag seen {lag_seen}), used again after resume")
+        report(
+            f"lag: {member.name} skipped {skipped_after:.2f} s after pg_wal_replay_pause() "
+            f"(max_replica_lag {max_lag} s, poll {poll} s, lag seen {lag_seen}), used again after resume"
+        )
         assert skipped_after <= max_lag + 2 * poll + 2.0
         assert member.reads > back
 
@@ -358,7 +404,11 @@ def test_health_over_http_reports_each_galera_node(galera: Galera) -> None:
             db.close_all()
         cluster = body["cluster"]
         assert (status, ready) == (200, 200)
-        assert (cluster["role"], cluster["state"], cluster["cluster_size"]) == ("galera_node", "Synced", 3)
+        assert (cluster["role"], cluster["state"], cluster["cluster_size"]) == (
+            "galera_node",
+            "Synced",
+            3,
+        )
 
 
 def test_galera_desync_makes_readiness_503_then_ready_again(galera: Galera) -> None:
@@ -370,14 +420,18 @@ def test_galera_desync_makes_readiness_503_then_ready_again(galera: Galera) -> N
             galera.desync(2)
             try:
                 started = time.monotonic()
-                assert wait_until(lambda: get(address, "/health/ready")[0] == 503, cache_ttl + 5, 0.1)
+                assert wait_until(
+                    lambda: get(address, "/health/ready")[0] == 503, cache_ttl + 5, 0.1
+                )
                 took = time.monotonic() - started
                 status, body = get(address, "/health/ready")
                 assert status == 503 and any("galera" in reason for reason in body["reasons"]), body
             finally:
                 galera.resync(2)
             assert wait_until(lambda: get(address, "/health/ready")[0] == 200, cache_ttl + 5, 0.1)
-        report(f"galera: readiness 503 {took:.2f} s after wsrep_desync=ON (cache {cache_ttl} s), 200 after OFF")
+        report(
+            f"galera: readiness 503 {took:.2f} s after wsrep_desync=ON (cache {cache_ttl} s), 200 after OFF"
+        )
         assert took <= cache_ttl + 1.5
     finally:
         db.close_all()
@@ -402,7 +456,11 @@ def show_timeout(db: Any) -> str:
 @pytest.mark.parametrize("mode", ["transaction", "session"])
 @pytest.mark.parametrize("pooler", ["auto", "pgbouncer"])
 def test_production_preset_through_pgbouncer(
-    mode: str, pooler: str, pgbouncer_transaction: PgBouncer, pgbouncer_session: PgBouncer, upstream_db: str
+    mode: str,
+    pooler: str,
+    pgbouncer_transaction: PgBouncer,
+    pgbouncer_session: PgBouncer,
+    upstream_db: str,
 ) -> None:
     bouncer = pgbouncer_transaction if mode == "transaction" else pgbouncer_session
     db = connect(bouncer.url(upstream_db), preset="production", pooler=pooler)
@@ -413,8 +471,12 @@ def test_production_preset_through_pgbouncer(
                 inside = show_timeout(db)
             after = show_timeout(db)
             name = db.execute_sql("SHOW application_name").fetchone()[0]
-        assert inside == "5min"  # production: DB_STATEMENT_TIMEOUT 300 s, SET LOCAL in each transaction
-        assert outside == after == "0"  # not sent as a startup option; SET LOCAL ends with its transaction
+        assert (
+            inside == "5min"
+        )  # production: DB_STATEMENT_TIMEOUT 300 s, SET LOCAL in each transaction
+        assert (
+            outside == after == "0"
+        )  # not sent as a startup option; SET LOCAL ends with its transaction
         assert name == "api.db"  # application_name is a startup parameter PgBouncer carries
         expected = "pgbouncer (configured)" if pooler == "pgbouncer" else "pgbouncer (detected"
         assert str(db.pooler_report()).startswith(expected)
