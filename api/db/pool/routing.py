@@ -140,6 +140,7 @@ class RoutingMixin(FailoverMixin):
         super().__init__(*args, **kwargs)
         self.replica_members = []
         self.primary_reads = 0
+        self._reads_lock = threading.Lock()  # the read counters, primary and replicas
         self._route_local = threading.local()
         self._round_robin = itertools.count()
         self._poller: _Poller | None = None
@@ -187,7 +188,7 @@ class RoutingMixin(FailoverMixin):
         if self.in_transaction():
             return cursor
         if is_read(sql):
-            self.primary_reads += 1
+            self._count_read(None)
         else:
             self._route_local.wrote_at = time.monotonic()
         return cursor
@@ -238,13 +239,21 @@ class RoutingMixin(FailoverMixin):
                 "replica %s lost (%s); the read goes to the primary", member.name, info.message
             )
             member.error = f"{info.category.value}: {info.message}"
-            self.primary_reads += 1
+            self._count_read(None)
             return super().execute_sql(sql, params)
         finally:
             if opened and not database.is_closed():
                 database.close()
-        member.reads += 1
+        self._count_read(member)
         return cursor
+
+    def _count_read(self, member: Member | None) -> None:
+        """One more read served by ``member`` (None: the primary)."""
+        with self._reads_lock:
+            if member is None:
+                self.primary_reads += 1
+            else:
+                member.reads += 1
 
     # ---------------------------------------------------------------- lifecycle
 
