@@ -198,3 +198,6 @@ class IrreversibleMigration(MigrationError):
     def __init__(self, message: str, *, migration: str, operation: str) -> None:
         super().__init__(message, migration=migration, category="irreversible")
         self.operation = operation
+
+class NoHealthyReplica(DatabaseUnavailable):
+    """A read was routed with ``replica_fallback=fail`` and no replica answers within the lag bound."""

@@ -70,6 +70,23 @@ class ServerFacts:
     settings: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass
+class MemberRole:
+    """What one server is in its cluster: primary, replica (with lag) or Galera node (with state)."""
+
+    role: str = "unknown"  # primary, replica, galera_node, standalone, unknown
+    lag_seconds: float | None = None  # replicas: how far replay is behind (inf: replication stopped)
+    state: str | None = None  # Galera: wsrep_local_state_comment (Synced, Donor/Desynced, Joining...)
+    cluster_size: int | None = None  # Galera: wsrep_cluster_size
+    not_ready: str | None = None  # why this member must not take traffic (an engine fact), None if it may
+
+    def as_dict(self) -> dict[str, Any]:
+        lag = self.lag_seconds
+        shown = None if lag is None else (lag if lag != float("inf") else "stopped")
+        return {"role": self.role, "lag_seconds": shown, "state": self.state,
+                "cluster_size": self.cluster_size}  # fmt: skip
+
+
 class Engine:
     """One engine family behind a Peewee database; one instance per database (``engine_for``)."""
 
@@ -408,6 +425,11 @@ class Engine:
     has_pgvector: ClassVar[bool] = False  # pgvector can exist here: health and preflight check it
     # The engine's own preflight checks, by name (see api/db/health/preflight.py), in report order.
     preflight_checks: ClassVar[tuple[str, ...]] = ()
+    default_port: ClassVar[int | None] = None  # filled in for the hosts of a host list that name none
+    # The statement that opens a transaction that must write: it fails at once on a standby (None: BEGIN).
+    begin_read_write: ClassVar[str | None] = None
+    # libpq understands a host list itself; others get api.db's host-by-host connect.
+    driver_host_lists: ClassVar[bool] = False
 
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
@@ -440,6 +462,36 @@ class Engine:
     def server_facts(self) -> ServerFacts:
         """Connection limits, inherited timeouts and settings that preflight reports."""
         return ServerFacts()
+
+    # -- clusters: roles, lag, poolers -----------------------------------------------------
+
+    def read_role(self, cursor: Any) -> MemberRole:
+        """This member's role, read on a DB-API ``cursor`` (one or two round trips)."""
+        return MemberRole("standalone")
+
+    @classmethod
+    def unanswered(cls, exc: BaseException) -> bool:
+        """Whether a lost connection's error says the server closed it without answering the statement."""
+        return False
+
+    @classmethod
+    def pooler_refusal(cls, exc: BaseException) -> bool:
+        """Whether ``exc`` is a connection pooler refusing a startup setting it cannot carry."""
+        return False
+
+    @classmethod
+    def drop_pooled_startup_options(cls, params: dict[str, Any]) -> bool:
+        """Remove the startup settings a transaction pooler refuses; True when something was removed."""
+        return False
+
+    @classmethod
+    def transaction_settings(cls, pool: Any) -> str:
+        """Settings a pooled transaction sets for itself (``SET LOCAL ...``); empty when none."""
+        return ""
+
+    def backend_id(self, cursor: Any) -> Any:
+        """The server's id of the session behind ``cursor`` (it changes under a transaction pooler)."""
+        return None
 
     @classmethod
     def product_label(cls, flavour: str) -> str:

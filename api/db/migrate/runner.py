@@ -76,6 +76,7 @@ from api.db.migrate.tracker import (
     MigrationTracker,
 )
 from api.db.migrate.txlog import logged_transaction
+from api.db.pool.routing import pinned_to_primary
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
 from api.db.tracing import lock_span, migration_span, report_attributes, traced
@@ -593,7 +594,7 @@ def migrate_db(
     digest = migrations_digest(names)
     last = target_index(names, target)
     try:
-        with using_connection(db):
+        with pinned_to_primary(db), using_connection(db):  # replicas may lag: migrations read the primary
             if tracker.is_up_to_date(digest, len(names)):
                 report.fast_path = True
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])

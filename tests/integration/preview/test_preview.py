@@ -12,10 +12,11 @@ import peewee
 import pytest
 from peewee import BigIntegerField, CharField, IntegerField, TextField
 
-from api.db import Migration, alter_db_add_column, migrate_db
+from api.db import Migration, migrate_db
 from api.db.cli import main
 from api.db.engines import db_type
 from api.db.exceptions import ConfigurationError, MigrationError
+from api.db.migrate.alter import alter_db_add_column
 from api.db.preview.capture import is_control, is_read, strip_statement_settings
 from api.db.preview.preview import (
     BLOCKS_LARGE_TABLE,
