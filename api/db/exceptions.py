@@ -130,6 +130,18 @@ class MigrationLockTimeout(ApiDbError, TimeoutError):
         self.holder = holder or {}
 
 
+class MigrationLockLost(ApiDbError, RuntimeError):
+    """This process no longer holds the migration lock it took; it stopped and wrote nothing more.
+
+    ``strategy`` is ``lease`` or ``advisory``; ``owner`` the lease token or ``session:<id>``.
+    """
+
+    def __init__(self, message: str, *, strategy: str = "", owner: str = "") -> None:
+        super().__init__(message)
+        self.strategy = strategy
+        self.owner = owner
+
+
 class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
     """No pooled connection became free within the acquire timeout; the message says who holds them."""
 

@@ -46,7 +46,7 @@ from api.db.migrate.declarations import (
     migrations_digest,
     plan_migrations,
 )
-from api.db.migrate.lock import migration_lock
+from api.db.migrate.lock import lock_settings, migration_lock
 from api.db.migrate.migrator import Migrator, OperationFailed, make_schema_migrator
 from api.db.migrate.tracker import (
     APPLIED,
@@ -102,6 +102,8 @@ class MigrationReport:
     drift: list[str] = field(default_factory=list)
     schema_differences: list[str] = field(default_factory=list)
     fast_path: bool = False  # answered "nothing pending" without taking the lock
+    lock: str | None = None  # the lock strategy used: advisory or lease (None: no lock taken)
+    lock_reason: str | None = None  # why: "session pinned", "wsrep_on=ON (Galera)", "requested"...
     duration_ms: float = 0.0
 
     def _names(self, status: str) -> list[str]:
@@ -150,6 +152,8 @@ class MigrationReport:
             "drift": list(self.drift),
             "schema_differences": list(self.schema_differences),
             "fast_path": self.fast_path,
+            "lock": self.lock,
+            "lock_reason": self.lock_reason,
             "duration_ms": round(self.duration_ms, 3),
         }
 
@@ -216,6 +220,7 @@ class _Run:
 
     def apply(self, migration: Migration, resume_after: int = 0, progress: bool = False) -> MigrationOutcome:
         """Run one migration's function; return its outcome or raise OperationFailed."""
+        self.tracker.check_lock()  # fencing: a holder that lost the lock starts nothing
         on_progress = None
         if progress:
 
@@ -389,6 +394,8 @@ def migrate_db(
     atomic: str = "all",
     on_unknown: str = "warn",
     verify: Sequence[type[peewee.Model]] | None = None,
+    lock: str | None = None,
+    lease_ttl: float | None = None,
 ) -> MigrationReport:
     """Apply every pending migration of ``migrations`` to ``db`` exactly once; return what happened.
 
@@ -396,13 +403,17 @@ def migrate_db(
     (one transaction for all pending migrations, on engines with transactional DDL) or
     ``"each"`` (one per migration). ``on_unknown``: ``"warn"`` or ``"error"`` when the
     history names migrations the code does not declare. ``verify``: models whose tables
-    and columns must exist afterwards (differences logged and reported).
+    and columns must exist afterwards (differences logged and reported). ``lock``: ``"auto"``
+    (default; env ``API_DB_MIGRATION_LOCK``), ``"advisory"`` or ``"lease"``; ``lease_ttl``: the
+    lease expiry in seconds (env ``API_DB_LEASE_TTL``, 30): see docs/DATABASE_MIGRATIONS.md, Topologies.
 
     Raises :class:`MigrationDeclarationError` (nothing touched), :class:`MigrationLockTimeout`,
-    or :class:`MigrationError` naming the migration, the error category and the statement.
+    :class:`MigrationLockLost`, or :class:`MigrationError` naming the migration, the error category and
+    the statement.
     """
     started = time.perf_counter()
     _check_settings(lock_timeout, atomic, on_unknown)
+    strategy, ttl = lock_settings(lock, lease_ttl)
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         plan_migrations(migrations)  # raises the explanatory error
     items = list(migrations)
@@ -419,7 +430,8 @@ def migrate_db(
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])
             else:
                 planned = plan_migrations(items)
-                with migration_lock(db, timeout=lock_timeout):
+                with migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl) as handle:
+                    report.lock, report.lock_reason, tracker.lock = handle.strategy, handle.reason, handle
                     _migrate_locked(db, tracker, planned, digest, report, atomic=atomic, on_unknown=on_unknown)
             if verify is not None:
                 report.schema_differences = verify_models(db, verify)  # each logged by verify_schema

@@ -11,6 +11,7 @@ Read paths (:meth:`MigrationTracker.get_migration_history`, :meth:`has_migration
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import functools
 import logging
@@ -24,6 +25,7 @@ import peewee
 
 from api.db.engines import engine_for
 from api.db.error_handler import ALREADY_ABSENT, classify_error
+from api.db.migrate.tables import create_tables_race_free
 from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)
@@ -119,6 +121,8 @@ class MigrationTracker:
         self.db = db
         self.db_type = engine_for(db).name
         self._models: tuple[Any, Any] | None = None
+        # The migration lock held for this run (migrate/lock.py): each history write is fenced by it.
+        self.lock: Any = None
 
     # The models are built on first use: the no-op boot needs only one raw query.
     @property
@@ -137,7 +141,7 @@ class MigrationTracker:
 
     def init_tracking_table(self) -> None:
         """Create ``migration_history`` and ``migration_state`` if they do not exist."""
-        self.db.create_tables([self.History, self.State], safe=True)
+        create_tables_race_free(self.db, [self.History, self.State])
 
     def _is_missing_table(self, exc: BaseException) -> bool:
         return classify_error(exc, self.db_type).category in ALREADY_ABSENT
@@ -218,6 +222,15 @@ class MigrationTracker:
 
     # -- writes -------------------------------------------------------------
 
+    def check_lock(self) -> None:
+        """Raise MigrationLockLost when the run's lock is known lost (no round trip)."""
+        if self.lock is not None:
+            self.lock.check()
+
+    def _fenced(self) -> contextlib.AbstractContextManager[None]:
+        """A write conditional on still holding the run's lock (MigrationLockLost, nothing written, if not)."""
+        return self.lock.fenced() if self.lock is not None else contextlib.nullcontext()
+
     def record_migration(
         self,
         name: str,
@@ -241,14 +254,16 @@ class MigrationTracker:
         }
         if checksum is not None:
             values[H.checksum] = checksum
-        updated = H.update(values).where(H.migration_name == name).execute()
-        if not updated:
-            H.insert({**values, H.migration_name: name}).execute()
+        with self._fenced():
+            updated = H.update(values).where(H.migration_name == name).execute()
+            if not updated:
+                H.insert({**values, H.migration_name: name}).execute()
 
     def update_progress(self, name: str, message: str) -> None:
         """Rewrite the ``error_message`` of a ``running`` row (MySQL: which operations completed)."""
         H = self.History
-        H.update({H.error_message: redact_text(message)[:ERROR_MAX_LENGTH]}).where(H.migration_name == name).execute()
+        with self._fenced():
+            H.update({H.error_message: redact_text(message)[:ERROR_MAX_LENGTH]}).where(H.migration_name == name).execute()
 
     def delete_migration(self, name: str) -> int:
         """Remove the row of ``name`` (``repair --clear``); the migration becomes pending again."""
@@ -260,8 +275,9 @@ class MigrationTracker:
     def record_digest(self, digest: str) -> None:
         """Remember that the set of migrations with this digest is fully applied."""
         S = self.State
-        if not S.select().where(S.digest == digest).exists():
-            S.insert({S.digest: digest}).execute()
+        with self._fenced():
+            if not S.select().where(S.digest == digest).exists():
+                S.insert({S.digest: digest}).execute()
 
     def forget_digests(self) -> None:
         """Drop every remembered digest: the next boot checks the history row by row."""
