@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+# The integration tests' helper modules (boot_child, preview_app), importable from every area's folder.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "integration"))
 
 import engines as engine_registry  # noqa: E402
 from engines import DEFAULT_ENGINES, Engine  # noqa: E402

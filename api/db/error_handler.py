@@ -15,6 +15,7 @@ import re
 from enum import Enum
 from typing import Any, NamedTuple
 
+from api.db.migrate.sqltext import strip_leading_comments
 from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)
@@ -429,7 +430,6 @@ def describe(exc: Any) -> str:
 # -- "already applied": the operation-aware view of an error --------------------
 
 # Statements that add something: "already present" means their work is done.
-_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)*", re.DOTALL)
 _ADDING_SQL = re.compile(r"^\s*(?:create\b|alter\s+table\s+\S+\s+add\b)", re.IGNORECASE)
 # Statements that remove something: "already absent" means their work is done.
 _REMOVING_SQL = re.compile(r"^\s*(?:drop\b|alter\s+table\s+\S+\s+drop\b)", re.IGNORECASE)
@@ -489,7 +489,7 @@ def _rename_done(op: str, db: Any, table: str | None, old_name: str | None, new_
 
 def _sql_done(category: ErrorCategory, statement: str | None) -> bool:
     """Raw SQL is judged by its leading verb: an add meeting a duplicate, a drop meeting a missing object."""
-    statement = _LEADING_COMMENTS.sub("", statement) if statement else statement
+    statement = strip_leading_comments(statement) if statement else statement
     if statement and _ADDING_SQL.match(statement):
         return category in ALREADY_PRESENT
     if statement and _REMOVING_SQL.match(statement):

@@ -2,7 +2,7 @@
 
 The exceptions here are small stand-ins carrying exactly what the drivers expose
 (psycopg2: ``pgcode``; PyMySQL: ``args == (errno, message)``; sqlite3: the message).
-The integration tests (tests/integration/test_error_classification.py) prove the
+The integration tests (tests/integration/engines/test_error_classification.py) prove the
 rows with real errors from real engines.
 """
 

@@ -33,7 +33,7 @@ def run_engine_test(require: str) -> subprocess.CompletedProcess[str]:
     )
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-rsf", "-p", "no:cacheprovider",
-         "tests/integration/test_engines.py::test_engine_is_really_used[mysql]"],
+         "tests/integration/engines/test_engines.py::test_engine_is_really_used[mysql]"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
     )
 

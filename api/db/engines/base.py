@@ -12,7 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, ClassVar
 
@@ -22,6 +22,7 @@ from api.db.exceptions import MigrationLockLost, MigrationLockTimeout
 
 if TYPE_CHECKING:
     from api.db.engines.info import ServerInfo
+    from api.db.engines.statements import StatementEffect
 
 logger = logging.getLogger(__name__)
 
@@ -266,6 +267,46 @@ class Engine:
         )
 
     # -- previews (statement analysis) ----------------------------------------------------
+
+    # The statement that opens a preview's transaction (always rolled back), read-only where possible.
+    preview_begin: ClassVar[str] = "START TRANSACTION READ ONLY"
+    # What a preview advises about an index build that blocks writes on a large table.
+    index_build_advice: ClassVar[str] = "schedule it when writes can wait"
+    # Column types that need an extension: type -> (extension, what to call it); empty without extensions.
+    column_type_extensions: ClassVar[Mapping[str, tuple[str, str]]] = {}
+
+    @classmethod
+    def statement_lock(cls, kind: str, pg_lock: str, rewrites: bool) -> tuple[str, bool, bool]:
+        """(lock, blocks writes, rewrites) here of a statement that takes ``pg_lock`` on PostgreSQL."""
+        raise NotImplementedError
+
+    @classmethod
+    def index_build(cls, concurrent: bool, text: str) -> tuple[str, bool, bool, bool]:
+        """(lock, blocks writes, rewrites, concurrent) of the CREATE INDEX ``text``."""
+        raise NotImplementedError
+
+    @classmethod
+    def drop_index(cls, concurrent: bool) -> tuple[str, bool, bool]:
+        """(lock, blocks writes, rewrites) of a DROP INDEX."""
+        raise NotImplementedError
+
+    @classmethod
+    def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
+        """What ``ALTER TABLE <table> <rest>`` does on ``flavour`` at ``version``."""
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def read_only_session(self, cursor: Any) -> Iterator[None]:
+        """Session settings that refuse writes for the block, beyond a read-only transaction."""
+        yield
+
+    def table_size(self, table: str) -> tuple[int, int] | None:
+        """(rows, bytes) of ``table`` from the catalog; None when it does not exist."""
+        raise NotImplementedError
+
+    def rewrites_table(self, text: str, table: str) -> bool:
+        """Whether a statement that the analysis says rewrites ``table`` does, after asking the catalog."""
+        return True
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
 

@@ -3,12 +3,27 @@
 from __future__ import annotations
 
 import hashlib
+import re
+from dataclasses import replace
 from typing import Any
 
 import peewee
 
 from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, ServerFacts, scalar
 from api.db.engines.info import ServerInfo, parse_version
+from api.db.engines.statements import (
+    ACCESS_EXCLUSIVE,
+    DATA,
+    IDENT,
+    INDEX,
+    METADATA,
+    NAME,
+    REWRITE,
+    SCAN,
+    AlterForm,
+    StatementEffect,
+    match_alter,
+)
 
 MYSQL_LOCK_NAME_MAX = 64
 
@@ -147,6 +162,51 @@ MYSQL_PREFLIGHT_VARIABLES = (
     " 'innodb_lock_wait_timeout', 'max_execution_time', 'max_statement_time', 'character_set_database',"
     " 'sql_mode', 'wait_timeout')"
 )
+# -- previews (statement analysis) --------------------------------------------------------
+# MySQL 8.0 / MariaDB "Online DDL operations": the ALGORITHM each ALTER TABLE form can use
+# (INSTANT: metadata only; INPLACE: no table copy, concurrent DML allowed, sometimes a
+# rebuild; COPY: the table is copied and writes wait).
+INSTANT = "INSTANT"
+INPLACE = "INPLACE"
+COPY = "COPY"
+MYSQL_ROW_LOCKS = "row locks"  # INSERT/UPDATE/DELETE: InnoDB locks the rows it touches
+# (flavour, operation) -> first version where the operation is INSTANT.
+MYSQL_INSTANT_SINCE: dict[tuple[str, str], tuple[int, ...]] = {
+    ("mysql", "add_column"): (8, 0, 12),
+    ("mariadb", "add_column"): (10, 3, 2),
+    ("mysql", "drop_column"): (8, 0, 29),
+    ("mariadb", "drop_column"): (10, 4),
+    ("mysql", "rename_column"): (8, 0, 28),
+    ("mariadb", "rename_column"): (10, 3),
+    ("mysql", "drop_index"): (99,),  # INPLACE, metadata only
+    ("mariadb", "drop_index"): (10, 3),
+}
+# ALTER TABLE forms, first match wins: (pattern, kind, algorithm, blocks writes, rewrites, operation).
+# A form with ``instant`` is METADATA under INSTANT from the version MYSQL_INSTANT_SINCE names.
+_RENAME_COLUMN = r"(?:RENAME\s+COLUMN|CHANGE(?:\s+COLUMN)?)"
+MYSQL_ALTER_FORMS: tuple[AlterForm, ...] = (
+    AlterForm(rf"RENAME\s+(?:TO|AS)\b|RENAME\s+(?!COLUMN\b|INDEX\b|KEY\b){IDENT}\s*$", METADATA, INSTANT,
+              False, False, "rename_table", "rename_table", names=r"RENAME\s+(?:TO\s+|AS\s+)?(.*)"),
+    AlterForm(rf"{_RENAME_COLUMN}\b", METADATA, INPLACE, False, False, "rename_column", "rename_column",
+              names=rf"{_RENAME_COLUMN}\s+{NAME}\s+(?:TO\s+)?{NAME}", instant="rename_column"),
+    AlterForm(r"DROP\s+(?:INDEX|KEY)\b", METADATA, INPLACE, False, False, "drop_index", instant="drop_index"),
+    AlterForm(r"DROP\s+(?:FOREIGN\s+KEY|CONSTRAINT|CHECK|PRIMARY)\b", METADATA, INPLACE, False, False,
+              "drop_constraint"),
+    AlterForm(r"DROP\b", REWRITE, INPLACE, False, True, "drop_column", "drop_column", instant="drop_column"),
+    # INPLACE only with foreign_key_checks=0
+    AlterForm(r"ADD\s+(?:CONSTRAINT\s+\S+\s+)?FOREIGN\s+KEY\b", REWRITE, COPY, True, True, "add_foreign_key"),
+    AlterForm(r"ADD\s+(?:UNIQUE\s+|FULLTEXT\s+|SPATIAL\s+)?(?:INDEX|KEY)\b"
+              r"|ADD\s+(?:CONSTRAINT\s+\S+\s+)?UNIQUE\b", INDEX, INPLACE, False, False, "add_index"),
+    AlterForm(r"ADD\s+(?:CONSTRAINT\s+\S+\s+)?PRIMARY\s+KEY\b", REWRITE, INPLACE, False, True,
+              "add_primary_key"),
+    AlterForm(r"ALTER\s+(?:COLUMN\s+)?\S+\s+(?:SET|DROP)\s+DEFAULT\b", METADATA, INSTANT, False, False,
+              "column_default"),
+    AlterForm(r"MODIFY\b", REWRITE, COPY, True, True, "alter_column_type"),
+    AlterForm(r"ADD\b", REWRITE, INPLACE, False, True, "add_column", instant="add_column"),
+    AlterForm(r"", REWRITE, COPY, True, True, "alter_table"),
+)
+_ALGORITHM_CLAUSE = re.compile(r"\bALGORITHM\s*=?\s*(INSTANT|INPLACE|COPY|NOCOPY|DEFAULT)\b")
+_LOCK_CLAUSE = re.compile(r"\bLOCK\s*=?\s*(NONE|SHARED|EXCLUSIVE|DEFAULT)\b")
 
 
 class MySQLEngine(Engine):
@@ -214,6 +274,55 @@ class MySQLEngine(Engine):
         return holder
 
     # -- previews (statement analysis) ----------------------------------------------------
+
+    @classmethod
+    def statement_lock(cls, kind: str, pg_lock: str, rewrites: bool) -> tuple[str, bool, bool]:
+        if kind == DATA:
+            return MYSQL_ROW_LOCKS, False, False
+        algorithm = COPY if rewrites else (INPLACE if kind in (INDEX, SCAN) else INSTANT)
+        return algorithm, rewrites, rewrites
+
+    @classmethod
+    def index_build(cls, concurrent: bool, text: str) -> tuple[str, bool, bool, bool]:
+        copy = bool(re.search(r"\bALGORITHM\s*=?\s*COPY\b", text, re.IGNORECASE))
+        return (COPY if copy else INPLACE), copy, copy, not copy
+
+    @classmethod
+    def drop_index(cls, concurrent: bool) -> tuple[str, bool, bool]:
+        return cls.statement_lock(METADATA, ACCESS_EXCLUSIVE, False)
+
+    @classmethod
+    def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
+        found = match_alter(MYSQL_ALTER_FORMS, rest)
+        effect = found.effect(table)
+        if found.old is not None and found.old == found.new:  # CHANGE c c INT: a type change, not a rename
+            effect = replace(effect, breaking=None)
+        since = MYSQL_INSTANT_SINCE.get((flavour, found.form.instant))
+        if since is not None and version >= since:
+            effect = replace(effect, kind=METADATA, lock=INSTANT, rewrites_table=False)
+        return cls._with_clauses(effect, rest.strip().upper())
+
+    @staticmethod
+    def _with_clauses(effect: StatementEffect, up: str) -> StatementEffect:
+        """The effect under the statement's own ALGORITHM= and LOCK= clauses."""
+        explicit = _ALGORITHM_CLAUSE.search(up)
+        lock_clause = _LOCK_CLAUSE.search(up)
+        algorithm = effect.lock
+        if explicit and explicit.group(1) in (INSTANT, INPLACE, COPY):
+            algorithm = explicit.group(1)
+        blocks = algorithm == COPY or bool(lock_clause and lock_clause.group(1) in ("SHARED", "EXCLUSIVE"))
+        if algorithm != COPY:
+            return replace(effect, lock=algorithm, blocks_writes=blocks)
+        kind = effect.kind if effect.kind == INDEX else REWRITE
+        return replace(effect, kind=kind, lock=algorithm, blocks_writes=blocks, rewrites_table=True)
+
+    def table_size(self, table: str) -> tuple[int, int] | None:
+        row = self.database.execute_sql(
+            "SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES "
+            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
+            (table,),
+        ).fetchone()
+        return None if row is None else (int(row[0] or 0), int(row[1] or 0))
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
 

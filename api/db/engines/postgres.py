@@ -5,12 +5,30 @@ from __future__ import annotations
 import hashlib
 import logging
 import math
-from typing import Any
+import re
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import peewee
 
 from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, ServerFacts, scalar
 from api.db.engines.info import ServerInfo, parse_version
+from api.db.engines.statements import (
+    ACCESS_EXCLUSIVE,
+    INDEX,
+    METADATA,
+    NAME,
+    PG_BLOCKS_WRITES,
+    REWRITE,
+    SCAN,
+    SHARE,
+    SHARE_ROW_EXCLUSIVE,
+    SHARE_UPDATE_EXCLUSIVE,
+    AlterForm,
+    StatementEffect,
+    match_alter,
+    unquote,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -94,6 +112,60 @@ PG_NATIVE_EQUIVALENTS: dict[str, str] = {
 POSTGRES_KEEPALIVES: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
 }  # fmt: skip
+# -- previews (statement analysis) --------------------------------------------------------
+# ALTER TABLE forms, first match wins ("Explicit Locking", and ALTER TABLE's notes on which
+# forms rewrite the table or scan it). (pattern, kind, lock, blocks writes, rewrites, operation).
+_AE = ACCESS_EXCLUSIVE
+PG_ALTER_FORMS: tuple[AlterForm, ...] = (
+    AlterForm(r"RENAME\s+TO\b", METADATA, _AE, True, False, "rename_table", "rename_table",
+              names=r"\S+\s+\S+\s+(.*)"),
+    AlterForm(r"RENAME\s+CONSTRAINT\b", METADATA, _AE, True, False, "rename_constraint"),
+    AlterForm(r"RENAME\b", METADATA, _AE, True, False, "rename_column", "rename_column",
+              names=rf"RENAME\s+(?:COLUMN\s+)?{NAME}\s+TO\s+{NAME}"),
+    AlterForm(r"DROP\s+(?:COLUMN\b|(?!CONSTRAINT\b|DEFAULT\b)\w)", METADATA, _AE, True, False, "drop_column",
+              "drop_column"),
+    AlterForm(r"DROP\s+CONSTRAINT\b", METADATA, _AE, True, False, "drop_constraint"),
+    AlterForm(r"\bVALIDATE\s+CONSTRAINT\b", SCAN, SHARE_UPDATE_EXCLUSIVE, False, False, "validate_constraint",
+              anywhere=True),
+    AlterForm(r"(?s)(?=.*NOT VALID)(?=.*\bFOREIGN\s+KEY\b)", METADATA, SHARE_ROW_EXCLUSIVE, True, False,
+              "add_foreign_key"),
+    AlterForm(r"\bFOREIGN\s+KEY\b", SCAN, SHARE_ROW_EXCLUSIVE, True, False, "add_foreign_key", anywhere=True),
+    AlterForm(r"ADD\s+(?:CONSTRAINT\s+\S+\s+)?(?:UNIQUE|PRIMARY\s+KEY)\b", INDEX, _AE, True, False,
+              "add_unique"),
+    AlterForm(r"(?s)(?=.*NOT VALID)ADD\s+(?:CONSTRAINT\s+\S+\s+)?CHECK\b", METADATA, _AE, True, False,
+              "add_check"),
+    AlterForm(r"ADD\s+(?:CONSTRAINT\s+\S+\s+)?CHECK\b", SCAN, _AE, True, False, "add_check"),
+    AlterForm(r"\bALTER\s+(?:COLUMN\s+)?\S+\s+(?:SET\s+DATA\s+)?TYPE\b", REWRITE, _AE, True, True,
+              "alter_column_type", anywhere=True),
+    AlterForm(r"\bSET\s+NOT\s+NULL\b", SCAN, _AE, True, False, "set_not_null", anywhere=True),
+    AlterForm(r"\bSET\s+(?:LOGGED|UNLOGGED|TABLESPACE)\b", REWRITE, _AE, True, True, "set_storage",
+              anywhere=True),
+    AlterForm(r"(?s)ADD\b(?=.*\b(?:PRIMARY\s+KEY|UNIQUE)\b)", INDEX, _AE, True, False, "add_column"),
+    # A volatile default is computed per row, so the table is rewritten (11+ stores a constant once).
+    AlterForm(r"(?s)ADD\b(?=.*\bDEFAULT\b.*\b(?:RANDOM|GEN_RANDOM_UUID|UUID_GENERATE_V\d|CLOCK_TIMESTAMP|"
+              r"NEXTVAL|TIMEOFDAY)\s*\()", REWRITE, _AE, True, True, "add_column"),
+    AlterForm(r"ADD\b", METADATA, _AE, True, False, "add_column"),
+    AlterForm(r"", METADATA, _AE, True, False, "alter_table"),
+)
+# Column types that need an extension: type -> (extension, what to call it).
+EXTENSION_TYPES: dict[str, tuple[str, str]] = {
+    "vector": ("vector", "pgvector"),
+    "halfvec": ("vector", "pgvector"),
+    "sparsevec": ("vector", "pgvector"),
+    "bit_vector": ("vector", "pgvector"),
+    "hstore": ("hstore", "hstore"),
+    "citext": ("citext", "citext"),
+    "ltree": ("ltree", "ltree"),
+    "geometry": ("postgis", "PostGIS"),
+    "geography": ("postgis", "PostGIS"),
+}
+PG_ALTER_TYPE = re.compile(
+    rf"ALTER\s+TABLE\s+.*?\bALTER\s+(?:COLUMN\s+)?{NAME}\s+(?:SET\s+DATA\s+)?TYPE\s+"
+    r"([A-Za-z][\w ]*?)\s*(?:\(\s*(\d+)\s*\))?\s*(USING\b.*|COLLATE\b.*)?;?\s*$",
+    re.IGNORECASE | re.DOTALL,
+)
+PG_VARCHAR = frozenset({"varchar", "character varying"})
+PG_ROWS_PER_PAGE_GUESS = 60  # rows of a narrow table in one 8 kB heap page, for tables never analysed
 
 
 class PostgresEngine(Engine):
@@ -172,6 +244,81 @@ class PostgresEngine(Engine):
             logger.warning("could not reset client_connection_check_interval: %s", classify_error(exc, self.name).message)
 
     # -- previews (statement analysis) ----------------------------------------------------
+
+    preview_begin = "BEGIN TRANSACTION READ ONLY"
+    index_build_advice = "use m.add_index(..., concurrently=True) in a Migration(..., atomic=False)"
+    column_type_extensions: ClassVar[Mapping[str, tuple[str, str]]] = EXTENSION_TYPES
+
+    @classmethod
+    def statement_lock(cls, kind: str, pg_lock: str, rewrites: bool) -> tuple[str, bool, bool]:
+        return pg_lock, pg_lock in PG_BLOCKS_WRITES, rewrites
+
+    @classmethod
+    def index_build(cls, concurrent: bool, text: str) -> tuple[str, bool, bool, bool]:
+        return (SHARE_UPDATE_EXCLUSIVE if concurrent else SHARE), not concurrent, False, concurrent
+
+    @classmethod
+    def drop_index(cls, concurrent: bool) -> tuple[str, bool, bool]:
+        return (SHARE_UPDATE_EXCLUSIVE if concurrent else ACCESS_EXCLUSIVE), not concurrent, False
+
+    @classmethod
+    def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
+        return match_alter(PG_ALTER_FORMS, rest).effect(table)
+
+    def table_size(self, table: str) -> tuple[int, int] | None:
+        row = self.database.execute_sql(
+            "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), c.relpages FROM pg_class c "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace "
+            "WHERE c.relname = %s AND n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'm')",
+            (table,),
+        ).fetchone()
+        if row is None:
+            return None
+        rows = int(row[0])
+        if rows < 0:  # never analysed (PostgreSQL 14+ says -1): estimate from the heap's pages
+            rows = int(row[2]) * PG_ROWS_PER_PAGE_GUESS
+        return max(rows, 0), int(row[1])
+
+    def rewrites_table(self, text: str, table: str) -> bool:
+        """False for a type change done in the catalog only (VARCHAR(40) to VARCHAR(200))."""
+        change = self.type_change(text)
+        if change is None or change[3]:
+            return True
+        column, new_type, new_length, _ = change
+        row = self.database.execute_sql(
+            "SELECT data_type, character_maximum_length FROM information_schema.columns "
+            "WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
+            (table, column),
+        ).fetchone()
+        return row is None or not self.binary_coercible(str(row[0]), row[1], new_type, new_length)
+
+    @staticmethod
+    def type_change(text: str) -> tuple[str, str, int | None, bool] | None:
+        """(column, new type, new length, has USING) of an ``ALTER COLUMN ... TYPE``; None if not one."""
+        match = PG_ALTER_TYPE.match(text.strip())
+        if not match:
+            return None
+        length = int(match.group(3)) if match.group(3) else None
+        using = bool(match.group(4) and match.group(4).upper().startswith("USING"))
+        return unquote(match.group(1)), " ".join(match.group(2).lower().split()), length, using
+
+    @staticmethod
+    def binary_coercible(
+        old_type: str, old_length: int | None, new_type: str, new_length: int | None
+    ) -> bool:
+        """True when the type changes without rewriting the table (catalog only).
+
+        Widening a VARCHAR, VARCHAR to TEXT and TEXT to unbounded VARCHAR are binary-coercible
+        (ALTER TABLE's notes); the same type and length is a no-op.
+        """
+        old, new = old_type.lower(), new_type.lower()
+        if old in PG_VARCHAR and new in PG_VARCHAR:
+            return new_length is None or (old_length is not None and new_length >= old_length)
+        if old in PG_VARCHAR and new == "text":
+            return True
+        if old == "text" and new in PG_VARCHAR:
+            return new_length is None
+        return old == new and old_length == new_length
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
 

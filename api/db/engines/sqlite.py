@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
 from typing import Any
 
 import peewee
 
 from api.db.engines.base import Engine, Flavour, ServerFacts
 from api.db.engines.info import ServerInfo, parse_version
+from api.db.engines.postgres import PostgresEngine
+from api.db.engines.statements import BYTES_PER_ROW_GUESS, REWRITE, StatementEffect
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +54,8 @@ SQLITE_NATIVE_EQUIVALENTS: dict[str, str] = {
     "JSONB": "TEXT", "JSON": "TEXT", "TIMESTAMPTZ": "DATETIME", "LONGTEXT": "TEXT", "MEDIUMTEXT": "TEXT",
     "LONGBLOB": "BLOB", "TINYINT(1)": "INTEGER", "INTEGER": "INTEGER", "VECTOR": "BLOB",
 }
+# -- previews (statement analysis): every write takes the database-wide write lock ----------
+SQLITE_LOCK = "database write lock"
 
 
 class SqliteEngine(Engine):
@@ -86,6 +93,54 @@ class SqliteEngine(Engine):
         return bool(getattr(conn, "in_transaction", False))
 
     # -- previews (statement analysis) ----------------------------------------------------
+
+    preview_begin = "BEGIN"
+
+    @classmethod
+    def statement_lock(cls, kind: str, pg_lock: str, rewrites: bool) -> tuple[str, bool, bool]:
+        return SQLITE_LOCK, True, rewrites
+
+    @classmethod
+    def index_build(cls, concurrent: bool, text: str) -> tuple[str, bool, bool, bool]:
+        return SQLITE_LOCK, True, False, False
+
+    @classmethod
+    def drop_index(cls, concurrent: bool) -> tuple[str, bool, bool]:
+        return SQLITE_LOCK, True, False
+
+    @classmethod
+    def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
+        """PostgreSQL's forms under the one database-wide lock; dropping a column rewrites every row."""
+        effect = PostgresEngine.alter_effect(table, rest, flavour, version)
+        rewrites = effect.breaking == "drop_column"
+        kind = REWRITE if rewrites else effect.kind
+        return replace(effect, kind=kind, lock=SQLITE_LOCK, blocks_writes=True, rewrites_table=rewrites)
+
+    @contextlib.contextmanager
+    def read_only_session(self, cursor: Any) -> Iterator[None]:
+        """``PRAGMA query_only`` for the block, then back to what it was."""
+        previous = int(cursor.execute("PRAGMA query_only").fetchone()[0])
+        cursor.execute("PRAGMA query_only = ON")
+        try:
+            yield
+        finally:
+            self.database.cursor().execute(f"PRAGMA query_only = {previous}")
+
+    def table_size(self, table: str) -> tuple[int, int] | None:
+        from api.db.error_handler import classify_error
+
+        database = self.database
+        if table not in database.get_tables():
+            return None
+        quoted = '"' + table.replace('"', '""') + '"'
+        count = int(database.execute_sql(f"SELECT count(*) FROM {quoted}").fetchone()[0])  # no row count kept
+        try:
+            row = database.execute_sql("SELECT sum(pgsize) FROM dbstat WHERE name = ?", (table,)).fetchone()
+            size = row[0]
+        except peewee.DatabaseError as exc:  # dbstat is a compile-time option of SQLite
+            logger.debug("no dbstat on this SQLite: %s", classify_error(exc, self.name).message)
+            size = None
+        return count, int(size or count * BYTES_PER_ROW_GUESS)
 
     # -- schema (lock-safe DDL, literals, field checks, verify) ------------------------------
 

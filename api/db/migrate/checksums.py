@@ -56,18 +56,21 @@ def _definition_nodes(fn: Any) -> list[ast.AST]:
     index = _module_index(code.co_filename)
     if index is None:
         return []
-    line = code.co_firstlineno
     if code.co_name == "<lambda>":
-        lambdas = index.lambdas.get(line, [])
-        if len(lambdas) > 1 and hasattr(code, "co_positions"):
-            # Python 3.11+: the first real instruction points at the lambda's body.
-            positions = [p for p in code.co_positions() if p[0] is not None and p[2] is not None]
-            for lineno, _end, col, _end_col in positions[1:2]:
-                exact = [n for n in lambdas if (n.body.lineno, n.body.col_offset) == (lineno, col)]
-                if exact:
-                    return list(exact)
-        return list(lambdas)
-    return list(index.functions.get((code.co_name, line), []))
+        return _lambda_nodes(code, index.lambdas.get(code.co_firstlineno, []))
+    return list(index.functions.get((code.co_name, code.co_firstlineno), []))
+
+
+def _lambda_nodes(code: Any, lambdas: list[ast.Lambda]) -> list[ast.AST]:
+    """The lambda of ``code`` among those on its line; all of them when they cannot be told apart."""
+    if len(lambdas) > 1 and hasattr(code, "co_positions"):
+        # Python 3.11+: the first real instruction points at the lambda's body.
+        positions = [p for p in code.co_positions() if p[0] is not None and p[2] is not None]
+        for lineno, _end, col, _end_col in positions[1:2]:
+            exact = [n for n in lambdas if (n.body.lineno, n.body.col_offset) == (lineno, col)]
+            if exact:
+                return list(exact)
+    return list(lambdas)
 
 
 def _simple(value: Any) -> bool:
@@ -95,6 +98,7 @@ def _definition_checksum(fn: Any) -> str:
     Built from the function's syntax tree (so reformatting or comments do not count
     as a change), plus simple closure values and defaults. Without source, from the
     bytecode. Stored in ``migration_history.checksum`` and compared by ``validate``.
+    The parts and their order are part of every stored checksum: do not reorder them.
     """
     parts: list[str] = []
     target = fn
@@ -102,29 +106,46 @@ def _definition_checksum(fn: Any) -> str:
         parts.append(repr([a if _simple(a) else type(a).__name__ for a in fn.args]))
         target = fn.func
     nodes = _definition_nodes(target)
-    if nodes:
-        for node in nodes:
-            body = node.body if isinstance(node, ast.Lambda) else node.body  # type: ignore[attr-defined]
-            args = node.args  # type: ignore[attr-defined]
-            parts.append(ast.dump(args, include_attributes=False))
-            if isinstance(body, list):
-                parts.extend(ast.dump(stmt, include_attributes=False) for stmt in body)
-            else:
-                parts.append(ast.dump(body, include_attributes=False))
-    else:
-        code = getattr(target, "__code__", None)
-        if code is not None:
-            parts.append(code.co_code.hex())
-            parts.append(repr([c for c in code.co_consts if _simple(c)]))
-            parts.append(repr(code.co_names))
-        else:
-            parts.append(f"{type(target).__module__}.{type(target).__qualname__}")
+    parts.extend(_tree_parts(nodes) if nodes else _code_parts(target))
+    parts.extend(_value_parts(target))
+    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+
+
+def _dump(node: ast.AST) -> str:
+    return ast.dump(node, include_attributes=False)
+
+
+def _tree_parts(nodes: list[ast.AST]) -> list[str]:
+    """Each definition's arguments and body, as syntax trees without positions."""
+    parts: list[str] = []
+    for node in nodes:
+        body = node.body  # type: ignore[attr-defined]
+        parts.append(_dump(node.args))  # type: ignore[attr-defined]
+        statements = body if isinstance(body, list) else [body]  # a lambda's body is one expression
+        parts.extend(_dump(stmt) for stmt in statements)
+    return parts
+
+
+def _code_parts(target: Any) -> list[str]:
+    """Without source: the bytecode, its simple constants and names; else the callable's type."""
+    code = getattr(target, "__code__", None)
+    if code is None:
+        return [f"{type(target).__module__}.{type(target).__qualname__}"]
+    return [code.co_code.hex(), repr([c for c in code.co_consts if _simple(c)]), repr(code.co_names)]
+
+
+def _described(value: Any) -> str:
+    return repr(value) if _simple(value) else type(value).__name__
+
+
+def _value_parts(target: Any) -> list[str]:
+    """Closure values, then defaults: simple ones by value, others by type name."""
+    parts: list[str] = []
     for cell in getattr(target, "__closure__", None) or ():
         try:
             value = cell.cell_contents
         except ValueError:  # an empty cell
             continue
-        parts.append(repr(value) if _simple(value) else type(value).__name__)
-    for default in getattr(target, "__defaults__", None) or ():
-        parts.append(repr(default) if _simple(default) else type(default).__name__)
-    return hashlib.sha256("\n".join(parts).encode()).hexdigest()
+        parts.append(_described(value))
+    parts.extend(_described(default) for default in getattr(target, "__defaults__", None) or ())
+    return parts

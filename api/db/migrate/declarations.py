@@ -14,7 +14,7 @@ import operator
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import CodeType, FunctionType
-from typing import Any, Union
+from typing import Any, NamedTuple, Union
 
 from api.db.exceptions import MigrationDeclarationError
 from api.db.migrate.checksums import definition_checksum
@@ -27,15 +27,30 @@ MigrationLike = Union["Migration", tuple[str, MigrationFn]]
 DIGEST_VERSION = "api.db.migrate.runner/1"
 
 
-class Migration(tuple):
+class _MigrationFields(NamedTuple):
+    """The fields of a :class:`Migration`, in their tuple order.
+
+    A NamedTuple cannot define ``__new__``, so :class:`Migration` subclasses this one
+    to keep its options keyword-only.
+    """
+
+    name: str
+    fn: MigrationFn
+    atomic: bool = True
+    description: str = ""
+    lock_timeout: float | None = None
+    lock_retries: int | None = None
+
+
+class Migration(_MigrationFields):
     """One named schema change. ``fn(m)`` (or ``fn()``) performs it through the migrator ``m``.
 
     ``atomic=False`` runs it outside any transaction (``CREATE INDEX CONCURRENTLY``).
     ``lock_timeout`` (seconds) and ``lock_retries`` bound how long each of its DDL
     statements waits for a table lock, and how often it tries again (None: the
     defaults of :func:`api.db.schema.ddl.safe_schema_migrator`).
-    Immutable (a tuple underneath, cheap to build at every boot); validated with the
-    whole list by :func:`plan_migrations`.
+    Immutable (a named tuple, cheap to build at every boot, name first); validated with
+    the whole list by :func:`plan_migrations`. Options after ``fn`` are keyword-only.
     """
 
     __slots__ = ()
@@ -86,30 +101,6 @@ class Migration(tuple):
             lock_timeout=lock_timeout,
             lock_retries=lock_retries,
         )
-
-    @property
-    def name(self) -> str:
-        return self[0]
-
-    @property
-    def fn(self) -> MigrationFn:
-        return self[1]
-
-    @property
-    def atomic(self) -> bool:
-        return self[2]
-
-    @property
-    def description(self) -> str:
-        return self[3]
-
-    @property
-    def lock_timeout(self) -> float | None:
-        return self[4] if len(self) > 4 else None
-
-    @property
-    def lock_retries(self) -> int | None:
-        return self[5] if len(self) > 5 else None
 
     def __repr__(self) -> str:
         return f"Migration({self.name!r}, atomic={self.atomic})"
@@ -179,33 +170,51 @@ def _quick_names(items: list[Any]) -> list[str] | None:
     :func:`plan_migrations`, which explains every problem.
     """
     try:
-        if set(map(type, items)) == {tuple}:
-            declared = dict(items)  # ValueError unless every item is a pair; duplicates collapse
-            if len(declared) != len(items):
-                return None
-            names, functions = list(declared), list(declared.values())
-        else:
-            if not all(type(i) is Migration or (type(i) is tuple and len(i) == 2) for i in items):
-                return None
-            if not all(i[2] is True or i[2] is False for i in items if type(i) is Migration):
-                return None
-            names, functions = list(map(_FIRST, items)), list(map(_SECOND, items))
-            if len(set(names)) != len(names):
-                return None
-        if not items:
-            return names
-        # str.strip raises TypeError on a non-string name; "" and padded names differ after it.
-        if "" in names or list(map(str.strip, names)) != names or max(map(len, names)) > NAME_MAX_LENGTH:
+        declared = _quick_pairs(items) if set(map(type, items)) == {tuple} else _quick_records(items)
+        if declared is None:
             return None
-        if set(map(type, functions)) != {FunctionType}:
-            return None
-        codes = list(map(_CODE, functions))
-        # At most one positional parameter and no keyword-only ones: fn(m) or fn() will work.
-        if max(map(_ARGCOUNT, codes)) > 1 or any(map(_KWONLY, codes)):
+        names, functions = declared
+        if items and not (_quick_names_ok(names) and _quick_functions_ok(functions)):
             return None
     except (TypeError, ValueError, IndexError, AttributeError):
         return None
     return names
+
+
+def _quick_pairs(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
+    """Names and functions of a list of plain ``(name, fn)`` tuples with distinct names."""
+    declared = dict(items)  # ValueError unless every item is a pair; duplicates collapse
+    if len(declared) != len(items):
+        return None
+    return list(declared), list(declared.values())
+
+
+def _quick_records(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
+    """Names and functions of Migration records and pairs, with distinct names and boolean ``atomic``."""
+    if not all(type(i) is Migration or (type(i) is tuple and len(i) == 2) for i in items):
+        return None
+    if not all(i[2] is True or i[2] is False for i in items if type(i) is Migration):
+        return None
+    names = list(map(_FIRST, items))
+    if len(set(names)) != len(names):
+        return None
+    return names, list(map(_SECOND, items))
+
+
+def _quick_names_ok(names: list[Any]) -> bool:
+    """Non-empty, unpadded, short enough (raises TypeError on a non-string name)."""
+    # str.strip raises TypeError on a non-string name; "" and padded names differ after it.
+    if "" in names or list(map(str.strip, names)) != names:
+        return False
+    return max(map(len, names)) <= NAME_MAX_LENGTH
+
+
+def _quick_functions_ok(functions: list[Any]) -> bool:
+    """Plain functions only, with at most one positional parameter and no keyword-only ones."""
+    if set(map(type, functions)) != {FunctionType}:
+        return False
+    codes = list(map(_CODE, functions))
+    return max(map(_ARGCOUNT, codes)) <= 1 and not any(map(_KWONLY, codes))
 
 
 _FIRST = operator.itemgetter(0)
@@ -230,31 +239,15 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
     planned: list[Migration] = []
     seen: dict[str, int] = {}
     for index, item in enumerate(migrations):
-        if type(item) is Migration:
-            migration = item
-        elif type(item) is tuple and len(item) == 2:
-            migration = tuple.__new__(Migration, (item[0], item[1], True, "", None, None))
-        elif isinstance(item, Migration):
-            migration = item
-        elif isinstance(item, tuple) and len(item) == 2:
-            migration = Migration(item[0], item[1])
-        else:
-            problems.append(f"migration #{index}: expected Migration(name, fn) or a (name, fn) tuple, got {item!r:.80}")
+        migration = item if type(item) is Migration else _as_migration(item)
+        if migration is None:
+            problems.append(
+                f"migration #{index}: expected Migration(name, fn) or a (name, fn) tuple, got {item!r:.80}"
+            )
             continue
-        name, fn, atomic = migration[0], migration[1], migration[2]
-        if (
-            type(name) is str
-            and 0 < len(name) <= NAME_MAX_LENGTH
-            and not name[0].isspace()
-            and not name[-1].isspace()
-            and name not in seen
-            and (atomic is True or atomic is False)
-            and _quick_arity_ok(fn)
-        ):
-            seen[name] = index
-            planned.append(migration)
-            continue
-        problems.extend(_declaration_problems(index, migration, seen))
+        if not _plainly_valid(migration, seen):
+            problems.extend(_declaration_problems(index, migration, seen))
+        name = migration[0]
         if isinstance(name, str) and name not in seen:
             seen[name] = index
         planned.append(migration)
@@ -263,6 +256,29 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
             f"{len(problems)} invalid migration declaration(s), nothing was run: " + "; ".join(problems)
         )
     return planned
+
+
+def _as_migration(item: Any) -> Migration | None:
+    """``item`` as a Migration record (a ``(name, fn)`` pair gets the defaults); None for anything else."""
+    if isinstance(item, Migration):
+        return item
+    if isinstance(item, tuple) and len(item) == 2:
+        return tuple.__new__(Migration, (item[0], item[1], True, "", None, None))
+    return None
+
+
+def _plainly_valid(migration: Migration, seen: dict[str, int]) -> bool:
+    """The common case, cheaply: a fresh, clean name, a boolean ``atomic`` and a one-argument function."""
+    name, fn, atomic = migration[0], migration[1], migration[2]
+    return (
+        type(name) is str
+        and 0 < len(name) <= NAME_MAX_LENGTH
+        and not name[0].isspace()
+        and not name[-1].isspace()
+        and name not in seen
+        and (atomic is True or atomic is False)
+        and _quick_arity_ok(fn)
+    )
 
 
 def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]) -> list[str]:

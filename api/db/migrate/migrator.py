@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
@@ -20,18 +19,13 @@ from playhouse.migrate import Operation, SchemaMigrator
 from api.db.engines import engine_for
 from api.db.error_handler import ErrorInfo, already_applied, classify_error
 from api.db.exceptions import UnsupportedCapability
+from api.db.migrate.sqltext import is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
 from api.db.schema.fields import validate_models
 
 logger = logging.getLogger(__name__)
 
-# Transaction control and the lock-bound settings the lock-safe migrator wraps around DDL.
-_CONTROL_SQL = re.compile(
-    r"^\s*(?:SAVEPOINT|RELEASE|ROLLBACK|BEGIN|COMMIT|SET\s+(?:LOCAL|SESSION)?\s*(?:lock_timeout|lock_wait_timeout)"
-    r"|RESET\s+lock_timeout|PRAGMA\s+busy_timeout)\b",
-    re.IGNORECASE,
-)
 
 
 def make_schema_migrator(
@@ -67,7 +61,7 @@ class StatementLog:
         thread = threading.get_ident()
 
         def hook(event: Any) -> None:
-            if threading.get_ident() != thread or _CONTROL_SQL.match(event.sql):
+            if threading.get_ident() != thread or is_transaction_control(event.sql):
                 return
             self.statements.append(event.sql)
             if event.exception is not None:

@@ -27,14 +27,8 @@ from typing import Any
 
 import peewee
 
-# Session settings and savepoints: harmless, undone by the caller's ROLLBACK, and needed
-# for the migrator's code path to behave as in a real run.
-CONTROL_SQL = re.compile(
-    r"^(?:SAVEPOINT\b|RELEASE\b|ROLLBACK\s+TO\b"
-    r"|SET\s+(?:LOCAL\s+|SESSION\s+)?(?:lock_timeout|lock_wait_timeout|innodb_lock_wait_timeout|statement_timeout)\b"
-    r"|RESET\s+lock_timeout\b|PRAGMA\s+busy_timeout\b)",
-    re.IGNORECASE,
-)
+from api.db.migrate.sqltext import is_session_control, strip_statement_settings
+
 _READ_START = re.compile(r"^(?:SELECT|SHOW|EXPLAIN|DESCRIBE|DESC|WITH|PRAGMA|VALUES|TABLE)\b", re.IGNORECASE)
 # A SELECT that writes or takes row locks is not a read.
 _NOT_A_READ = re.compile(
@@ -47,21 +41,11 @@ _NOT_A_READ = re.compile(
 _WRITING_PRAGMAS = re.compile(
     r"^PRAGMA\s+(?:\w+\.)?(?:optimize|wal_checkpoint|incremental_vacuum|shrink_memory)\b", re.IGNORECASE
 )
-# MariaDB: the lock-safe migrator sends DDL as SET STATEMENT lock_wait_timeout=N FOR <ddl>.
-_SET_STATEMENT = re.compile(r"^SET\s+STATEMENT\s+.*?\bFOR\s+", re.IGNORECASE | re.DOTALL)
-_LEADING_COMMENTS = re.compile(r"^(?:\s+|--[^\n]*(?:\n|$)|/\*.*?\*/)+", re.DOTALL)
-
-
-def strip_statement_settings(sql: str) -> str:
-    """``sql`` without leading comments and without MariaDB's ``SET STATEMENT ... FOR`` prefix."""
-    text = _LEADING_COMMENTS.sub("", sql)
-    match = _SET_STATEMENT.match(text)
-    return text[match.end():] if match else text
 
 
 def is_control(sql: str) -> bool:
-    """A savepoint or a lock-wait setting: transaction plumbing, not a change."""
-    return bool(CONTROL_SQL.match(_LEADING_COMMENTS.sub("", sql)))
+    """A savepoint or a lock-wait setting: transaction plumbing, not a change (never COMMIT or ROLLBACK)."""
+    return is_session_control(sql)
 
 
 def is_read(sql: str) -> bool:

@@ -18,35 +18,27 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 import peewee
 
-from api.db.engines import db_type
+from api.db.engines import Engine, engine_for
 from api.db.engines.info import ServerInfo, server_info
+from api.db.engines.statements import CREATE, INDEX, METADATA, OTHER, StatementEffect
 from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError
 from api.db.migrate.declarations import Migration, MigrationLike, _takes_migrator, plan_migrations
 from api.db.migrate.runner import Migrator, _resume_point, make_schema_migrator, using_connection
 from api.db.migrate.tracker import HistoryRow, MigrationTracker
 from api.db.preview.analysis import (
-    BYTES_PER_ROW_GUESS,
-    CREATE,
-    EXTENSION_TYPES,
-    INDEX,
-    METADATA,
-    OTHER,
     DurationRange,
-    StatementEffect,
-    analyze_statement,
+    analyze_for,
     estimate_duration,
     extension_types,
     format_bytes,
-    pg_binary_coercible,
-    pg_type_change,
 )
 from api.db.preview.capture import CapturedStatement, StatementCapture, strip_statement_settings
 from api.db.redact import redact_text
@@ -54,7 +46,6 @@ from api.db.redact import redact_text
 logger = logging.getLogger(__name__)
 
 _SAVEPOINT = "api_db_preview"
-_PG_ROWS_PER_PAGE_GUESS = 60  # rows of a narrow table in one 8 kB heap page, for tables never analysed
 _SQLITE_REBUILD_SUFFIX = "__tmp__"  # playhouse's SqliteMigrator rebuilds a table through "<table>__tmp__"
 _DDL = re.compile(r"^\s*(?:CREATE|ALTER|DROP|RENAME|TRUNCATE)\b", re.IGNORECASE)
 _CREATE_EXTENSION = re.compile(r"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?", re.IGNORECASE)
@@ -155,23 +146,15 @@ class MigrationPreview:
 
 
 @contextmanager
-def _read_only_transaction(db: peewee.Database, engine: str) -> Iterator[None]:
+def _read_only_transaction(db: peewee.Database, engine: Engine) -> Iterator[None]:
     """A real transaction, invisible to peewee's stack, always rolled back."""
     cursor = db.cursor()
-    query_only = None
-    if engine == "sqlite":
-        query_only = int(cursor.execute("PRAGMA query_only").fetchone()[0])
-        cursor.execute("PRAGMA query_only = ON")
-    begin = {"sqlite": "BEGIN", "postgres": "BEGIN TRANSACTION READ ONLY"}.get(engine, "START TRANSACTION READ ONLY")
-    try:
-        cursor.execute(begin)
+    with engine.read_only_session(cursor):
+        cursor.execute(engine.preview_begin)
         try:
             yield
         finally:
             db.cursor().execute("ROLLBACK")
-    finally:
-        if query_only is not None:
-            db.cursor().execute(f"PRAGMA query_only = {query_only}")
 
 
 def _pending(db: peewee.Database, planned: list[Migration]) -> list[tuple[Migration, HistoryRow | None]]:
@@ -180,11 +163,15 @@ def _pending(db: peewee.Database, planned: list[Migration]) -> list[tuple[Migrat
 
 
 def _run_one(
-    db: peewee.Database, engine: str, migration: Migration, row: HistoryRow | None, capture: StatementCapture
+    db: peewee.Database,
+    engine: Engine,
+    migration: Migration,
+    row: HistoryRow | None,
+    capture: StatementCapture,
 ) -> str | None:
     """Run ``migration`` under ``capture``; None, or why it could not be previewed to its end."""
     capture.migration = migration.name
-    transactional = engine in ("postgres", "sqlite") and migration.atomic
+    transactional = engine.transactional_ddl() and migration.atomic
     m = Migrator(
         db,
         make_schema_migrator(db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
@@ -202,7 +189,7 @@ def _run_one(
                 migration.fn()
     except Exception as exc:  # a preview reports a failing migration, it does not stop at it
         cause = exc.__cause__ if exc.__cause__ is not None else exc
-        info = classify_error(cause, engine)
+        info = classify_error(cause, engine.name)
         db.execute_sql(f"ROLLBACK TO SAVEPOINT {_SAVEPOINT}")
         logger.info("preview of %s stopped after %d statement(s): %s: %s", migration.name,
                     len(capture.statements) - before, info.category.value, info.message)
@@ -214,40 +201,6 @@ def _run_one(
 @contextmanager
 def _nothing() -> Iterator[None]:
     yield
-
-
-def _table_size(db: peewee.Database, engine: str, table: str) -> tuple[int, int] | None:
-    """(rows, bytes) of ``table`` from the catalog; None when it does not exist."""
-    if engine == "postgres":
-        row = db.execute_sql(
-            "SELECT c.reltuples::bigint, pg_total_relation_size(c.oid), c.relpages FROM pg_class c "
-            "JOIN pg_namespace n ON n.oid = c.relnamespace "
-            "WHERE c.relname = %s AND n.nspname = current_schema() AND c.relkind IN ('r', 'p', 'm')",
-            (table,),
-        ).fetchone()
-        if row is None:
-            return None
-        rows = int(row[0])
-        if rows < 0:  # never analysed (PostgreSQL 14+ says -1): estimate from the heap's pages
-            rows = int(row[2]) * _PG_ROWS_PER_PAGE_GUESS
-        return max(rows, 0), int(row[1])
-    if engine == "mysql":
-        row = db.execute_sql(
-            "SELECT TABLE_ROWS, DATA_LENGTH + INDEX_LENGTH FROM information_schema.TABLES "
-            "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s",
-            (table,),
-        ).fetchone()
-        return None if row is None else (int(row[0] or 0), int(row[1] or 0))
-    if table not in db.get_tables():
-        return None
-    quoted = '"' + table.replace('"', '""') + '"'
-    count = int(db.execute_sql(f"SELECT count(*) FROM {quoted}").fetchone()[0])  # SQLite keeps no row count
-    try:
-        size = db.execute_sql("SELECT sum(pgsize) FROM dbstat WHERE name = ?", (table,)).fetchone()[0]
-    except peewee.DatabaseError as exc:  # dbstat is a compile-time option of SQLite
-        logger.debug("no dbstat on this SQLite: %s", classify_error(exc, engine).message)
-        size = None
-    return count, int(size or count * BYTES_PER_ROW_GUESS)
 
 
 # -- analysis ---------------------------------------------------------------------------
@@ -279,7 +232,7 @@ def preview_migration(
         if db.obj is None:
             raise ConfigurationError("the database proxy is not initialized; call proxy.initialize(db) first")
         db = db.obj  # the capture replaces methods on the database object itself
-    engine = db_type(db)
+    engine = engine_for(db)
     if not db.is_closed() and db.in_transaction():
         # Our BEGIN would commit the caller's transaction on MySQL and nest oddly elsewhere.
         raise ConfigurationError("preview_migration cannot run inside a transaction: call it outside db.atomic()")
@@ -287,7 +240,7 @@ def preview_migration(
         info = server_info(db)
         pending_rows = _pending(db, planned)
         pending = [migration for migration, _ in pending_rows]
-        preview = MigrationPreview(engine, info.flavour, info.version_string, [m.name for m in pending])
+        preview = MigrationPreview(engine.name, info.flavour, info.version_string, [m.name for m in pending])
         if not pending:
             return preview
         capture = StatementCapture(db)
@@ -297,167 +250,240 @@ def preview_migration(
                 failure = _run_one(db, engine, migration, row, capture)
                 if failure is not None:
                     failures[migration.name] = failure
-        _analyse(db, preview, info, capture.statements, pending, failures,
-                 large_rows=large_table_rows, large_bytes=large_table_bytes)
+        effects = _plan(engine, preview, info, capture.statements)
+        preview.warnings.extend(_warn(_Review(engine, info, effects, preview.statements, pending, failures,
+                                              large_table_rows, large_table_bytes)))
     for warning in preview.warnings:  # returned to the caller, who decides how loud they are
         logger.info("preview: %s", warning)
     return preview
 
 
-def _analyse(
-    db: peewee.Database,
-    preview: MigrationPreview,
-    info: ServerInfo,
-    captured: list[CapturedStatement],
-    pending: list[Migration],
-    failures: dict[str, str],
-    *,
-    large_rows: int,
-    large_bytes: int,
-) -> None:
-    engine = preview.engine
+def _plan(
+    engine: Engine, preview: MigrationPreview, info: ServerInfo, captured: list[CapturedStatement]
+) -> list[tuple[CapturedStatement, StatementEffect]]:
+    """Analyse each captured statement against its table's size now; fill in the preview's statements."""
     sizes: dict[str, tuple[int, int] | None] = {}
-    created: set[str] = set()
+    created: set[str] = set()  # tables this preview creates or renames to: empty, whatever the catalog says
     effects: list[tuple[CapturedStatement, StatementEffect]] = []
     for statement in captured:
-        effect = analyze_statement(statement.sql, engine, flavour=info.flavour, version=info.version)
+        effect = _effect(engine, info, statement, created)
         table = effect.table
-        if engine == "postgres" and effect.rewrites_table and table is not None and table not in created:
-            effect = _pg_without_rewrite(db, statement.sql, table, effect)
-        effects.append((statement, effect))
         if table is not None and table not in sizes:
-            sizes[table] = _table_size(db, engine, table)
+            sizes[table] = engine.table_size(table)
         known = None if effect.kind == CREATE or table is None or table in created else sizes.get(table)
         rows, size = known if known is not None else (None, None)
-        if effect.kind == CREATE and table is not None:
-            created.add(table)
-        if effect.new_name:
-            created.add(effect.new_name)
+        created.update(_created_by(effect))
+        effects.append((statement, effect))
         preview.statements.append(
             PlannedStatement(
                 statement.migration, statement.sql, statement.params, table, effect.kind, effect.lock,
                 effect.blocks_writes, effect.rewrites_table, rows, size, estimate_duration(effect.kind, rows, size),
             )
         )
-    low = sum(s.estimate.low_seconds for s in preview.statements)
-    high = sum(s.estimate.high_seconds for s in preview.statements)
-    heavy = [s for s in preview.statements if s.kind not in ("metadata", "create")]
+    preview.estimated_duration = _total(preview.statements)
+    return effects
+
+
+def _effect(
+    engine: Engine, info: ServerInfo, statement: CapturedStatement, created: set[str]
+) -> StatementEffect:
+    """The statement's effect; a rewrite the catalog shows to be a catalog change is one."""
+    effect = analyze_for(type(engine), statement.sql, flavour=info.flavour, version=info.version)
+    table = effect.table
+    if not effect.rewrites_table or table is None or table in created:
+        return effect
+    if engine.rewrites_table(strip_statement_settings(statement.sql), table):
+        return effect
+    return replace(effect, kind=METADATA, rewrites_table=False)
+
+
+def _created_by(effect: StatementEffect) -> set[str]:
+    """The tables a statement creates (or renames to)."""
+    names = {effect.table} if effect.kind == CREATE and effect.table is not None else set()
+    return names | ({effect.new_name} if effect.new_name else set())
+
+
+def _total(statements: list[PlannedStatement]) -> DurationRange:
+    """The whole run's duration: the sum of the statements'."""
+    low = sum(s.estimate.low_seconds for s in statements)
+    high = sum(s.estimate.high_seconds for s in statements)
+    heavy = [s for s in statements if s.kind not in ("metadata", "create")]
     basis = "; ".join(f"{s.table}: {s.estimate.basis}" for s in heavy) or "catalog changes only"
-    preview.estimated_duration = DurationRange(
-        low, high, f"{len(preview.statements)} statement(s); {basis}; lock waits not included (each bounded "
+    return DurationRange(
+        low, high, f"{len(statements)} statement(s); {basis}; lock waits not included (each bounded "
         "by the migration's lock_timeout and retries)"
     )
-    _warn(preview, info, effects, pending, failures, large_rows, large_bytes)
 
 
-def _warn(
-    preview: MigrationPreview,
-    info: ServerInfo,
-    effects: list[tuple[CapturedStatement, StatementEffect]],
-    pending: list[Migration],
-    failures: dict[str, str],
-    large_rows: int,
-    large_bytes: int,
-) -> None:
-    add = preview.warnings.append
-    engine = preview.engine
-    # Extensions: the ones installed now, plus those a statement of this preview creates.
-    installed = set(info.extensions)
-    for (statement, _), planned in zip(effects, preview.statements):
+# -- warnings ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Review:
+    """What the warning checks look at."""
+
+    engine: Engine
+    info: ServerInfo
+    effects: list[tuple[CapturedStatement, StatementEffect]]
+    planned: list[PlannedStatement]  # one per effect, in the same order
+    pending: list[Migration]
+    failures: dict[str, str]
+    large_rows: int
+    large_bytes: int
+
+    def is_large(self, planned: PlannedStatement) -> bool:
+        return planned.table_rows is not None and (
+            planned.table_rows >= self.large_rows or (planned.table_bytes or 0) >= self.large_bytes
+        )
+
+
+def _missing_extensions(review: _Review) -> list[PreviewWarning]:
+    """Column types whose extension is neither installed nor created earlier in the preview."""
+    types = review.engine.column_type_extensions
+    if not types:
+        return []
+    warnings: list[PreviewWarning] = []
+    installed = set(review.info.extensions)
+    for (statement, _), planned in zip(review.effects, review.planned):
         created_ext = _CREATE_EXTENSION.match(statement.sql)
         if created_ext:
             installed.add(created_ext.group(1).lower())
-        if engine != "postgres":
-            continue
         for type_name in extension_types(statement.sql):
-            extension, label = EXTENSION_TYPES[type_name]
-            if extension in installed:
-                continue
-            available = info.available_extensions.get(extension)
-            how = (f"CREATE EXTENSION {extension} (version {available} is available) before this migration"
-                   if available else f"this server does not offer the {extension} extension: install {label} first")
-            add(PreviewWarning(MISSING_EXTENSION,
-                               f"{label} not installed: column type {type_name} on {planned.table} needs it; {how}",
-                               statement.migration))
-    if engine == "mysql":
-        for migration in pending:
-            ddl = [s for s, _ in effects if s.migration == migration.name and _DDL.match(strip_statement_settings(s.sql))]
-            if len(ddl) > 1:
-                add(PreviewWarning(
-                    NOT_ATOMIC,
-                    f"{len(ddl)} DDL statements: MySQL/MariaDB commit each on its own, so this migration cannot be "
-                    "atomic; a failure leaves the first ones applied (the next boot resumes after them). "
-                    "Keep one DDL statement per migration where you can",
-                    migration.name,
-                ))
-    renamed_to: set[str] = {e.new_name for _, e in effects if e.breaking == "rename_table" and e.new_name}
-    for (statement, effect), planned in zip(effects, preview.statements):
-        large = planned.table_rows is not None and (
-            planned.table_rows >= large_rows or (planned.table_bytes or 0) >= large_bytes
+            extension, label = types[type_name]
+            if extension not in installed:
+                warnings.append(_missing_extension(review.info, planned, type_name, extension, label))
+    return warnings
+
+
+def _missing_extension(
+    info: ServerInfo, planned: PlannedStatement, type_name: str, extension: str, label: str
+) -> PreviewWarning:
+    available = info.available_extensions.get(extension)
+    how = (f"CREATE EXTENSION {extension} (version {available} is available) before this migration"
+           if available else f"this server does not offer the {extension} extension: install {label} first")
+    return PreviewWarning(
+        MISSING_EXTENSION,
+        f"{label} not installed: column type {type_name} on {planned.table} needs it; {how}",
+        planned.migration,
+    )
+
+
+def _not_atomic(review: _Review) -> list[PreviewWarning]:
+    """Migrations with several DDL statements on an engine that commits each on its own."""
+    if review.engine.transactional_ddl():
+        return []
+    warnings: list[PreviewWarning] = []
+    for migration in review.pending:
+        ddl = [s for s, _ in review.effects
+               if s.migration == migration.name and _DDL.match(strip_statement_settings(s.sql))]
+        if len(ddl) > 1:
+            warnings.append(_not_atomic_warning(migration.name, len(ddl)))
+    return warnings
+
+
+def _not_atomic_warning(migration: str, count: int) -> PreviewWarning:
+    return PreviewWarning(
+        NOT_ATOMIC,
+        f"{count} DDL statements: MySQL/MariaDB commit each on its own, so this migration cannot be "
+        "atomic; a failure leaves the first ones applied (the next boot resumes after them). "
+        "Keep one DDL statement per migration where you can",
+        migration,
+    )
+
+
+def _per_statement(review: _Review) -> list[PreviewWarning]:
+    """Statement by statement: blocking a large table, then breaking the previous release."""
+    renamed_to = {e.new_name for _, e in review.effects if e.breaking == "rename_table" and e.new_name}
+    warnings: list[PreviewWarning] = []
+    for (_, effect), planned in zip(review.effects, review.planned):
+        found = (_blocks_large_table(review, planned), _breaks_previous_release(effect, planned, renamed_to))
+        warnings.extend(warning for warning in found if warning is not None)
+    return warnings
+
+
+def _blocks_large_table(review: _Review, planned: PlannedStatement) -> PreviewWarning | None:
+    """An index build that stops writes, or a rewrite, on a large table."""
+    if not review.is_large(planned):
+        return None
+    size = f"{planned.table_rows} rows, {format_bytes(planned.table_bytes)}"
+    if planned.blocks_writes and planned.kind == INDEX:
+        return PreviewWarning(
+            BLOCKS_LARGE_TABLE,
+            f"index build on {planned.table} ({size}) holds a {planned.lock} lock: writes wait for the whole "
+            f"build ({planned.estimate}); {review.engine.index_build_advice}",
+            planned.migration,
         )
-        size = f"{planned.table_rows} rows, {format_bytes(planned.table_bytes)}"
-        if large and planned.blocks_writes and planned.kind == INDEX:
-            advice = ("use m.add_index(..., concurrently=True) in a Migration(..., atomic=False)"
-                      if engine == "postgres" else "schedule it when writes can wait")
-            add(PreviewWarning(
-                BLOCKS_LARGE_TABLE,
-                f"index build on {planned.table} ({size}) holds a {planned.lock} lock: writes wait for the whole "
-                f"build ({planned.estimate}); {advice}",
-                statement.migration,
-            ))
-        elif large and planned.rewrites_table:
-            add(PreviewWarning(
-                BLOCKS_LARGE_TABLE,
-                f"rewrites {planned.table} ({size}) under {planned.lock}"
-                f"{' (writes wait)' if planned.blocks_writes else ''} for about {planned.estimate}: "
-                "consider adding a new column and backfilling in batches",
-                statement.migration,
-            ))
-        if effect.breaking and planned.table_rows is not None and not _sqlite_rebuild(effect, renamed_to):
-            what = {
-                "drop_column": f"drops a column of {planned.table}",
-                "drop_table": f"drops table {planned.table}",
-                "rename_column": f"renames a column of {planned.table} to {effect.new_name}",
-                "rename_table": f"renames table {planned.table} to {effect.new_name}",
-            }[effect.breaking]
-            add(PreviewWarning(
-                BREAKS_PREVIOUS_RELEASE,
-                f"{what}: instances still running the previous release use the old name and fail until "
-                "replaced; expand first (add the new, deploy code that uses both), contract in a later release",
-                statement.migration,
-            ))
-    for planned in preview.statements:
-        if planned.kind == OTHER:
-            add(PreviewWarning(
-                UNANALYSED,
-                f"not analysed, so its lock and duration are unknown (assume the strongest lock): "
-                f"{redact_text(' '.join(planned.sql.split()))[:120]}",
-                planned.migration,
-            ))
-    for name, failure in failures.items():
-        add(PreviewWarning(
+    if planned.rewrites_table:
+        return PreviewWarning(
+            BLOCKS_LARGE_TABLE,
+            f"rewrites {planned.table} ({size}) under {planned.lock}"
+            f"{' (writes wait)' if planned.blocks_writes else ''} for about {planned.estimate}: "
+            "consider adding a new column and backfilling in batches",
+            planned.migration,
+        )
+    return None
+
+
+_BREAKING_WHAT: dict[str, str] = {
+    "drop_column": "drops a column of {table}",
+    "drop_table": "drops table {table}",
+    "rename_column": "renames a column of {table} to {new}",
+    "rename_table": "renames table {table} to {new}",
+}
+
+
+def _breaks_previous_release(
+    effect: StatementEffect, planned: PlannedStatement, renamed_to: set[str]
+) -> PreviewWarning | None:
+    """A drop or a rename of something that exists now, which the running release still uses."""
+    if not effect.breaking or planned.table_rows is None or _sqlite_rebuild(effect, renamed_to):
+        return None
+    what = _BREAKING_WHAT[effect.breaking].format(table=planned.table, new=effect.new_name)
+    return PreviewWarning(
+        BREAKS_PREVIOUS_RELEASE,
+        f"{what}: instances still running the previous release use the old name and fail until "
+        "replaced; expand first (add the new, deploy code that uses both), contract in a later release",
+        planned.migration,
+    )
+
+
+def _unanalysed(review: _Review) -> list[PreviewWarning]:
+    """Statements the analysis does not know."""
+    return [
+        PreviewWarning(
+            UNANALYSED,
+            f"not analysed, so its lock and duration are unknown (assume the strongest lock): "
+            f"{redact_text(' '.join(planned.sql.split()))[:120]}",
+            planned.migration,
+        )
+        for planned in review.planned
+        if planned.kind == OTHER
+    ]
+
+
+def _incomplete(review: _Review) -> list[PreviewWarning]:
+    """Migrations that failed part-way through the preview."""
+    return [
+        PreviewWarning(
             INCOMPLETE,
             f"could not be previewed to its end ({failure}); statements captured before that point are listed. "
             "A step that depends on an earlier one having run (introspecting a column just added) cannot see "
             "its effect in a preview",
             name,
-        ))
+        )
+        for name, failure in review.failures.items()
+    ]
 
 
-def _pg_without_rewrite(db: peewee.Database, sql: str, table: str, effect: StatementEffect) -> StatementEffect:
-    """A type change PostgreSQL does in the catalog only (VARCHAR(40) to VARCHAR(200)) does not rewrite."""
-    change = pg_type_change(sql)
-    if change is None or change[3]:
-        return effect
-    column, new_type, new_length, _ = change
-    row = db.execute_sql(
-        "SELECT data_type, character_maximum_length FROM information_schema.columns "
-        "WHERE table_schema = current_schema() AND table_name = %s AND column_name = %s",
-        (table, column),
-    ).fetchone()
-    if row is None or not pg_binary_coercible(str(row[0]), row[1], new_type, new_length):
-        return effect
-    return replace(effect, kind=METADATA, rewrites_table=False)
+# The checks, in the order their warnings are reported.
+_CHECKS: tuple[Callable[[_Review], list[PreviewWarning]], ...] = (
+    _missing_extensions, _not_atomic, _per_statement, _unanalysed, _incomplete,
+)
+
+
+def _warn(review: _Review) -> list[PreviewWarning]:
+    """Every check's warnings, in order."""
+    return [warning for check in _CHECKS for warning in check(review)]
 
 
 def _sqlite_rebuild(effect: StatementEffect, renamed_to: set[str]) -> bool:

@@ -576,7 +576,7 @@ def test_serve_command(engine: Engine, db_url: str) -> None:
 
     from examples.app_migrations import MIGRATIONS
 
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     command = [sys.executable, "-m", "api.db", "--database", db_url, "--migrations",
                "examples.app_migrations:MIGRATIONS", "serve", "--port", "0", "--cache-ttl", "0"]  # fmt: skip
     process = subprocess.Popen(command, cwd=root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import pytest
 from peewee import CharField
@@ -138,3 +140,45 @@ def test_report_summary_and_dict() -> None:
     assert report.applied == ["a"] and report.skipped == ["b"] and report.failed == []
     assert "2 pending, 1 applied, 1 skipped, 0 failed" in report.summary()
     assert report.to_dict()["outcomes"][1]["reason"] == "adopted"
+
+
+def _sized(size: int):  # type: ignore[no-untyped-def]
+    return lambda m: m.add_column("t", "c", CharField(max_length=size))
+
+
+PINNED_LAMBDA = lambda m: m.sql("SELECT 1")  # noqa: E731
+
+
+def _without_source():  # type: ignore[no-untyped-def]
+    namespace: dict[str, object] = {}
+    exec(compile("def f(m, size=3):\n    return m.sql('SELECT 1')\n", "<no source>", "exec"), namespace)
+    return namespace["f"]
+
+
+PINNED_CHECKSUMS = {
+    "function": "54891f5a6c6692d23fea46659aa763f1b102e2fef45e409ae6c66bba64145496",
+    "lambda": "bf0c2a936d17a249e177e8ebf9102bf987ff53d54cebe9a266d98d4aee0ad88b",
+    "closure": "8ad42daa1cbebc43e3b18a9cad058816129274ea1726b490c885a7f39950b601",
+    "partial": "eb76989de92045cb9e00c1d672bf36a00dac61c7801bfb159e81c2b2e30e59b7",
+    "sql_file": "da737ccfe35034ec2c2d69cac209c8218aa046719662390abee414fea0527f52",
+    "bytecode": "47e7bc8516265b8b9577c8c8f29a7084ccec4c239379465d1b3d86642a35fc8e",
+    "builtin": "6b5d6bf9285f212fceedeedc18edfc75f8aa95b0676fd98e91a72149cac59343",
+}
+
+
+@pytest.mark.skipif(sys.version_info[:2] != (3, 11), reason="ast.dump and bytecode differ by Python version")
+def test_checksums_of_existing_migrations_do_not_change(tmp_path: Path) -> None:
+    # Stored in migration_history: a change here reports drift for every applied migration.
+    path = tmp_path / "001.sql"
+    path.write_text("CREATE TABLE t (id int);\nINSERT INTO t VALUES (1);\n", encoding="utf-8")
+    functions = {
+        "function": first,
+        "lambda": PINNED_LAMBDA,
+        "closure": _sized(10),
+        "partial": functools.partial(first, 1),
+        "sql_file": Migration.from_sql_file("001", path).fn,
+        "bytecode": _without_source(),
+        "builtin": print,
+    }
+    assert {name: definition_checksum(fn) for name, fn in functions.items()} == PINNED_CHECKSUMS
+    assert Migration("a", first).checksum == PINNED_CHECKSUMS["function"]

@@ -19,7 +19,7 @@ from api.db.migrate.tracker import MigrationTracker
 
 from engines import admin_cursor, get_engine
 
-CHILD = str(Path(__file__).resolve().parent / "boot_child.py")
+CHILD = str(Path(__file__).resolve().parents[1] / "boot_child.py")
 NAMES = [m[0] if isinstance(m, tuple) else m.name for m in MIGRATIONS]
 
 
