@@ -197,9 +197,6 @@ class Engine:
 
     # The statement that reads the server's id of this session; empty: the engine has no session lock.
     backend_id_sql: ClassVar[str] = ""
-    # Only one connection can write at a time (SQLite): while the holder's own connection is in a
-    # transaction nobody can take the lease over, so the heartbeat waits instead of renewing.
-    single_writer: ClassVar[bool] = False
 
     def driver_backend_id(self, conn: Any) -> Any:
         """The session id the driver got when it connected (a pooler's fake one behind PgBouncer)."""
@@ -255,8 +252,12 @@ class Engine:
         return self.database_class(self.database.database, thread_safe=False, **params)
 
     def renewal_blocked(self, conn: Any) -> bool:
-        """Whether the holder's own connection ``conn`` blocks renewals now (and therefore every takeover)."""
+        """Whether a busy heartbeat means that the holder's own ``conn`` has the write lock (so no takeover)."""
         return False
+
+    def migration_transaction(self) -> Any:
+        """The transaction (or savepoint) a group of transactional migrations runs in."""
+        return self.database.atomic()
 
     def lock_timeout_error(self, timeout: float, holder: Mapping[str, Any]) -> MigrationLockTimeout:
         return MigrationLockTimeout(

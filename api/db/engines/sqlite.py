@@ -72,7 +72,6 @@ class SqliteEngine(Engine):
 
     # -- the migration lock: the lease, a row in the file (writes serialized by SQLite itself) ----------
 
-    single_writer = True
     lease_now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
     lease_busy_text = (
         "the SQLite database {database} stayed locked by another writer for {timeout:g} s (SQLite does not say "
@@ -88,9 +87,14 @@ class SqliteEngine(Engine):
                                      timeout=self.lease_heartbeat_busy_timeout)  # fmt: skip
 
     def renewal_blocked(self, conn: Any) -> bool:
-        # A transaction of the holder's own connection is open: its writes (and the fence of each history
-        # row) renew the lease, and nobody else can commit a takeover before it ends.
+        # The holder's migration transactions begin IMMEDIATE: while one is open it has the file's write
+        # lock, the heartbeat's renewal waits, and nobody else can commit a takeover either.
         return bool(getattr(conn, "in_transaction", False))
+
+    def migration_transaction(self) -> Any:
+        # IMMEDIATE: the write lock from the start, so that a read followed by a write inside the
+        # migration never meets another writer (the lease heartbeat, a booter) in between.
+        return self.database.atomic(lock_type="IMMEDIATE")
 
     # -- previews (statement analysis) ----------------------------------------------------
 

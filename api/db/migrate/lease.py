@@ -272,8 +272,8 @@ class Lease:
             return MigrationLockTimeout(text, holder={})
         return MigrationLockTimeout(
             f"the migration lease was not free within {timeout:g} s; held by {describe_holder(holder)}. "
-            "Another instance is probably migrating: wait for it; if it died, its lease expires after at most "
-            f"lease_ttl seconds ({self.ttl:g} s here) and the next boot takes over",
+            "Another instance is probably migrating: wait for it; if it died, its lease expires (expires_in) "
+            "and the next boot takes over",
             holder=holder,
         )
 
@@ -290,8 +290,6 @@ class Lease:
         """One renewal on the heartbeat's connection; False once the lease is lost."""
         if self.lost_reason is not None:
             return False
-        if self.engine.single_writer and self.engine.renewal_blocked(self._conn):
-            return True
         try:
             database.connect(reuse_if_open=True)
             renewed = self._execute(_RENEW, (self.ttl, LOCK_ROW, self.token, self.generation), database)
@@ -307,6 +305,9 @@ class Lease:
         info = classify_error(exc, self.engine.name)
         with contextlib.suppress(Exception):
             database.close()  # reconnect on the next beat
+        if info.category in CONTENTION and self.engine.renewal_blocked(self._conn):
+            logger.debug("lease renewal waits for this holder's own transaction (%s)", info.message)
+            return True
         if renewal_overdue(self.last_renewed, time.monotonic(), self.ttl):
             self.lose(f"the lease could not be renewed for {self.ttl:g} s ({info.category.value}: {info.message})")
             return False
@@ -360,12 +361,32 @@ class Lease:
         if self._heartbeat is not None:
             self._heartbeat.stop()
             self._heartbeat = None
-        removed = self._execute(_RELEASE, (LOCK_ROW, self.token))
+        removed = self._delete()
         if self.lost_reason is None and removed != 1:
             self.lose("the lease row was gone or another holder's at release")
         if self.lost_reason is not None:
             raise self.lost_error()
         logger.debug("migration lease %s released", self.token[:8])
+
+
+    def _delete(self) -> int:
+        """DELETE our row; on a fresh connection when this thread's one is gone (killed session)."""
+        try:
+            return self._execute(_RELEASE, (LOCK_ROW, self.token))
+        except Exception as exc:  # the session died under us: the row is still ours, delete it elsewhere
+            info = classify_error(exc, self.engine.name)
+            logger.warning("releasing the lease on a fresh connection (%s: %s)", info.category.value, info.message)
+        database = self.engine.lease_database()
+        if database is None:
+            return 0
+        try:
+            with database.connection_context():
+                return self._execute(_RELEASE, (LOCK_ROW, self.token), database)
+        except Exception as exc:  # noqa: BLE001 - the server is unreachable: the row expires by itself
+            info = classify_error(exc, self.engine.name)
+            self.lose(f"it could not be released ({info.category.value}: {info.message}); it expires within "
+                      f"{self.ttl:g} s")  # fmt: skip
+            return 0
 
 
 class Heartbeat:

@@ -330,7 +330,7 @@ class _Run:
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
-            with self.db.atomic():
+            with engine_for(self.db).migration_transaction():
                 for migration in group:
                     current = migration
                     outcome = self.apply(migration)
