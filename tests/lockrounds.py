@@ -161,3 +161,54 @@ def chaos_round(urls: list[str], r: int, processes: int, env: dict[str, str], tm
             continue
         survivors.append(collect(url, proc))
     return survivors, (time.monotonic() - killed) if pid > 0 else -1.0
+
+
+# -- the holder's server session ended from outside -------------------------------------------------
+
+def _server_sessions(engine: Any, url: str, needle: str) -> list[Any]:
+    from engines import admin_cursor
+
+    with admin_cursor(engine, url) as cur:
+        if engine.family == "postgres":
+            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE %s "
+                        "AND pid <> pg_backend_pid()", (f"%{needle}%",))
+        else:
+            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND INFO LIKE %s "
+                        "AND ID <> CONNECTION_ID()", (f"%{needle}%",))
+        return [row[0] for row in cur.fetchall()]
+
+
+def end_session(engine: Any, url: str, needle: str) -> None:
+    """End the server session running a statement that contains ``needle`` (pg_terminate_backend, KILL)."""
+    from engines import admin_cursor
+
+    deadline = time.monotonic() + 60
+    while not (ids := _server_sessions(engine, url, needle)):
+        assert time.monotonic() < deadline, f"no session runs {needle}"
+        time.sleep(0.05)
+    with admin_cursor(engine, url) as cur:
+        for session in ids:
+            if engine.family == "postgres":
+                cur.execute("SELECT pg_terminate_backend(%s)", (session,))
+            else:
+                cur.execute(f"KILL {int(session)}")
+
+
+def session_killed_round(engine: Any, url: str, server_url: str, slow_sql: str,
+                         env: dict[str, str] | None = None) -> Child:
+    """Round 0 with a server-side sleep in its count migration, its session ended on ``server_url``.
+
+    Asserts a typed error, a true history, and that the next boot completes; returns the replica.
+    """
+    proc = spawn(url, 0, {"APIDB_SLOW_SQL": slow_sql, **(env or {})})
+    end_session(engine, server_url, slow_sql)
+    child = collect(url, proc)
+    assert child.returncode == 3, child.describe()  # an ApiDbError, explained
+    assert child.result["error"] in ("MigrationError", "MigrationLockLost"), child.result
+    assert "r00_count" in child.result["message"] or "lock" in child.result["message"], child.result
+    history = dict(execute(url, "SELECT migration_name, status FROM migration_history"))
+    assert history.get("r00_count") != "success" and "r00_rows" not in history, history
+    nxt = boot_round([url], 0, 1, env or {})
+    assert nxt[0].returncode == 0, nxt[0].describe()
+    check_round(url, 0)
+    return child
