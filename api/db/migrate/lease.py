@@ -330,6 +330,16 @@ class Lease:
             owner=self.token,
         )
 
+    @property
+    def fence(self) -> peewee.ColumnBase:
+        """A condition for a history write: the lease row still carries our token and generation.
+
+        Weaker than :meth:`fenced` on Galera (a read is not certified) and PostgreSQL (no row lock): use both.
+        """
+        sql = self._sql("SELECT 1 FROM {t} WHERE name = {p} AND token = {p} AND generation = {p}")
+        expression: peewee.ColumnBase = peewee.fn.EXISTS(peewee.SQL(sql, (LOCK_ROW, self.token, self.generation)))
+        return expression
+
     def check(self) -> None:
         """Raise MigrationLockLost when the heartbeat found the lease lost (no round trip)."""
         if self.lost_reason is not None:

@@ -62,6 +62,10 @@ class MigrationLockHandle(Protocol):
     owner: str
     generation: int | None
 
+    @property
+    def fence(self) -> peewee.ColumnBase | None:
+        """A condition a history write can carry (the lease row still ours); None: the session is the fence."""
+
     def check(self) -> None: ...
 
     def fenced(self) -> contextlib.AbstractContextManager[None]: ...
@@ -118,6 +122,7 @@ class AdvisoryLock:
 
     strategy = "advisory"
     generation: int | None = None
+    fence: peewee.ColumnBase | None = None  # the session itself is the fence: see check()
 
     def __init__(self, db: peewee.Database, engine: Engine, conn: Any, reason: str) -> None:
         self.db = db

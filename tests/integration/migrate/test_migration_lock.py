@@ -240,3 +240,16 @@ def test_eight_processes_create_the_tables_on_a_fresh_database(engine: Engine, d
     lockrounds.assert_all_succeeded(children, 0)
     lockrounds.check_round(db_url, 0)
 
+
+
+def test_the_fence_condition_holds_only_while_the_lease_is_ours(db: Any, db_url: str, engine: Engine) -> None:
+    """``handle.fence`` as the WHERE of a history write: true while ours, false once taken over."""
+    migrate_db(db, BASIC)
+    with db.connection_context():
+        handle = acquire_migration_lock(db, "lease", timeout=5, ttl=30)
+        H = MigrationTracker(db).History
+        assert H.update({H.error_message: "fenced"}).where(handle.fence).execute() == 2
+        _steal(engine, db_url)
+        assert H.update({H.error_message: "fenced again"}).where(handle.fence).execute() == 0
+        with pytest.raises(MigrationLockLost):
+            handle.release()
