@@ -51,10 +51,14 @@ class Stats:
     recoveries: list[float] = field(default_factory=list)
 
     def line(self, label: str) -> str:
-        text = f"{label}: {self.rounds} rounds, {self.processes} processes, {self.side_effects} side effects counted"
+        text = f"{label}: {self.rounds} rounds, {self.processes} processes"
+        text += f", {self.side_effects} side effects counted"
         if self.kills:
-            text += (f", {self.kills} holders killed, recovery mean {sum(self.recoveries) / len(self.recoveries):.2f} s"
-                     f" max {max(self.recoveries):.2f} s")
+            text += (
+                f", {self.kills} holders killed"
+                f", recovery mean {sum(self.recoveries) / len(self.recoveries):.2f} s"
+                f" max {max(self.recoveries):.2f} s"
+            )
         return text
 
 
@@ -65,7 +69,7 @@ def _db(url: str) -> Any:
 
 
 def execute(url: str, *statements: str) -> list[tuple[Any, ...]]:
-    """Run statements through api.db on ``url`` (Galera: after the cluster caught up); the last one's rows."""
+    """Run statements through api.db on ``url`` (Galera: once caught up); the rows of the last one."""
     db = _db(url)
     rows: list[tuple[Any, ...]] = []
     try:
@@ -95,8 +99,13 @@ def prepare(url: str, rounds: int) -> None:
 
 
 def spawn(url: str, r: int, env: dict[str, str]) -> subprocess.Popen[str]:
-    return subprocess.Popen([sys.executable, CHILD, url, str(r)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONPATH": ROOT, **env})
+    return subprocess.Popen(
+        [sys.executable, CHILD, url, str(r)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": ROOT, **env},
+    )
 
 
 def collect(url: str, proc: subprocess.Popen[str], timeout: float = 180) -> Child:
@@ -116,8 +125,11 @@ def check_round(url: str, r: int) -> int:
     counter = execute(url, f"SELECT n FROM lock_counter WHERE round = {r}")
     rows = execute(url, f"SELECT k FROM lock_rows WHERE round = {r} ORDER BY k")
     tables = execute(url, f"SELECT COUNT(*) FROM lock_t{r}")  # raises when the table is missing
-    history = {name: status for name, status in execute(url, "SELECT migration_name, status FROM migration_history")
-               if name.startswith(f"r{r:02d}_")}
+    history = {
+        name: status
+        for name, status in execute(url, "SELECT migration_name, status FROM migration_history")
+        if name.startswith(f"r{r:02d}_")
+    }
     assert counter == [(1,)], f"round {r}: counter {counter}"
     assert [k for (k,) in rows] == [0, 1, 2], f"round {r}: rows {rows}"
     assert tables == [(0,)]
@@ -133,8 +145,9 @@ def assert_all_succeeded(children: list[Child], r: int) -> None:
     assert applied == [f"r{r:02d}_{n}" for n in ("count", "create", "rows")], applied
 
 
-def chaos_round(urls: list[str], r: int, processes: int, env: dict[str, str], tmp: Path,
-                window: float) -> tuple[list[Child], float]:
+def chaos_round(
+    urls: list[str], r: int, processes: int, env: dict[str, str], tmp: Path, window: float
+) -> tuple[list[Child], float]:
     """Boot round ``r``; SIGKILL the replica running its migrations after a random delay in ``window``.
 
     Returns the survivors and the seconds from the kill to the last survivor's exit (negative: the
@@ -165,16 +178,23 @@ def chaos_round(urls: list[str], r: int, processes: int, env: dict[str, str], tm
 
 # -- the holder's server session ended from outside -------------------------------------------------
 
+
 def _server_sessions(engine: Any, url: str, needle: str) -> list[Any]:
     from engines import admin_cursor
 
     with admin_cursor(engine, url) as cur:
         if engine.family == "postgres":
-            cur.execute("SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE %s "
-                        "AND pid <> pg_backend_pid()", (f"%{needle}%",))
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = current_database() AND query LIKE %s "
+                "AND pid <> pg_backend_pid()",
+                (f"%{needle}%",),
+            )
         else:
-            cur.execute("SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND INFO LIKE %s "
-                        "AND ID <> CONNECTION_ID()", (f"%{needle}%",))
+            cur.execute(
+                "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = DATABASE() AND INFO LIKE %s "
+                "AND ID <> CONNECTION_ID()",
+                (f"%{needle}%",),
+            )
         return [row[0] for row in cur.fetchall()]
 
 
@@ -194,8 +214,9 @@ def end_session(engine: Any, url: str, needle: str) -> None:
                 cur.execute(f"KILL {int(session)}")
 
 
-def session_killed_round(engine: Any, url: str, server_url: str, slow_sql: str,
-                         env: dict[str, str] | None = None) -> Child:
+def session_killed_round(
+    engine: Any, url: str, server_url: str, slow_sql: str, env: dict[str, str] | None = None
+) -> Child:
     """Round 0 with a server-side sleep in its count migration, its session ended on ``server_url``.
 
     Asserts a typed error, a true history, and that the next boot completes; returns the replica.

@@ -144,13 +144,13 @@ class Engine:
         """Undo what ``after_lock`` set, before the connection goes back to the pool."""
 
     def lock_session(self, conn: Any, timeout: float) -> bool:
-        """Take the session lock on ``conn`` within ``timeout`` s; True when ``unlock_session`` must undo settings."""
+        """Take the session lock on ``conn`` within ``timeout`` s; True when settings need undoing."""
         self._acquire(conn, timeout)
         logger.debug("migration lock taken (%s)", self.lock_label())
         return self.after_lock(conn)
 
     def unlock_session(self, conn: Any, changed: bool) -> None:
-        """Undo ``after_lock`` and release on ``conn``; raises MigrationLockLost when the lock was not held."""
+        """Undo ``after_lock`` and release on ``conn``; MigrationLockLost when the lock was not held."""
         if changed:
             self.before_unlock(conn)
         self._release(conn)
@@ -174,12 +174,12 @@ class Engine:
                 delay = min(delay * 2, self.lock_poll_max)
 
     def _release(self, conn: Any) -> None:
-        """Release on ``conn``, the DB-API connection that took the lock; not held then is MigrationLockLost."""
+        """Release on ``conn``, the connection that took the lock; not held then is MigrationLockLost."""
         from api.db.error_handler import classify_error
 
         try:
             released, statement = self.unlock(conn)
-        except Exception as exc:  # the session is gone, and its lock with it: it may have been taken meanwhile
+        except Exception as exc:  # the session is gone, its lock with it: it may have been taken meanwhile
             info = classify_error(exc, self.name)
             raise MigrationLockLost(
                 f"the session that held the migration lock ({self.lock_label()}) is gone "
@@ -203,7 +203,7 @@ class Engine:
         return None
 
     def pin_problem(self, conn: Any) -> str | None:
-        """Why ``conn`` is not pinned to one server session (the advisory lock is unsafe); None when it is."""
+        """Why ``conn`` is not pinned to one server session (advisory lock unsafe); None when it is."""
         if not self.backend_id_sql:
             return f"{self.name} has no session lock"
         try:
@@ -247,12 +247,12 @@ class Engine:
     lease_busy_text: ClassVar[str] = ""
 
     def lease_database(self) -> peewee.Database | None:
-        """An unpooled copy of this database for the lease heartbeat; None when no second connection can exist."""
+        """An unpooled copy of this database for the lease heartbeat; None when no second one can exist."""
         params: dict[str, Any] = dict(getattr(self.database, "connect_params", {}) or {})
         return self.database_class(self.database.database, thread_safe=False, **params)
 
     def renewal_blocked(self, conn: Any) -> bool:
-        """Whether a busy heartbeat means that the holder's own ``conn`` has the write lock (so no takeover)."""
+        """Whether a busy heartbeat means the holder's own ``conn`` has the write lock (so no takeover)."""
         return False
 
     def migration_transaction(self) -> Any:

@@ -74,8 +74,8 @@ class SqliteEngine(Engine):
 
     lease_now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
     lease_busy_text = (
-        "the SQLite database {database} stayed locked by another writer for {timeout:g} s (SQLite does not say "
-        "which process); find the process that holds a write transaction on that file and boot again"
+        "the SQLite database {database} stayed locked by another writer for {timeout:g} s (SQLite does "
+        "not say which process); find the process that holds a write transaction on that file and boot again"
     )
     lease_heartbeat_busy_timeout = 1.0  # seconds the heartbeat waits for the file's write lock
 

@@ -46,7 +46,9 @@ LOCK_ROW = "migrate"
 DEFAULT_TTL = 30.0
 MIN_TTL = 0.5
 # Answers that mean "another holder is writing the row right now": wait and try again.
-CONTENTION = frozenset({ErrorCategory.DEADLOCK, ErrorCategory.SERIALIZATION_FAILURE, ErrorCategory.LOCK_TIMEOUT})
+CONTENTION = frozenset(
+    {ErrorCategory.DEADLOCK, ErrorCategory.SERIALIZATION_FAILURE, ErrorCategory.LOCK_TIMEOUT}
+)
 
 
 # -- timing (pure arithmetic) ------------------------------------------------------------
@@ -272,8 +274,8 @@ class Lease:
             return MigrationLockTimeout(text, holder={})
         return MigrationLockTimeout(
             f"the migration lease was not free within {timeout:g} s; held by {describe_holder(holder)}. "
-            "Another instance is probably migrating: wait for it; if it died, its lease expires (expires_in) "
-            "and the next boot takes over",
+            "Another instance is probably migrating: wait for it; if it died, its lease expires "
+            "(expires_in) and the next boot takes over",
             holder=holder,
         )
 
@@ -309,9 +311,12 @@ class Lease:
             logger.debug("lease renewal waits for this holder's own transaction (%s)", info.message)
             return True
         if renewal_overdue(self.last_renewed, time.monotonic(), self.ttl):
-            self.lose(f"the lease could not be renewed for {self.ttl:g} s ({info.category.value}: {info.message})")
+            why = f"{info.category.value}: {info.message}"
+            self.lose(f"the lease could not be renewed for {self.ttl:g} s ({why})")
             return False
-        logger.warning("could not renew the migration lease (%s: %s); retrying", info.category.value, info.message)
+        logger.warning(
+            "could not renew the migration lease (%s: %s); retrying", info.category.value, info.message
+        )
         return True
 
     def lose(self, reason: str) -> None:
@@ -334,10 +339,12 @@ class Lease:
     def fence(self) -> peewee.ColumnBase:
         """A condition for a history write: the lease row still carries our token and generation.
 
-        Weaker than :meth:`fenced` on Galera (a read is not certified) and PostgreSQL (no row lock): use both.
+        Weaker than :meth:`fenced` on Galera (a read is not certified) and on PostgreSQL (no row
+        lock): use both.
         """
         sql = self._sql("SELECT 1 FROM {t} WHERE name = {p} AND token = {p} AND generation = {p}")
-        expression: peewee.ColumnBase = peewee.fn.EXISTS(peewee.SQL(sql, (LOCK_ROW, self.token, self.generation)))
+        params = (LOCK_ROW, self.token, self.generation)
+        expression: peewee.ColumnBase = peewee.fn.EXISTS(peewee.SQL(sql, params))
         return expression
 
     def check(self) -> None:
@@ -353,7 +360,7 @@ class Lease:
             with self.db.atomic():
                 params = (self.ttl, LOCK_ROW, self.token, self.generation)
                 if self._execute(_RENEW, params) != 1:
-                    self.lose("the lease row no longer carries this holder's token (fence before a history write)")
+                    self.lose("the lease row no longer carries this holder's token (history write fence)")
                     raise self.lost_error()
                 yield
         except peewee.DatabaseError as exc:
@@ -385,7 +392,9 @@ class Lease:
             return self._execute(_RELEASE, (LOCK_ROW, self.token))
         except Exception as exc:  # the session died under us: the row is still ours, delete it elsewhere
             info = classify_error(exc, self.engine.name)
-            logger.warning("releasing the lease on a fresh connection (%s: %s)", info.category.value, info.message)
+            logger.warning(
+                "releasing the lease on a fresh connection (%s: %s)", info.category.value, info.message
+            )
         database = self.engine.lease_database()
         if database is None:
             return 0

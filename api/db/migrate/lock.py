@@ -64,7 +64,7 @@ class MigrationLockHandle(Protocol):
 
     @property
     def fence(self) -> peewee.ColumnBase | None:
-        """A condition a history write can carry (the lease row still ours); None: the session is the fence."""
+        """A condition a history write can carry (the lease row still ours); None: the session is it."""
 
     def check(self) -> None: ...
 
@@ -81,7 +81,8 @@ def lock_settings(lock: str | None = None, lease_ttl: float | None = None) -> tu
     strategy = lock if lock is not None else (os.environ.get(LOCK_ENV, "").strip().lower() or "auto")
     if strategy not in STRATEGIES:
         source = "lock" if lock is not None else LOCK_ENV
-        raise ConfigurationError(f"{source} must be one of {', '.join(map(repr, STRATEGIES))}, got {strategy!r}")
+        known = ", ".join(map(repr, STRATEGIES))
+        raise ConfigurationError(f"{source} must be one of {known}, got {strategy!r}")
     return strategy, _ttl(lease_ttl)
 
 
@@ -184,7 +185,11 @@ def lock_holder(database: peewee.Database) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def migration_lock(
-    database: peewee.Database, *, timeout: float = 300.0, lock: str | None = None, lease_ttl: float | None = None
+    database: peewee.Database,
+    *,
+    timeout: float = 300.0,
+    lock: str | None = None,
+    lease_ttl: float | None = None,
 ) -> Iterator[MigrationLockHandle]:
     """Hold the migration lock of ``database`` for the ``with`` block (``auto`` unless told otherwise).
 

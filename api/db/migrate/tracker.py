@@ -228,7 +228,7 @@ class MigrationTracker:
             self.lock.check()
 
     def _fenced(self) -> contextlib.AbstractContextManager[None]:
-        """A write conditional on still holding the run's lock (MigrationLockLost, nothing written, if not)."""
+        """A write conditional on still holding the run's lock (else MigrationLockLost, nothing written)."""
         return self.lock.fenced() if self.lock is not None else contextlib.nullcontext()
 
     def record_migration(
@@ -263,7 +263,8 @@ class MigrationTracker:
         """Rewrite the ``error_message`` of a ``running`` row (MySQL: which operations completed)."""
         H = self.History
         with self._fenced():
-            H.update({H.error_message: redact_text(message)[:ERROR_MAX_LENGTH]}).where(H.migration_name == name).execute()
+            text = redact_text(message)[:ERROR_MAX_LENGTH]
+            H.update({H.error_message: text}).where(H.migration_name == name).execute()
 
     def delete_migration(self, name: str) -> int:
         """Remove the row of ``name`` (``repair --clear``); the migration becomes pending again."""

@@ -1,4 +1,4 @@
-"""Exactly once behind PgBouncer and on Galera: the lock each picks, 6 replicas x 10 rounds, the holder killed.
+"""Exactly once behind PgBouncer and on Galera: the lock picked, 6 replicas x 10 rounds, the holder killed.
 
 One start of each topology serves every test here (session fixtures of conftest.py); the lease ttl
 is 2 s in the chaos rounds so that a dead holder's lease expires quickly.
@@ -80,7 +80,9 @@ def test_behind_pgbouncer_the_lease_is_chosen(
             db.close_all()
 
 
-def test_on_galera_the_lease_is_chosen(galera: Galera, galera_db: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_on_galera_the_lease_is_chosen(
+    galera: Galera, galera_db: str, caplog: pytest.LogCaptureFixture
+) -> None:
     lock, reason, lines = _chosen(galera.url(2, galera_db), caplog)
     assert (lock, reason) == ("lease", "wsrep_on=ON (Galera)")
     assert lines == ["migration lock: lease (wsrep_on=ON (Galera)), lease ttl 30 s, generation 1"], lines
@@ -103,7 +105,9 @@ def _rounds(label: str, urls: list[str], check_url: str) -> lockrounds.Stats:
     return stats
 
 
-def test_pgbouncer_transaction_six_replicas_ten_rounds(pgbouncer_transaction: PgBouncer, bouncer_db: str) -> None:
+def test_pgbouncer_transaction_six_replicas_ten_rounds(
+    pgbouncer_transaction: PgBouncer, bouncer_db: str
+) -> None:
     url = pgbouncer_transaction.url(bouncer_db)
     _rounds("pgbouncer transaction", [url], url)
 
@@ -149,18 +153,23 @@ def test_galera_holder_killed_at_random_points(galera: Galera, galera_db: str, t
 # -- the holder's server session ended -------------------------------------------------------------------
 
 
-def test_pgbouncer_holder_session_terminated_on_the_server(pgbouncer_transaction: PgBouncer, bouncer_db: str) -> None:
+def test_pgbouncer_holder_session_terminated_on_the_server(
+    pgbouncer_transaction: PgBouncer, bouncer_db: str
+) -> None:
     """pg_terminate_backend through the direct server, of the backend running the holder's statement."""
     url = pgbouncer_transaction.url(bouncer_db)
     lockrounds.prepare(url, 1)
     direct = engines.get_engine("postgres")
     try:
-        lockrounds.session_killed_round(direct, url, _direct_url(bouncer_db), "SELECT pg_sleep(30)",
-                                        {"API_DB_LEASE_TTL": "2"})
+        lockrounds.session_killed_round(
+            direct, url, _direct_url(bouncer_db), "SELECT pg_sleep(30)", {"API_DB_LEASE_TTL": "2"}
+        )
     except AssertionError as exc:
         if "InterfaceError" in str(exc):
-            pytest.xfail("a PostgreSQL session ended mid-transaction still surfaces a raw InterfaceError from the "
-                         "rollback: the lost-connection part of issue 11 (runner) makes it a MigrationError")
+            pytest.xfail(
+                "a PostgreSQL session ended mid-transaction still surfaces a raw InterfaceError from the "
+                "rollback: the lost-connection part of issue 11 (runner) makes it a MigrationError"
+            )
         raise
 
 
@@ -170,5 +179,3 @@ def test_galera_holder_session_killed(galera: Galera, galera_db: str) -> None:
     lockrounds.prepare(url, 1)
     node = engines.Engine("galera-n2", "mysql", base_url=galera.url(2, galera_db))
     lockrounds.session_killed_round(node, url, url, "SELECT SLEEP(30)", {"API_DB_LEASE_TTL": "2"})
-
-

@@ -1,4 +1,4 @@
-"""Exactly once on the direct engines: 6 replicas booting at once for 10 rounds; the holder killed (MariaDB)."""
+"""Exactly once on the direct engines: 6 replicas at once for 10 rounds; the holder killed (MariaDB)."""
 
 from __future__ import annotations
 
@@ -60,7 +60,7 @@ LOST_CONNECTION_PENDING = (
 
 @pytest.mark.engines("postgres", "mysql")
 def test_holder_session_killed_on_the_server(engine: Engine, db_url: str) -> None:
-    """KILL / pg_terminate_backend of the holder: a typed error, the history true, the next boot completes."""
+    """KILL / pg_terminate_backend of the holder: a typed error, a true history, the next boot completes."""
     lockrounds.prepare(db_url, 1)
     slow = "SELECT pg_sleep(30)" if engine.family == "postgres" else "SELECT SLEEP(30)"
     try:

@@ -1,4 +1,4 @@
-"""The migration lock on the direct engines: which strategy, the lease, its heartbeat and fencing, release."""
+"""The migration lock on the direct engines: which strategy, the lease, heartbeat, fencing, release."""
 
 from __future__ import annotations
 
@@ -178,7 +178,9 @@ def test_a_lost_lease_stops_the_run_and_writes_nothing(db: Any, db_url: str, eng
 
     atomic = engine.family != "sqlite"
     with pytest.raises(MigrationLockLost) as caught:
-        migrate_db(db, [Migration("create_doc", steal, atomic=atomic), BASIC[1]], lock="lease", atomic="each")
+        migrate_db(
+            db, [Migration("create_doc", steal, atomic=atomic), BASIC[1]], lock="lease", atomic="each"
+        )
     assert caught.value.strategy == "lease" and "lost the migration lease" in str(caught.value)
     history = _history(db)
     assert history.get("create_doc") != "success" and "fill_doc" not in history
@@ -189,18 +191,23 @@ def test_a_lost_lease_stops_the_run_and_writes_nothing(db: Any, db_url: str, eng
     else:  # left running, resumed by the next boot
         assert history == {"create_doc": "running"}
     assert _heartbeats() == []
-    again = [("create_doc", lambda m: m.sql("CREATE TABLE IF NOT EXISTS doc (id INTEGER PRIMARY KEY, title VARCHAR(40))")),
-             BASIC[1]]
+    again = [
+        (
+            "create_doc",
+            lambda m: m.sql("CREATE TABLE IF NOT EXISTS doc (id INTEGER PRIMARY KEY, title VARCHAR(40))"),
+        ),
+        BASIC[1],
+    ]
     assert migrate_db(db, again, lock="lease", lock_timeout=10).applied == ["create_doc", "fill_doc"]
 
 
 def _steal(engine: Engine, db_url: str) -> None:
-    """What a takeover does to the row (by a taker that then died at once), from another session (SQLite: the file, outside the run's transaction)."""
+    """What a takeover does to the row (by a taker that then died at once), from another session."""
     sql = f"UPDATE {LOCK_TABLE} SET token = 'someone-else', generation = generation + 1, expires_at = 0"
     if engine.family == "sqlite":
         import sqlite3
 
-        holder = sqlite3.connect(db_url[len("sqlite:///"):], isolation_level=None, timeout=10)
+        holder = sqlite3.connect(db_url[len("sqlite:///") :], isolation_level=None, timeout=10)
         try:
             holder.execute(sql)
         finally:
@@ -220,18 +227,23 @@ def test_release_of_a_lost_lease_is_an_error(db: Any, db_url: str, engine: Engin
 
 @pytest.mark.engines("postgres", "mysql")
 def test_a_failed_advisory_unlock_is_an_error(db: Any, engine: Engine) -> None:
-    """The session lock released behind the runner's back: the unlock returns false, which is MigrationLockLost."""
+    """The session lock released behind the runner's back: the unlock returns false: MigrationLockLost."""
     label = engine_for(db).lock_label()
     release = (
-        f"SELECT pg_advisory_unlock({label.split()[-1]})" if engine.family == "postgres"
+        f"SELECT pg_advisory_unlock({label.split()[-1]})"
+        if engine.family == "postgres"
         else f"SELECT RELEASE_LOCK('{label.split(' ', 1)[1]}')"
     )
     with pytest.raises(MigrationLockLost, match="was not held at release"):
         migrate_db(db, [("sneaky", lambda m: m.sql(release))], lock="advisory")
-    assert _history(db) == {"sneaky": "success"}  # the work was done under the lock; the unlock failed after
+    assert _history(db) == {
+        "sneaky": "success"
+    }  # the work was done under the lock; the unlock failed after
 
 
-def test_eight_processes_create_the_tables_on_a_fresh_database(engine: Engine, db_url: str, tmp_path: Any) -> None:
+def test_eight_processes_create_the_tables_on_a_fresh_database(
+    engine: Engine, db_url: str, tmp_path: Any
+) -> None:
     """No raw error from racing CREATE TABLE IF NOT EXISTS (lock table, history): 8 at once, lease forced."""
     import lockrounds
 
@@ -241,8 +253,9 @@ def test_eight_processes_create_the_tables_on_a_fresh_database(engine: Engine, d
     lockrounds.check_round(db_url, 0)
 
 
-
-def test_the_fence_condition_holds_only_while_the_lease_is_ours(db: Any, db_url: str, engine: Engine) -> None:
+def test_the_fence_condition_holds_only_while_the_lease_is_ours(
+    db: Any, db_url: str, engine: Engine
+) -> None:
     """``handle.fence`` as the WHERE of a history write: true while ours, false once taken over."""
     migrate_db(db, BASIC)
     with db.connection_context():

@@ -44,7 +44,9 @@ def test_settings_keyword_wins_over_environment(monkeypatch: pytest.MonkeyPatch)
     assert lock_settings("advisory", 4) == ("advisory", 4.0)
 
 
-@pytest.mark.parametrize("lock, ttl", [("never", None), (None, 0.1), (None, float("inf")), (None, True), (None, "x")])
+@pytest.mark.parametrize(
+    "lock, ttl", [("never", None), (None, 0.1), (None, float("inf")), (None, True), (None, "x")]
+)
 def test_bad_settings_are_configuration_errors(lock: str | None, ttl: object) -> None:
     with pytest.raises(ConfigurationError):
         lock_settings(lock, ttl)  # type: ignore[arg-type]
