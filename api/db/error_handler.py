@@ -15,6 +15,7 @@ import re
 from enum import Enum
 from typing import Any, NamedTuple
 
+from api.db.exceptions import SchemaConflict
 from api.db.migrate.sqltext import strip_leading_comments
 from api.db.redact import redact_text
 
@@ -47,6 +48,7 @@ class ErrorCategory(str, Enum):
     CONSTRAINT_VIOLATION = "constraint_violation"
     TRANSACTION_ABORTED = "transaction_aborted"
     UNSUPPORTED = "unsupported"
+    TRANSACTION_CONTROL = "transaction_control"  # a migration tried to end its own transaction (refused)
     UNKNOWN = "unknown"
 
 
@@ -84,6 +86,8 @@ POSTGRES_SQLSTATE: dict[str, ErrorCategory] = {
     "3D000": C.UNKNOWN_DATABASE,
     "55P03": C.LOCK_TIMEOUT,  # lock_not_available (lock_timeout, NOWAIT)
     "57014": C.QUERY_CANCELED,  # statement_timeout or pg_cancel_backend
+    "25P03": C.CONNECTION_LOST,  # idle_in_transaction_session_timeout: the session is ended
+    "57P05": C.CONNECTION_LOST,  # idle_session_timeout
     "57P01": C.CONNECTION_LOST,  # admin_shutdown / pg_terminate_backend
     "57P02": C.CONNECTION_LOST,  # crash_shutdown
     "57P03": C.CONNECTION_LOST,  # cannot_connect_now (starting up)
@@ -116,6 +120,11 @@ MYSQL_ERRNO: dict[int, ErrorCategory] = {
     1146: C.MISSING_TABLE,  # ER_NO_SUCH_TABLE
     1051: C.MISSING_TABLE,  # ER_BAD_TABLE_ERROR (DROP TABLE)
     1176: C.MISSING_INDEX,  # ER_KEY_DOES_NOT_EXITS
+    4092: C.MISSING_OBJECT,  # MariaDB ER_UNKNOWN_VIEW (DROP VIEW)
+    1305: C.MISSING_OBJECT,  # ER_SP_DOES_NOT_EXIST (function, procedure)
+    1360: C.MISSING_OBJECT,  # ER_TRG_DOES_NOT_EXIST
+    1304: C.DUPLICATE_OBJECT,  # ER_SP_ALREADY_EXISTS
+    1359: C.DUPLICATE_OBJECT,  # ER_TRG_ALREADY_EXISTS
     1170: C.INCOMPATIBLE_TYPE,  # BLOB/TEXT column in a key without a prefix length
     1071: C.INCOMPATIBLE_TYPE,  # specified key was too long
     3780: C.INCOMPATIBLE_TYPE,  # referencing and referenced columns incompatible
@@ -161,6 +170,8 @@ SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
     (r"no such column", C.MISSING_COLUMN),
     (r"no such table", C.MISSING_TABLE),
     (r"no such index", C.MISSING_INDEX),
+    (r"no such (?:view|trigger)", C.MISSING_OBJECT),
+    (r"^(?:view|trigger) .+ already exists", C.DUPLICATE_OBJECT),
     (r"database is locked|database table is locked", C.LOCK_TIMEOUT),
     (r"datatype mismatch", C.INCOMPATIBLE_TYPE),
     (r"constraint failed", C.CONSTRAINT_VIOLATION),
@@ -345,6 +356,16 @@ def _by_code(code: str | None, spaces: tuple[str, ...]) -> ErrorCategory | None:
     return category
 
 
+def _own_category(exc: BaseException) -> ErrorCategory | None:
+    """The category a :class:`SchemaConflict` carries (it is decided from the catalog, not a message)."""
+    if not isinstance(exc, SchemaConflict):
+        return None
+    try:
+        return ErrorCategory(exc.category)
+    except ValueError:
+        return ErrorCategory.UNKNOWN
+
+
 class StandardErrorHandler:
     """Classify database errors as expected or unexpected, and log them at the right level."""
 
@@ -355,6 +376,9 @@ class StandardErrorHandler:
         ``statement``, when known, settles what the message cannot: PostgreSQL reports
         an index name already taken as 'relation "x" already exists' (42P07).
         """
+        own = _own_category(exc)
+        if own is not None:  # the package's own typed error already says what it is
+            return ErrorInfo(own, own in EXPECTED, False, None, error_message(exc), exc)
         code = error_code(exc)
         message = error_message(exc)
         category = _by_code(code, _CODE_SPACES.get((db_type or "").lower(), _ALL_CODES))

@@ -11,9 +11,14 @@ from __future__ import annotations
 
 from playhouse.pool import MaxConnectionsExceeded
 
+from api.db.redact import redact_text
+
 
 class ApiDbError(Exception):
-    """Base class of every error raised by api.db."""
+    """Base class of every error raised by api.db; its text never shows a known secret."""
+
+    def __str__(self) -> str:
+        return redact_text(super().__str__())
 
 
 class ConfigurationError(ApiDbError, ValueError):
@@ -92,6 +97,22 @@ class ConcurrentIndexInTransaction(ApiDbError, RuntimeError):
     """CREATE/DROP INDEX CONCURRENTLY was asked for inside a transaction, where PostgreSQL refuses it."""
 
 
+class SchemaConflict(ApiDbError):
+    """The catalog contradicts a schema operation (an index name taken, a column missing); says which object.
+
+    ``category`` is an error category value (``duplicate_index``, ``missing_column``...), as
+    :class:`MigrationError` carries it; ``statement`` the statement that was not sent, if any.
+    """
+
+    def __init__(
+        self, message: str, *, category: str, table: str | None = None, statement: str | None = None
+    ) -> None:
+        super().__init__(message)
+        self.category = category
+        self.table = table
+        self.statement = statement
+
+
 class MigrationDeclarationError(ConfigurationError):
     """The list of migrations is invalid (empty or duplicate name, not callable...); nothing was run."""
 
@@ -148,3 +169,26 @@ class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
 
 class ConnectionRejected(DatabaseUnavailable):
     """The server refused the credentials, database name or permissions; retrying cannot help."""
+
+
+class RehearsalError(ApiDbError, RuntimeError):
+    """A rehearsal could not copy the target into a scratch database; nothing on the target changed."""
+
+
+class ScratchDatabaseDenied(RehearsalError, PermissionError):
+    """The scratch database of a rehearsal cannot be created: ``privilege`` names what the user needs."""
+
+    def __init__(self, message: str, *, privilege: str, orig: BaseException | None = None) -> None:
+        super().__init__(message)
+        self.privilege = privilege
+        self.orig = orig
+
+
+class ReadOnlyDatabase(ApiDbError, PermissionError):
+    """The database refuses writes (a standby, a read-only setting or file); ``reason`` says which."""
+
+    def __init__(self, message: str, *, reason: str = "") -> None:
+        super().__init__(message)
+        self.reason = reason
+
+

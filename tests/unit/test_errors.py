@@ -81,6 +81,8 @@ SQLITE_SAMPLES = {
     r"no such column": "no such column: nope",
     r"no such table": "no such table: nope",
     r"no such index": "no such index: nope",
+    r"no such (?:view|trigger)": "no such view: v",
+    r"^(?:view|trigger) .+ already exists": "view v already exists",
     r"database is locked|database table is locked": "database is locked",
     r"datatype mismatch": "datatype mismatch",
     r"constraint failed": "UNIQUE constraint failed: t.a",

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import socket
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
@@ -82,6 +84,9 @@ class Engine:
     lock_poll_max: ClassVar[float] = 0.5
     # What a user runs to end a stuck session, named in lock timeout errors.
     terminate_hint: ClassVar[str] = ""
+    # The connect parameter naming the client session (application_name, program_name) and its length limit.
+    app_name_param: ClassVar[str | None] = None
+    app_name_limit: ClassVar[int] = 63
 
     def __init__(self, database: peewee.Database) -> None:
         self.database = database
@@ -232,13 +237,6 @@ class Engine:
         """A cluster on which the session lock is node-local (Galera); None when there is none."""
         return None
 
-    def session_owner(self, conn: Any) -> str:
-        """``session:<id>``: who holds an advisory lock, as history rows record it."""
-        try:
-            return f"session:{self.driver_backend_id(conn)}"
-        except Exception:  # the id is only informative
-            return "session:?"
-
     # -- the migration lock: the lease's SQL (see migrate/lease.py) ---------------------------------
 
     # The server clock as epoch seconds (a float): all lease times come from the server.
@@ -266,6 +264,23 @@ class Engine:
             f"({self.terminate_hint}) and boot again",
             holder=dict(holder),
         )
+
+    # -- migrations: the session behind a run, read-only targets -------------------------
+
+    # What a user does when this engine's target refuses writes, named in ReadOnlyDatabase.
+    read_only_advice: ClassVar[str] = "point the application at a writable database"
+
+    def session_id(self, conn: Any) -> str:
+        """``session:<id>`` of the DB-API connection ``conn``, as the driver knows it (no round trip)."""
+        return f"session:{id(conn):x}"
+
+    def session_closed(self, conn: Any) -> bool:
+        """Whether the driver knows the DB-API connection ``conn`` is closed or lost (no round trip)."""
+        return False
+
+    def read_only_reason(self) -> str | None:
+        """Why this database refuses writes (a standby, read-only setting or file); None: writable."""
+        return None
 
     # -- previews (statement analysis) ----------------------------------------------------
 
@@ -304,6 +319,17 @@ class Engine:
     def table_size(self, table: str) -> tuple[int, int] | None:
         """(rows, bytes) of ``table`` from the catalog; None when it does not exist."""
         raise NotImplementedError
+
+    # Catalog queries for schema objects other than tables, columns and indexes (which peewee's
+    # introspection reads), by kind: SQL taking (name, schema), answering a row when it exists.
+    catalog_objects: ClassVar[dict[str, str]] = {}
+
+    def schema_object_exists(self, kind: str, name: str, schema: str | None = None) -> bool | None:
+        """Does a ``kind`` (view, function, trigger...) called ``name`` exist? None: cannot tell."""
+        sql = self.catalog_objects.get(kind)
+        if sql is None:
+            return None
+        return self.database.execute_sql(sql, (name, schema)).fetchone() is not None
 
     def rewrites_table(self, text: str, table: str) -> bool:
         """Whether a statement that the analysis says rewrites ``table`` does, after asking the catalog."""
@@ -346,6 +372,11 @@ class Engine:
     has_extensions: ClassVar[bool] = False
 
     @classmethod
+    def structured_default_text(cls, fld: peewee.Field, value: Any) -> str | None:
+        """``value`` in the input syntax of a structured column type (JSON, array...); None: not one here."""
+        return None
+
+    @classmethod
     def literal_bytes(cls, hexed: str) -> str:
         """A byte string, given as hex digits, as a SQL literal."""
         return f"X'{hexed}'"
@@ -368,6 +399,35 @@ class Engine:
         return []
 
 
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    # The privilege creating a scratch database needs, named when it is missing.
+    scratch_privilege: ClassVar[str] = ""
+
+    def scratch_name(self, token: str) -> str:
+        """The name (a path on SQLite) of a rehearsal's scratch database beside this one."""
+        raise NotImplementedError
+
+    def create_scratch(self, name: str) -> None:
+        """Create the empty scratch database ``name`` on this server; ScratchDatabaseDenied without the privilege."""
+        raise NotImplementedError
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        """An unpooled database on the scratch ``name``, with this database's connection settings."""
+        raise NotImplementedError
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """Copy every table's schema, its first ``rows`` rows (all rows of ``whole``); the tables copied."""
+        raise NotImplementedError
+
+    def drop_scratch(self, name: str) -> None:
+        """Drop the scratch database ``name`` (gone already: nothing to do)."""
+        raise NotImplementedError
+
+    def scratch_exists(self, name: str) -> bool:
+        """Whether the scratch database ``name`` exists."""
+        raise NotImplementedError
+
     # -- connections, pool and health --------------------------------------------------------
 
     # URL schemes users write for this engine, and the playhouse.db_url scheme that builds it.
@@ -384,6 +444,24 @@ class Engine:
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         """Connect / statement timeouts and the application name as the driver spells them (caller wins)."""
+
+    @classmethod
+    def session_app_name(cls, app_name: str) -> str:
+        """``app@host:pid`` within the engine's length limit, so each process's sessions can be told apart."""
+        suffix = f"@{socket.gethostname()}:{os.getpid()}"
+        room = max(0, cls.app_name_limit - len(suffix))
+        return (app_name[:room] + suffix)[-cls.app_name_limit:]
+
+    @classmethod
+    def name_session(cls, params: dict[str, Any], app_name: str) -> None:
+        """Set the session name parameter to :meth:`session_app_name` (the caller's own value wins)."""
+        if cls.app_name_param is not None:
+            params.setdefault(cls.app_name_param, cls.session_app_name(app_name))
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        """The socket file descriptor of a driver connection (None: none, or closed)."""
+        return None
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

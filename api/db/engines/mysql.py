@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import re
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 
@@ -105,6 +105,15 @@ def mysql_lock_name(database_name: str) -> str:
     return name
 
 
+# -- migrations: the variables that make a server or session refuse writes (absent ones are skipped:
+# MariaDB has no super_read_only, older servers say tx_read_only).
+MYSQL_READ_ONLY_VARIABLES = ("read_only", "super_read_only", "innodb_read_only", "transaction_read_only",
+                             "tx_read_only")  # fmt: skip
+MYSQL_READ_ONLY = (
+    "SHOW VARIABLES WHERE Variable_name IN ("
+    + ", ".join(f"'{name}'" for name in MYSQL_READ_ONLY_VARIABLES)
+    + ")"
+)
 # -- schema: the sessions that may block DDL. MySQL: performance_schema.metadata_locks; MariaDB:
 # METADATA_LOCK_INFO when its plugin is installed; both fall back to open InnoDB transactions.
 MYSQL_PERFORMANCE_SCHEMA = """
@@ -215,6 +224,8 @@ class MySQLEngine(Engine):
     name = "mysql"
     database_class = peewee.MySQLDatabase
     flavours = (MYSQL, MARIADB)
+    app_name_param = "program_name"
+    app_name_limit = 255  # performance_schema.session_connect_attrs keeps longer values truncated
     lock_wait_step = 5.0  # GET_LOCK waits in slices so that the holder can be logged while waiting
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
 
@@ -271,7 +282,40 @@ class MySQLEngine(Engine):
         if row:
             keys = ("connection_id", "user", "host", "db", "command", "seconds_in_state", "state", "query")
             holder.update(zip(keys, row))
+        program = self._program_name(conn_id)
+        if program:
+            holder["program_name"] = program  # APP_NAME@host:pid of the holding process (connect() sets it)
         return holder
+
+    # -- migrations: the session behind a run, read-only targets -------------------------
+
+    read_only_advice = (
+        "connect to the primary; on a server meant to take writes, SET GLOBAL read_only = OFF "
+        "(super_read_only likewise; innodb_read_only needs a restart without --innodb-read-only)"
+    )
+
+    def session_id(self, conn: Any) -> str:
+        return f"session:{conn.thread_id()}"
+
+    def session_closed(self, conn: Any) -> bool:
+        return not conn.open
+
+    def read_only_reason(self) -> str | None:
+        found = self.database.execute_sql(MYSQL_READ_ONLY).fetchall()
+        values = {str(k).lower(): str(v).upper() for k, v in found}
+        on = [name for name in MYSQL_READ_ONLY_VARIABLES if values.get(name) in ("ON", "1")]
+        return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} ON" if on else None
+    def _program_name(self, conn_id: Any) -> str | None:
+        """The holder's ``program_name`` connect attribute; None where performance_schema is off (MariaDB default)."""
+        try:
+            row = self.database.execute_sql(
+                "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs "
+                "WHERE PROCESSLIST_ID = %s AND ATTR_NAME = 'program_name'",
+                (conn_id,),
+            ).fetchone()
+        except peewee.DatabaseError:  # no performance_schema, or no privilege on it
+            return None
+        return str(row[0]) if row else None
 
     # -- previews (statement analysis) ----------------------------------------------------
 
@@ -315,6 +359,18 @@ class MySQLEngine(Engine):
             return replace(effect, lock=algorithm, blocks_writes=blocks)
         kind = effect.kind if effect.kind == INDEX else REWRITE
         return replace(effect, kind=kind, lock=algorithm, blocks_writes=blocks, rewrites_table=True)
+
+    catalog_objects: ClassVar[dict[str, str]] = {
+        "view": "SELECT 1 FROM information_schema.VIEWS WHERE TABLE_NAME = %s "
+        "AND TABLE_SCHEMA = COALESCE(%s, DATABASE())",
+        "function": "SELECT 1 FROM information_schema.ROUTINES WHERE ROUTINE_NAME = %s "
+        "AND ROUTINE_SCHEMA = COALESCE(%s, DATABASE())",
+        "trigger": "SELECT 1 FROM information_schema.TRIGGERS WHERE TRIGGER_NAME = %s "
+        "AND TRIGGER_SCHEMA = COALESCE(%s, DATABASE())",
+        "constraint": "SELECT 1 FROM information_schema.TABLE_CONSTRAINTS WHERE CONSTRAINT_NAME = %s "
+        "AND CONSTRAINT_SCHEMA = COALESCE(%s, DATABASE())",
+    }
+    catalog_objects["procedure"] = catalog_objects["function"]
 
     def table_size(self, table: str) -> tuple[int, int] | None:
         row = self.database.execute_sql(
@@ -370,6 +426,77 @@ class MySQLEngine(Engine):
         return [*((sql, (table,)) for sql in views), (MYSQL_OPEN_TRANSACTIONS, ())]
 
 
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    scratch_privilege = "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+
+    def scratch_name(self, token: str) -> str:
+        return f"rehearse_{token}_{self.database.database}"[:64]
+
+    def create_scratch(self, name: str) -> None:
+        from api.db.error_handler import ErrorCategory, classify_error
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        charset, collation = self.database.execute_sql(
+            "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
+            "WHERE SCHEMA_NAME = DATABASE()"
+        ).fetchone()
+        try:
+            self.database.execute_sql(f"CREATE DATABASE `{name}` CHARACTER SET {charset} COLLATE {collation}")
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.name)
+            if info.category is ErrorCategory.PERMISSION_DENIED:
+                raise ScratchDatabaseDenied(
+                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs "
+                    f"{self.scratch_privilege}: grant it, or rehearse as a user that has it",
+                    privilege="CREATE", orig=exc,
+                ) from exc
+            raise
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        return peewee.MySQLDatabase(name, thread_safe=False, **self.database.connect_params)
+
+    def _foreign_keys(self) -> list[tuple[str, str, str, str, str, str, str]]:
+        """(table, constraint, columns, referenced table, referenced columns, ON DELETE, ON UPDATE)."""
+        return list(self.database.execute_sql(
+            "SELECT k.TABLE_NAME, k.CONSTRAINT_NAME,"
+            " GROUP_CONCAT(CONCAT('`', k.COLUMN_NAME, '`') ORDER BY k.ORDINAL_POSITION),"
+            " k.REFERENCED_TABLE_NAME,"
+            " GROUP_CONCAT(CONCAT('`', k.REFERENCED_COLUMN_NAME, '`') ORDER BY k.ORDINAL_POSITION),"
+            " r.DELETE_RULE, r.UPDATE_RULE"
+            " FROM information_schema.KEY_COLUMN_USAGE k JOIN information_schema.REFERENTIAL_CONSTRAINTS r"
+            " ON r.CONSTRAINT_SCHEMA = k.CONSTRAINT_SCHEMA AND r.CONSTRAINT_NAME = k.CONSTRAINT_NAME"
+            " AND r.TABLE_NAME = k.TABLE_NAME"
+            " WHERE k.TABLE_SCHEMA = DATABASE() AND k.REFERENCED_TABLE_NAME IS NOT NULL"
+            " GROUP BY k.TABLE_NAME, k.CONSTRAINT_NAME, k.REFERENCED_TABLE_NAME, r.DELETE_RULE, r.UPDATE_RULE"
+        ).fetchall())  # fmt: skip
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """CREATE TABLE ... LIKE per table (+ INSERT ... SELECT ... LIMIT), then the foreign keys LIKE omits."""
+        source, tables = self.database.database, sorted(self.database.get_tables())
+        scratch.connect(reuse_if_open=True)
+        try:
+            scratch.execute_sql("SET SESSION FOREIGN_KEY_CHECKS = 0")  # partial rows; this connection only
+            for table in tables:
+                scratch.execute_sql(f"CREATE TABLE `{table}` LIKE `{source}`.`{table}`")
+                if table in whole or rows > 0:
+                    limit = "" if table in whole else f" LIMIT {int(rows)}"
+                    scratch.execute_sql(f"INSERT INTO `{table}` SELECT * FROM `{source}`.`{table}`{limit}")
+            for table, name, columns, target, target_columns, on_delete, on_update in self._foreign_keys():
+                scratch.execute_sql(
+                    f"ALTER TABLE `{table}` ADD CONSTRAINT `{name}` FOREIGN KEY ({columns}) REFERENCES "
+                    f"`{target}` ({target_columns}) ON DELETE {on_delete} ON UPDATE {on_update}"
+                )
+        finally:
+            scratch.close()
+        return tables
+
+    def drop_scratch(self, name: str) -> None:
+        self.database.execute_sql(f"DROP DATABASE IF EXISTS `{name}`")
+
+    def scratch_exists(self, name: str) -> bool:
+        return self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)) > 0
+
     # -- connections, pool and health --------------------------------------------------------
 
     url_schemes = ("mysql", "mariadb")
@@ -382,7 +509,7 @@ class MySQLEngine(Engine):
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         params.setdefault("connect_timeout", pool.connect_timeout)
-        params.setdefault("program_name", pool.app_name)
+        cls.name_session(params, pool.app_name)
         if pool.statement_timeout > 0:
             params.setdefault("read_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
             params.setdefault("write_timeout", pool.statement_timeout + MYSQL_IO_MARGIN)
@@ -394,6 +521,11 @@ class MySQLEngine(Engine):
             return f"SET SESSION max_statement_time = {timeout:g}"
         # MySQL limits SELECT statements only.
         return f"SET SESSION max_execution_time = {int(timeout * 1000)}"
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        sock = getattr(conn, "_sock", None)
+        return None if sock is None else int(sock.fileno())
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

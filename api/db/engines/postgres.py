@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
+import json
 import logging
 import math
 import re
@@ -79,6 +81,16 @@ def pg_key_parts(key: int) -> tuple[int, int]:
     return unsigned >> 32, unsigned & 0xFFFFFFFF
 
 
+# -- migrations: why a target refuses writes, one round trip (the reasons in the columns' order).
+PG_READ_ONLY = (
+    "SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only'), "
+    "current_setting('transaction_read_only')"
+)
+PG_READ_ONLY_REASONS = (
+    "the server is a standby (pg_is_in_recovery() is true)",
+    "default_transaction_read_only is on",
+    "transaction_read_only is on",
+)
 # -- schema: the sessions that may block DDL (granted locks on the table, else open transactions).
 PG_TABLE_HOLDERS = """
 SELECT a.pid, a.query, coalesce(a.state, ''),
@@ -168,12 +180,43 @@ PG_VARCHAR = frozenset({"varchar", "character varying"})
 PG_ROWS_PER_PAGE_GUESS = 60  # rows of a narrow table in one 8 kB heap page, for tables never analysed
 
 
+def _pg_quoted(text: str) -> str:
+    """A double-quoted element of an array or hstore literal (backslash and quote escaped)."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _pg_element(value: Any) -> str:
+    if value is None:
+        return "NULL"
+    if isinstance(value, (list, tuple)):
+        return pg_array_text(value)
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, datetime.datetime):
+        return _pg_quoted(value.isoformat(sep=" "))
+    return _pg_quoted(str(value))
+
+
+def pg_array_text(values: list[Any] | tuple[Any, ...]) -> str:
+    """A Python list in PostgreSQL's array input syntax: ``{"a","b\\"c",NULL}`` (nested lists nest)."""
+    return "{" + ",".join(_pg_element(v) for v in values) + "}"
+
+
+def pg_hstore_text(mapping: dict[Any, Any]) -> str:
+    """A dict in hstore's input syntax: ``"k"=>"v", "n"=>NULL``."""
+    return ", ".join(
+        f"{_pg_quoted(str(k))}=>{'NULL' if v is None else _pg_quoted(str(v))}" for k, v in mapping.items()
+    )
+
+
 class PostgresEngine(Engine):
     """PostgreSQL through psycopg2."""
 
     name = "postgres"
     database_class = peewee.PostgresqlDatabase
     flavours = (POSTGRES,)
+    app_name_param = "application_name"
+    app_name_limit = 63  # NAMEDATALEN - 1 bytes
     terminate_hint = "PostgreSQL: SELECT pg_terminate_backend(pid); MySQL: KILL connection_id"
 
     def read_server_info(self) -> ServerInfo:
@@ -243,6 +286,26 @@ class PostgresEngine(Engine):
         except Exception as exc:  # a dead connection takes its settings with it
             logger.warning("could not reset client_connection_check_interval: %s", classify_error(exc, self.name).message)
 
+    # -- migrations: the session behind a run, read-only targets -------------------------
+
+    read_only_advice = (
+        "connect to the primary (libpq: target_session_attrs=read-write, or the primary's host), or, on a "
+        "database meant to take writes, ALTER DATABASE <name> SET default_transaction_read_only = off"
+    )
+
+    def session_id(self, conn: Any) -> str:
+        return f"session:{conn.get_backend_pid()}"
+
+    def session_closed(self, conn: Any) -> bool:
+        return bool(conn.closed)
+
+    def read_only_reason(self) -> str | None:
+        row = self.database.execute_sql(PG_READ_ONLY).fetchone()
+        for value, reason in zip(row, PG_READ_ONLY_REASONS):
+            if value in (True, "on"):
+                return reason
+        return None
+
     # -- previews (statement analysis) ----------------------------------------------------
 
     preview_begin = "BEGIN TRANSACTION READ ONLY"
@@ -264,6 +327,30 @@ class PostgresEngine(Engine):
     @classmethod
     def alter_effect(cls, table: str, rest: str, flavour: str, version: tuple[int, ...]) -> StatementEffect:
         return match_alter(PG_ALTER_FORMS, rest).effect(table)
+
+    catalog_objects: ClassVar[dict[str, str]] = {
+        "view": "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind IN ('v', 'm')",
+        # by name: an overload with other argument types counts as the same function
+        "function": "SELECT 1 FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace "
+        "WHERE p.proname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema())",
+        "trigger": "SELECT 1 FROM pg_trigger t JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n "
+        "ON n.oid = c.relnamespace WHERE t.tgname = %s AND n.nspname = COALESCE(%s, current_schema()) "
+        "AND NOT t.tgisinternal",
+        "sequence": "SELECT 1 FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace "
+        "WHERE c.relname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema()) AND c.relkind = 'S'",
+        "type": "SELECT 1 FROM pg_type t JOIN pg_namespace n ON n.oid = t.typnamespace WHERE t.typname = %s "
+        "AND n.nspname = COALESCE(%s, current_schema())",
+        "constraint": "SELECT 1 FROM pg_constraint k JOIN pg_namespace n ON n.oid = k.connamespace "
+        "WHERE k.conname = %s AND n.nspname = COALESCE(%s, current_schema())",
+        # database-wide names: the schema parameter only fills its placeholder
+        "extension": "SELECT 1 FROM pg_extension WHERE extname = %s AND (%s::text IS NULL OR TRUE)",
+        "schema": "SELECT 1 FROM pg_namespace WHERE nspname = %s AND (%s::text IS NULL OR TRUE)",
+    }
+    catalog_objects["procedure"] = catalog_objects["function"]
 
     def table_size(self, table: str) -> tuple[int, int] | None:
         row = self.database.execute_sql(
@@ -341,6 +428,28 @@ class PostgresEngine(Engine):
     has_extensions = True
 
     @classmethod
+    def structured_default_text(cls, fld: peewee.Field, value: Any) -> str | None:
+        """playhouse.postgres_ext's JSON/JSONB, array and hstore values in their input syntax.
+
+        Read from the field's class and options only: the field need not be bound to a model
+        (an unbound JSONField has no ``json_type`` yet, so its ``db_value`` cannot be used).
+        """
+        try:
+            from playhouse.postgres_ext import ArrayField, HStoreField, JSONField
+        except ImportError:  # without psycopg2 no such field can exist
+            return None
+        if value is None:
+            return None
+        if isinstance(fld, JSONField):
+            # What playhouse stores: psycopg2's Json(value), i.e. json.dumps or the field's own dumps=.
+            return str((getattr(fld, "_dumps", None) or json.dumps)(value))
+        if isinstance(fld, ArrayField) and isinstance(value, (list, tuple)):
+            return pg_array_text(value)
+        if isinstance(fld, HStoreField) and isinstance(value, dict):
+            return pg_hstore_text(value)
+        return None
+
+    @classmethod
     def literal_bytes(cls, hexed: str) -> str:
         return f"'\\x{hexed}'::bytea" if hexed else "''::bytea"
 
@@ -354,6 +463,126 @@ class PostgresEngine(Engine):
             queries.insert(0, (PG_TABLE_HOLDERS, (qualified,)))
         return queries
 
+
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    scratch_privilege = "CREATEDB (ALTER ROLE <user> CREATEDB)"
+    # pg_dump of the server's major version; another one can be named here.
+    pg_dump_env = "API_DB_PG_DUMP"
+
+    def scratch_name(self, token: str) -> str:
+        return f"rehearse_{token}_{self.database.database}"[:63]
+
+    def create_scratch(self, name: str) -> None:
+        from api.db.error_handler import ErrorCategory, classify_error
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        try:
+            self.database.execute_sql(f'CREATE DATABASE "{name}"')
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.name)
+            if info.category is ErrorCategory.PERMISSION_DENIED:
+                raise ScratchDatabaseDenied(
+                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs the "
+                    f"{self.scratch_privilege} privilege: grant it, or rehearse as a role that has it",
+                    privilege="CREATEDB", orig=exc,
+                ) from exc
+            raise
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        return peewee.PostgresqlDatabase(name, thread_safe=False, **self.database.connect_params)
+
+    def pg_dump_command(self) -> list[str]:
+        """pg_dump of the server's major version, with this database's host, port, user and name."""
+        import os
+        import shutil
+        import subprocess
+
+        from api.db.exceptions import RehearsalError
+
+        binary = os.environ.get(self.pg_dump_env) or shutil.which("pg_dump")
+        server_major = int(self.scalar("SHOW server_version_num")) // 10000
+        if binary is None:
+            raise RehearsalError(f"pg_dump not found: install the PostgreSQL {server_major} client tools "
+                                 f"(postgresql-client-{server_major}) or set {self.pg_dump_env}=/path/to/pg_dump")
+        text = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
+        match = re.search(r"(\d+)(?:\.\d+)*", text)
+        if match is None or int(match.group(1)) != server_major:
+            raise RehearsalError(f"{binary} is {text.strip() or 'unknown'}, the server is PostgreSQL {server_major}: "
+                                 f"set {self.pg_dump_env} to a pg_dump {server_major} (its output must suit "
+                                 "this server)")
+        params = self.database.connect_params
+        command = [binary, "--no-owner", "--no-privileges", "--no-comments", "-d", str(self.database.database)]
+        for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
+            if params.get(key):
+                command += [flag, str(params[key])]
+        return command
+
+    def _pg_dump(self, section: str) -> str:
+        import os
+        import subprocess
+
+        from api.db.exceptions import RehearsalError
+        from api.db.redact import redact_text
+
+        env = dict(os.environ)
+        if self.database.connect_params.get("password"):
+            env["PGPASSWORD"] = str(self.database.connect_params["password"])
+        done = subprocess.run([*self.pg_dump_command(), f"--section={section}"], capture_output=True,
+                              text=True, env=env, timeout=600)
+        if done.returncode != 0:
+            raise RehearsalError(f"pg_dump --section={section} failed: {redact_text(done.stderr.strip())}")
+        # psql meta-commands (\restrict, \unrestrict since the 2025 releases) are not SQL.
+        return "\n".join(line for line in done.stdout.splitlines() if not line.startswith("\\"))
+
+    def _run_script(self, scratch: peewee.Database, script: str) -> None:
+        # The dump sets search_path to '' for its session: run it on a connection of its own.
+        scratch.connect(reuse_if_open=True)
+        try:
+            scratch.connection().cursor().execute(script)  # no parameters: % stays literal
+        finally:
+            scratch.close()
+
+    def _copy_rows(self, scratch: peewee.Database, table: str, limit: int | None) -> None:
+        import io
+
+        buffer = io.StringIO()
+        quoted = '"' + table.replace('"', '""') + '"'
+        query = f"SELECT * FROM {quoted}" + ("" if limit is None else f" LIMIT {int(limit)}")
+        self.database.cursor().copy_expert(f"COPY ({query}) TO STDOUT", buffer)
+        buffer.seek(0)
+        scratch.connect(reuse_if_open=True)
+        scratch.connection().cursor().copy_expert(f"COPY {quoted} FROM STDIN", buffer)
+
+    def _copy_sequences(self, scratch: peewee.Database) -> None:
+        rows = self.database.execute_sql(
+            "SELECT quote_ident(schemaname) || '.' || quote_ident(sequencename), last_value "
+            "FROM pg_sequences WHERE last_value IS NOT NULL"
+        ).fetchall()
+        for sequence, value in rows:
+            scratch.execute_sql("SELECT setval(%s::regclass, %s)", (sequence, value))
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """pg_dump --schema-only in two sections (pre-data, then indexes and constraints), rows in between."""
+        tables = sorted(self.database.get_tables())
+        self._run_script(scratch, self._pg_dump("pre-data"))
+        for table in tables:
+            if table in whole or rows > 0:
+                self._copy_rows(scratch, table, None if table in whole else rows)
+        self._copy_sequences(scratch)
+        post = self._pg_dump("post-data")
+        if rows > 0:  # the first rows of a child need not have their parent: keep the keys, unchecked
+            post = re.sub(r"(FOREIGN KEY \([^;]*?);", r"\1 NOT VALID;", post)
+        scratch.close()
+        self._run_script(scratch, post)
+        return tables
+
+    def drop_scratch(self, name: str) -> None:
+        force = " WITH (FORCE)" if int(self.scalar("SHOW server_version_num")) >= 130000 else ""
+        self.database.execute_sql(f'DROP DATABASE IF EXISTS "{name}"{force}')
+
+    def scratch_exists(self, name: str) -> bool:
+        return self.scalar("SELECT count(*) FROM pg_database WHERE datname = %s", (name,)) > 0
 
     # -- connections, pool and health --------------------------------------------------------
 
@@ -373,11 +602,15 @@ class PostgresEngine(Engine):
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
         # libpq takes whole seconds, at least 2.
         params.setdefault("connect_timeout", max(2, math.ceil(pool.connect_timeout)))
-        params.setdefault("application_name", pool.app_name)
+        cls.name_session(params, pool.app_name)
         for key, value in POSTGRES_KEEPALIVES.items():
             params.setdefault(key, value)
         if pool.statement_timeout > 0:
             cls.add_option(params, f"-c statement_timeout={int(pool.statement_timeout * 1000)}")
+
+    @classmethod
+    def connection_fileno(cls, conn: Any) -> int | None:
+        return None if conn.closed else int(conn.fileno())
 
     def probe_database(
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
+import re
+import socket
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 import peewee
 
@@ -54,6 +57,28 @@ SQLITE_NATIVE_EQUIVALENTS: dict[str, str] = {
     "JSONB": "TEXT", "JSON": "TEXT", "TIMESTAMPTZ": "DATETIME", "LONGTEXT": "TEXT", "MEDIUMTEXT": "TEXT",
     "LONGBLOB": "BLOB", "TINYINT(1)": "INTEGER", "INTEGER": "INTEGER", "VECTOR": "BLOB",
 }
+# -- migrations: URI parameters that open a file read-only.
+SQLITE_READ_ONLY_URI = re.compile(r"[?&](?:mode=ro|immutable=1)(?:&|$)", re.IGNORECASE)
+
+
+def installed_by_process() -> str:
+    """``host:pid``: SQLite has no server session, the process is the session."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def sqlite_file_read_only(database: str) -> str | None:
+    """Why the file behind ``database`` (a path or a ``file:`` URI) cannot be written; None when it can."""
+    flag = SQLITE_READ_ONLY_URI.search(database) if database.startswith("file:") else None
+    if flag is not None:
+        return f"the file is opened read-only ({flag.group(0).strip('?&')})"
+    path = database[len("file:"):].split("?", 1)[0] if database.startswith("file:") else database
+    if path in ("", ":memory:") or not os.path.exists(path):
+        return None
+    if not os.access(path, os.W_OK):
+        return f"the file {path} is not writable by this process"
+    return None
+
+
 # -- previews (statement analysis): every write takes the database-wide write lock ----------
 SQLITE_LOCK = "database write lock"
 
@@ -96,6 +121,21 @@ class SqliteEngine(Engine):
         # migration never meets another writer (the lease heartbeat, a booter) in between.
         return self.database.atomic(lock_type="IMMEDIATE")
 
+    # -- migrations: read-only targets ----------------------------------------------------
+
+    read_only_advice = (
+        "open the file read-write (no mode=ro or immutable=1 in its URI, PRAGMA query_only = OFF) "
+        "and give this process write access to the file and its directory"
+    )
+
+    def session_id(self, conn: Any) -> str:
+        return f"session:{installed_by_process()}"
+
+    def read_only_reason(self) -> str | None:
+        if int(self.scalar("PRAGMA query_only")):
+            return "PRAGMA query_only is on"
+        return sqlite_file_read_only(str(self.database.database))
+
     # -- previews (statement analysis) ----------------------------------------------------
 
     preview_begin = "BEGIN"
@@ -130,6 +170,12 @@ class SqliteEngine(Engine):
         finally:
             self.database.cursor().execute(f"PRAGMA query_only = {previous}")
 
+    catalog_objects: ClassVar[dict[str, str]] = {
+        # one database per file: the schema parameter is only there to fill the placeholder
+        "view": "SELECT 1 FROM sqlite_master WHERE type = 'view' AND name = ? AND (? IS NULL OR 1)",
+        "trigger": "SELECT 1 FROM sqlite_master WHERE type = 'trigger' AND name = ? AND (? IS NULL OR 1)",
+    }
+
     def table_size(self, table: str) -> tuple[int, int] | None:
         from api.db.error_handler import classify_error
 
@@ -163,6 +209,64 @@ class SqliteEngine(Engine):
         "decimal": frozenset({"decimal", "float"}),
     }
 
+
+    # -- authoring (rehearse) ----------------------------------------------------------------
+
+    scratch_privilege = "write permission on the database file's directory"
+
+    def scratch_name(self, token: str) -> str:
+        from api.db.exceptions import ConfigurationError
+
+        path = str(self.database.database)
+        if path in ("", ":memory:") or path.startswith("file::memory:"):
+            raise ConfigurationError("an in-memory SQLite database cannot be rehearsed: it has no file to copy")
+        return f"{path}.rehearse-{token}"
+
+    def create_scratch(self, name: str) -> None:
+        import os
+
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        directory = os.path.dirname(os.path.abspath(name))
+        if not os.access(directory, os.W_OK):
+            raise ScratchDatabaseDenied(
+                f"cannot create the scratch database {name}: the rehearsal needs {self.scratch_privilege} "
+                f"({directory}): grant it, or rehearse as a user that has it",
+                privilege="write on directory",
+            )
+        sqlite3.connect(name).close()
+
+    def open_scratch(self, name: str) -> peewee.Database:
+        return peewee.SqliteDatabase(name, thread_safe=False, pragmas=dict(getattr(self.database, "_pragmas", ())))
+
+    def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
+        """The online backup API copies the file; then each table keeps its first ``rows`` rows."""
+        tables = sorted(self.database.get_tables())
+        scratch.connect(reuse_if_open=True)
+        try:
+            self.database.connection().backup(scratch.connection())
+            scratch.execute_sql("PRAGMA foreign_keys = OFF")  # partial rows; this connection only
+            for table in tables:
+                if table not in whole and not table.startswith("sqlite_"):
+                    quoted = '"' + table.replace('"', '""') + '"'
+                    scratch.execute_sql(
+                        f"DELETE FROM {quoted} WHERE rowid NOT IN (SELECT rowid FROM {quoted} LIMIT {int(rows)})"
+                    )
+        finally:
+            scratch.close()
+        return tables
+
+    def drop_scratch(self, name: str) -> None:
+        import os
+
+        for suffix in ("", "-wal", "-shm", "-journal"):
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(name + suffix)
+
+    def scratch_exists(self, name: str) -> bool:
+        import os
+
+        return os.path.exists(name)
 
     # -- connections, pool and health --------------------------------------------------------
 

@@ -48,12 +48,14 @@ from typing import Any
 import peewee
 
 from api.db.engines import db_type, engine_for
+from api.db.engines.info import server_info
 from api.db.engines.state import database_label, state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError, IncompatibleExtensionError
 from api.db.migrate.declarations import MigrationLike, plan_migrations
 from api.db.migrate.status import migration_status, pending_migrations
 from api.db.migrate.tracker import APPLIED, FAILED, RUNNING, MigrationTracker
+from api.db.pool import forks
 from api.db.pool.diagnostics import PoolDiagnostics
 from api.db.redact import redact_text
 from api.db.schema.pgvector import check_pgvector
@@ -88,6 +90,7 @@ class DatabaseHealth:
     pgvector_available: bool
     pgvector_version: str | None
     migrations_checked: bool  # False when no migrations were declared to the check
+    migrations_known: bool = True  # False when the migration state could not be read (database down)
     migrations_pending: list[str] = field(default_factory=list)  # declared, not applied (running ones included)
     migrations_running: list[str] = field(default_factory=list)
     migrations_failed: list[str] = field(default_factory=list)
@@ -97,6 +100,7 @@ class DatabaseHealth:
     error: str | None = None  # classified, redacted driver message (a detail)
     server_version: str | None = None  # a detail
     engine: str = ""
+    flavour: str = ""  # postgres, mysql, mariadb, sqlite once the server was read
     check_duration_ms: float = 0.0  # the whole database part of the check
     checked_at: float = 0.0  # time.time() when the check finished
 
@@ -137,18 +141,26 @@ class DatabaseHealth:
                 "utilization_percent": self.pool_utilization_percent,
                 "exhausted": self.pool_exhausted,
             },
-            "migrations": {
-                "checked": self.migrations_checked,
-                "pending": list(self.migrations_pending),
-                "running": list(self.migrations_running),
-                "failed": list(self.migrations_failed),
-                "applied": self.migrations_applied,
-                "last_duration_ms": self.last_migration_duration_ms,
-            },
+            "migrations": self._migrations_dict(),
             "pgvector": {
                 "available": self.pgvector_available,
                 **({"version": self.pgvector_version} if details else {}),
             },
+        }
+
+    def _migrations_dict(self) -> dict[str, Any]:
+        """The migration component; ``state: unknown`` and nulls when it could not be read."""
+        if not self.migrations_known:
+            return {"checked": self.migrations_checked, "state": "unknown", "pending": None, "running": None,
+                    "failed": None, "applied": None, "last_duration_ms": None}  # fmt: skip
+        return {
+            "checked": self.migrations_checked,
+            "state": "known",
+            "pending": list(self.migrations_pending),
+            "running": list(self.migrations_running),
+            "failed": list(self.migrations_failed),
+            "applied": self.migrations_applied,
+            "last_duration_ms": self.last_migration_duration_ms,
         }
 
 
@@ -159,12 +171,14 @@ class _DatabaseFacts:
         self.reachable = False
         self.latency_ms: float | None = None
         self.server_version: str | None = None
+        self.flavour = ""
         self.pending: list[str] = []
         self.running: list[str] = []
         self.failed: list[str] = []
         self.applied = 0
         self.last_duration_ms: float | None = None
         self.migrations_error: str | None = None
+        self.migrations_read = False  # the history (and declared state) was read
         self.pgvector_available = False
         self.pgvector_version: str | None = None
         self.pgvector_problem = False
@@ -232,6 +246,28 @@ class HealthChecker:
         self._running: _Run | None = None
         self._tracker: MigrationTracker | None = None
         self._closed = False
+        self._flavour_name = ""
+        self._failing: str | None = None  # the error of the current outage, logged once
+        self._timeouts_seen = self._pool_timeouts()
+        self.started = time.monotonic()  # this process's checker (reset in a forked child): the uptime
+        forks.register(self)
+
+    @property
+    def uptime_seconds(self) -> float:
+        """Seconds since this checker started in this process."""
+        return time.monotonic() - self.started
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: drop the inherited probe connection unclosed, forget the parent's run and cache."""
+        probe = self.probe_db
+        if probe is not self.db and probe._state.conn is not None:
+            forks.detach_descriptors([engine_for(self.db).connection_fileno(probe._state.conn)])
+            probe._state = type(probe._state)()
+        self._lock = threading.Lock()
+        self._running = None
+        self.last, self._cached_at = None, -math.inf
+        self.checks_total = 0
+        self.started = time.monotonic()
         self._timeouts_seen = self._pool_timeouts()
 
     # ------------------------------------------------------------------ public
@@ -299,7 +335,7 @@ class HealthChecker:
             info = classify_error(exc, self.engine)
             facts.reachable = False
             facts.error = redact_text(f"{info.category.value}: {info.message}")
-            logger.warning("health check of %s failed (%s): %s", _name(self.db), info.category.value, info.message)
+            self._log_failure(facts.error)
             self._drop_probe_connection()
         finally:
             # Whatever happened (even a BaseException), the run ends: callers must never wait on it forever.
@@ -317,6 +353,17 @@ class HealthChecker:
         if run.started + self.timeout < time.monotonic():
             logger.info("health check of %s finished late, after %.0f ms", _name(self.db), facts.duration_ms)
 
+    def _log_failure(self, error: str | None) -> None:
+        """A failure at WARNING once per outage (again when the error changes); its repeats at DEBUG."""
+        if error is None:
+            if self._failing is not None:
+                logger.info("health check of %s: the database answers again", _name(self.db))
+            self._failing = None
+            return
+        level = logging.DEBUG if error == self._failing else logging.WARNING
+        logger.log(level, "health check of %s failed: %s", _name(self.db), error)
+        self._failing = error
+
     def _probe(self, facts: _DatabaseFacts) -> None:
         probe = self.probe_db
         if probe is not self.db:
@@ -325,7 +372,9 @@ class HealthChecker:
         probe.execute_sql("SELECT 1").fetchone()
         facts.latency_ms = (time.perf_counter() - begin) * 1e3
         facts.reachable = True
+        self._log_failure(None)
         facts.server_version = _version_text(getattr(probe, "server_version", None))
+        facts.flavour = self._flavour(probe)
         try:
             self._read_migrations(probe, facts)
         except peewee.DatabaseError as exc:  # the database answers but the history cannot be read
@@ -336,6 +385,15 @@ class HealthChecker:
                            _name(self.db), info.category.value, info.message)  # fmt: skip
         if engine_for(self.db).has_pgvector:
             self._read_pgvector(probe, facts)
+
+    def _flavour(self, probe: Any) -> str:
+        """The server product, read once per checker (one more round trip on the first check)."""
+        if not self._flavour_name:
+            try:
+                self._flavour_name = server_info(probe).flavour
+            except peewee.DatabaseError as exc:  # the next check asks again
+                logger.debug("health check of %s: server product unknown: %s", _name(self.db), exc)
+        return self._flavour_name
 
     def _read_pgvector(self, probe: Any, facts: _DatabaseFacts) -> None:
         try:
@@ -354,6 +412,7 @@ class HealthChecker:
             self._tracker = MigrationTracker(probe)  # builds its models once, not at every check
         history = self._tracker.get_migration_history()  # oldest first; empty without a table
         _read_history(history, facts, undeclared=self.migrations is None)
+        facts.migrations_read = True
 
     @staticmethod
     def _read_declared(probe: Any, migrations: list[Any], facts: _DatabaseFacts) -> None:
@@ -404,6 +463,7 @@ class HealthChecker:
             pgvector_available=facts.pgvector_available,
             pgvector_version=facts.pgvector_version,
             migrations_checked=self.migrations is not None,
+            migrations_known=facts.migrations_read,
             migrations_pending=list(facts.pending),
             migrations_running=list(facts.running),
             migrations_failed=list(facts.failed),
@@ -413,6 +473,7 @@ class HealthChecker:
             error=facts.error,
             server_version=facts.server_version,
             engine=self.engine,
+            flavour=facts.flavour,
             check_duration_ms=facts.duration_ms,
             checked_at=time.time(),
         )

@@ -8,8 +8,11 @@ report is JSON-serializable; ``to_dict()`` gives the plain structure.
 
 from __future__ import annotations
 
+import inspect
 import logging
-from collections.abc import Callable
+import os
+import re
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from enum import Enum
 from typing import Any
@@ -20,7 +23,8 @@ from api.db.engines import FLAVOURS, db_type, engine_for, engine_named
 from api.db.engines.info import ServerInfo, server_info
 from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
-from api.db.exceptions import DatabaseUnavailable
+from api.db.exceptions import ConfigurationError, DatabaseUnavailable
+from api.db.migrate.declarations import plan_migrations
 from api.db.redact import redact_url
 from api.db.schema.pgvector import Support, check_pgvector
 
@@ -61,6 +65,8 @@ class ExtendedPreflightReport:
     timeouts: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
     pgvector: dict[str, Any] | None = None
+    uses_vectors: bool | None = None  # the declared migrations or models use vector types (None: not told)
+    workers: int = 1  # processes sharing the server, each with its own pool (WEB_CONCURRENCY)
     migrations: dict[str, Any] = field(default_factory=dict)
     checks: list[Check] = field(default_factory=list)
 
@@ -90,21 +96,24 @@ def _server_version(report: ExtendedPreflightReport, info: ServerInfo, require_p
 
 
 def _connection_headroom(report: ExtendedPreflightReport, info: ServerInfo, require_pgvector: bool) -> None:
-    """The pool fits in the server's connection limit and in what is free now."""
-    pool, limit = report.connection_pool_size, report.server_max_connections
-    if not pool or not limit:
+    """The pools of every worker fit in the server's connection limit and in what is free now."""
+    per_worker, limit = report.connection_pool_size, report.server_max_connections
+    if not per_worker or not limit:
         return
+    workers = max(1, report.workers)
+    pool = per_worker * workers
+    what = f"{workers} workers x POOL_MAX_CONNECTIONS {per_worker} = {pool}" if workers > 1 else f"the pool's {pool}"
     free = limit - (report.current_connections or 0)
     if pool > limit:
         report.check(
             "connection_headroom",
             Level.WARN,
-            f"the pool may open {pool} connections but the server allows "
-            f"{limit}; lower POOL_MAX_CONNECTIONS or raise max_connections",
+            f"{what} connections may open but the server allows {limit}; "
+            "lower POOL_MAX_CONNECTIONS or the workers, or raise max_connections",
         )
     elif pool > free:
         report.check("connection_headroom", Level.WARN,
-                     f"{free} server connections are free now, fewer than the pool's {pool}")  # fmt: skip
+                     f"{free} server connections are free now, fewer than {what}")  # fmt: skip
     else:
         report.check("connection_headroom", Level.PASS, f"{free} of {limit} server connections free")
 
@@ -126,7 +135,9 @@ def _pgvector(report: ExtendedPreflightReport, info: ServerInfo, require_pgvecto
     """pgvector is installed in a compatible version (a failure only when required)."""
     vector = report.pgvector or {}
     support = vector.get("support")
-    if support == Support.NOT_INSTALLED.value:
+    if support == Support.NOT_INSTALLED.value and report.uses_vectors is False and not require_pgvector:
+        report.check("pgvector", Level.PASS, "pgvector not installed; the declared migrations and models use no vectors")
+    elif support == Support.NOT_INSTALLED.value:
         level = Level.FAIL if require_pgvector else Level.WARN
         report.check("pgvector", level, "; ".join(vector.get("reasons", [])) or "pgvector not installed")
     elif vector.get("compatible") and not vector.get("warnings"):
@@ -232,6 +243,36 @@ def _judge_migrations(report: ExtendedPreflightReport, state: dict[str, Any]) ->
         report.check("migrations", Level.PASS, "every declared migration is applied")
 
 
+def _web_concurrency() -> int:
+    raw = os.environ.get("WEB_CONCURRENCY", "").strip()
+    if not raw:
+        return 1
+    if not raw.isdigit() or int(raw) < 1:
+        raise ConfigurationError(f"WEB_CONCURRENCY={raw!r}: expected a whole number of worker processes (1 or more)")
+    return int(raw)
+
+
+_VECTOR_TYPES = re.compile(r"\b(?:vector|halfvec|sparsevec|bit\s*\(\s*\d+\s*\))\b|VectorField", re.IGNORECASE)
+
+
+def _definition_text(fn: Any) -> str:
+    """The source of a migration function and the values it closes over (an SQL file's statements)."""
+    try:
+        source = inspect.getsource(fn)
+    except (OSError, TypeError):  # built in a REPL or a C function: only the closure is known
+        source = ""
+    cells = [repr(cell.cell_contents) for cell in (getattr(fn, "__closure__", None) or ())]
+    return source + " " + " ".join(cells)
+
+
+def declares_vectors(migrations: Iterable[Any] = (), models: Iterable[type[peewee.Model]] = ()) -> bool:
+    """True when a model field or a migration's definition names a pgvector type."""
+    for model in models:
+        if any(_VECTOR_TYPES.search(str(f.field_type)) for f in model._meta.sorted_fields):
+            return True
+    return any(_VECTOR_TYPES.search(_definition_text(m.fn)) for m in plan_migrations(list(migrations)))
+
+
 # Supplies migration state for the report: (database) -> dict with pending/failed/running lists.
 MigrationStateReader = Callable[[peewee.Database], dict[str, Any]]
 
@@ -241,9 +282,18 @@ def get_extended_diagnostics(
     *,
     migration_state: MigrationStateReader | None = None,
     require_pgvector: bool = False,
+    uses_vectors: bool | None = None,
+    workers: int | None = None,
 ) -> ExtendedPreflightReport:
-    """Gather and judge the preflight facts of ``database``; an unreachable server is a failed check, not an exception."""
+    """Gather and judge the preflight facts of ``database``; an unreachable server is a failed check, not an exception.
+
+    ``uses_vectors``: whether the application uses vector types (:func:`declares_vectors`); False turns a
+    missing pgvector from a warning into a pass. ``workers``: processes each opening a pool of this
+    size (default ``$WEB_CONCURRENCY``, else 1), compared with the server's free connections.
+    """
     report = ExtendedPreflightReport(engine=db_type(database), url=state_of(database).url)
+    report.uses_vectors = uses_vectors
+    report.workers = workers if workers is not None else _web_concurrency()
     pool_size = getattr(database, "_max_connections", None)
     report.connection_pool_size = int(pool_size) if pool_size else None
     try:

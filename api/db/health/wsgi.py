@@ -25,6 +25,7 @@ import signal
 import socketserver
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any, Callable
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
@@ -34,6 +35,7 @@ from api.db.error_handler import classify_error
 from api.db.exceptions import ConfigurationError
 from api.db.health.checks import UNHEALTHY, HealthChecker
 from api.db.migrate.declarations import MigrationLike
+from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -76,23 +78,30 @@ class HealthApp:
         self.checker = HealthChecker(db, migrations, cache_ttl=cache_ttl, **options)
         self.expose_details = bool(expose_details)
         self._token = token.encode() if token is not None else None
-        self._registry: Any = None
+        self._metrics: Any = None
         self._metrics_missing: str | None = None
         try:
-            from api.db.health.metrics import metrics_registry
+            from api.db.health.metrics import MetricsEndpoint
         except ImportError as exc:  # the metrics extra is optional; /metrics says how to get it
             self._metrics_missing = f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
             logger.warning("/metrics disabled: %s", self._metrics_missing)
         else:
-            self._registry = metrics_registry(self.checker)
+            self._metrics = MetricsEndpoint(self.checker, details=self.expose_details)
 
     def close(self) -> None:
-        """Close the health probe's own connection."""
+        """Close the health probe's own connection (and stop the metrics sync of multiprocess mode)."""
+        if self._metrics is not None:
+            self._metrics.close()
         self.checker.close()
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> list[bytes]:
         method = str(environ.get("REQUEST_METHOD", "GET")).upper()
-        path = str(environ.get("PATH_INFO", "") or "/")
+        status, headers, body = self.respond(method, str(environ.get("PATH_INFO", "") or "/"), environ)
+        start_response(f"{status} {_REASONS[status]}", headers)
+        return [] if method == "HEAD" else [body]
+
+    def respond(self, method: str, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body for one request (``environ`` gives the HTTP_* headers); shared with ASGI."""
         if len(path) > 1:
             path = path.rstrip("/")
         try:
@@ -107,8 +116,7 @@ class HealthApp:
             info = classify_error(exc)
             logger.error("health endpoint %s failed (%s): %s", path, info.category.value, info.message)
             status, headers, body = _json(500, {"status": "error"})
-        start_response(f"{status} {_REASONS[status]}", headers)
-        return [] if method == "HEAD" else [body]
+        return status, headers, body
 
     def _route(self, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
         if path == LIVE:
@@ -124,12 +132,13 @@ class HealthApp:
                 headers.append(("WWW-Authenticate", 'Bearer realm="api.db health"'))
                 return status, headers, body
             health = self.checker.check()
-            return _json(503 if health.status == UNHEALTHY else 200, health.to_dict(details=self.expose_details))
-        if self._registry is None:
+            data = health.to_dict(details=self.expose_details)
+            data["uptime_seconds"] = round(self.checker.uptime_seconds, 3)
+            return _json(503 if health.status == UNHEALTHY else 200, data)
+        if self._metrics is None:
             return _json(501, {"status": "metrics unavailable", "reason": self._metrics_missing})
-        from api.db.health.metrics import render_metrics
-
-        output, content_type = render_metrics(self._registry)
+        output, content_type = self._metrics.render(environ.get("HTTP_ACCEPT"))
+        output = redact_text(output.decode()).encode()  # label values (pool targets) never carry a secret
         return 200, [("Content-Type", content_type), ("Cache-Control", "no-store"),
                      ("Content-Length", str(len(output)))], output  # fmt: skip
 
@@ -140,7 +149,7 @@ class HealthApp:
 
 
 def _json(status: int, data: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-    body = json.dumps(data, separators=(",", ":"), sort_keys=True).encode()
+    body = redact_text(json.dumps(data, separators=(",", ":"), sort_keys=True)).encode()
     headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))]
     return status, headers, body
 
@@ -153,7 +162,8 @@ health_app = HealthApp
 
 
 class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    """``wsgiref``'s server, one thread per request, so a slow check never blocks ``/health/live``."""
+    """``wsgiref``'s server, one thread per connection: for tests and embedding; unbounded, so
+    ``python -m api.db serve`` uses :func:`make_bounded_server` instead."""
 
     daemon_threads = True
     allow_reuse_address = True
@@ -191,3 +201,95 @@ def run_until_stopped(server: ThreadingWSGIServer) -> None:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+
+
+# ---------------------------------------------------------------- bounded server (python -m api.db serve)
+
+
+@dataclass(frozen=True)
+class ServeLimits:
+    """The bounds of the probe server: worker threads, open connections, idle time, queue, header size."""
+
+    threads: int = 4  # requests handled at once; idle or slow clients hold no thread
+    connection_limit: int = 2000  # open connections; past it the server stops accepting until some close
+    channel_timeout: float = 10.0  # seconds a connection may sit idle or half-sent before it is closed
+    backlog: int = 2048  # connections the kernel queues while the server is at its limit
+    max_request_header_size: int = 8192  # bytes of request line and headers; more gets 431
+    shutdown_timeout: float = 2.0  # seconds SIGTERM waits for requests in progress
+
+    def __post_init__(self) -> None:
+        for name in ("threads", "connection_limit", "backlog", "max_request_header_size"):
+            if int(getattr(self, name)) < 1:
+                raise ConfigurationError(f"serve limit {name}={getattr(self, name)!r}: give a whole number >= 1")
+        for name in ("channel_timeout", "shutdown_timeout"):
+            if not float(getattr(self, name)) > 0:
+                raise ConfigurationError(f"serve limit {name}={getattr(self, name)!r}: give seconds > 0")
+
+
+def _raise_file_limit(needed: int) -> None:
+    """Raise the soft open-file limit towards ``needed`` (never above the hard limit)."""
+    try:
+        import resource
+    except ImportError:  # not on this platform: the operating system's limit applies
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft != resource.RLIM_INFINITY and soft < target:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+        logger.info("open-file limit raised from %s to %s for the probe server", soft, target)
+
+
+def make_bounded_server(app: Any, host: str = "127.0.0.1", port: int = 8080,
+                        limits: ServeLimits | None = None) -> Any:
+    """A ``waitress`` server for ``app`` with ``limits``; bound to ``host:port`` (0: any free port), not started."""
+    limits = limits or ServeLimits()
+    try:
+        from waitress.server import create_server
+    except ImportError:
+        raise ConfigurationError("the probe server needs waitress, which is not installed: "
+                                 "pip install 'api-db[serve]'") from None  # fmt: skip
+    _raise_file_limit(limits.connection_limit + 64)
+    return create_server(
+        app, host=host, port=port, threads=limits.threads, connection_limit=limits.connection_limit,
+        channel_timeout=limits.channel_timeout, cleanup_interval=max(1, int(limits.channel_timeout // 2)),
+        backlog=limits.backlog, max_request_header_size=limits.max_request_header_size,
+        asyncore_use_poll=True, ident="api.db", expose_tracebacks=False,
+    )  # fmt: skip
+
+
+class _Stopped(Exception):
+    """SIGTERM arrived: leave the server loop."""
+
+
+def serve_until_stopped(server: Any, limits: ServeLimits | None = None) -> None:
+    """Run a :func:`make_bounded_server` server until Ctrl-C or SIGTERM (from the main thread), then close it."""
+    limits = limits or ServeLimits()
+    previous: Any = None
+    if threading.current_thread() is threading.main_thread():
+
+        def on_sigterm(signum: int, frame: Any) -> None:
+            raise _Stopped()
+
+        previous = signal.signal(signal.SIGTERM, on_sigterm)
+    try:
+        server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server), use_poll=True)
+    except (_Stopped, KeyboardInterrupt):
+        logger.info("probe server stopping")
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+        server.task_dispatcher.shutdown(timeout=limits.shutdown_timeout)
+        server.asyncore.close_all(_channels(server))
+
+
+def _channels(server: Any) -> Any:
+    """The socket map of a waitress server (one listening socket, or several)."""
+    return server.map if hasattr(server, "map") else server._map
+
+
+def bound_address(server: Any) -> tuple[str, int]:
+    """The host and port a :func:`make_bounded_server` server listens on (the first, when several)."""
+    if hasattr(server, "effective_port"):
+        return str(server.effective_host), int(server.effective_port)
+    first = server.effective_listen[0]
+    return str(first[0]), int(first[1])

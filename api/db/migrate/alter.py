@@ -14,8 +14,14 @@ import peewee
 from playhouse.migrate import SchemaMigrator
 
 from api.db.engines import engine_for
-from api.db.error_handler import StandardErrorHandler, already_applied
-from api.db.exceptions import ConfigurationError
+from api.db.error_handler import (
+    ALREADY_PRESENT,
+    StandardErrorHandler,
+    already_applied,
+    classify_error,
+)
+from api.db.exceptions import ConfigurationError, SchemaConflict
+from api.db.migrate.adoption import adoption_verdict
 from api.db.migrate.migrator import Migrator, StatementLog, make_schema_migrator
 
 logger = logging.getLogger(__name__)
@@ -40,12 +46,35 @@ def _alter(migrator: Any, operation: str, table: str, column: str, *args: Any) -
         with log.capture(db), (db.savepoint() if db.in_transaction() else contextlib.nullcontext()):
             schema_migrator.migrate(getattr(schema_migrator, operation)(table, column, *args))
     except Exception as exc:  # classified and logged below; True only when it is safe to go on
+        if operation == "add_column":
+            return _column_in_effect(exc, schema_migrator, table, column, args, log.last)
         old_new = {"old_name": column, "new_name": args[0]} if operation == "rename_column" and args else {}
         if already_applied(exc, operation, db=db, db_type=engine, table=table, **old_new):
             logger.info("%s %s.%s: already done, skipping", operation, table, column)
             return True
         return StandardErrorHandler.handle_migration_error(exc, table, column, operation, engine, sql=log.last)
     return True
+
+
+def _column_in_effect(
+    exc: BaseException, schema_migrator: Any, table: str, column: str, args: tuple[Any, ...], sql: str | None
+) -> bool:
+    """True only when the catalog shows the column (compatible type and nullability)."""
+    db = schema_migrator.database
+    engine = engine_for(db).name
+    try:
+        verdict = adoption_verdict(db, schema_migrator, exc, "add_column", (table, column, *args), {}, sql)
+    except SchemaConflict as conflict:
+        logger.error("add_column %s.%s: %s", table, column, conflict)
+        return False
+    if verdict.in_effect:
+        logger.info("add_column %s.%s: already in effect (checked in the catalog), skipping", table, column)
+        return True
+    if classify_error(exc, engine, sql).category in ALREADY_PRESENT:
+        logger.error("add_column %s.%s: the column exists but differs from the field; not in effect",
+                     table, column)
+        return False
+    return StandardErrorHandler.handle_migration_error(exc, table, column, "add_column", engine, sql=sql)
 
 
 def alter_db_add_column(migrator: Any, table: str, column: str, field: peewee.Field) -> bool:

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import json
 import operator
+import re
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import CodeType, FunctionType
@@ -24,7 +26,13 @@ from api.db.migrate.tracker import NAME_MAX_LENGTH
 MigrationFn = Callable[..., Any]
 MigrationLike = Union["Migration", tuple[str, MigrationFn]]
 
-DIGEST_VERSION = "api.db.migrate.runner/1"
+# Version 2: names serialized as a JSON array (version 1 joined them with newlines, ambiguous once a
+# name held one). An existing database does not know the new digest: its next boot takes one locked
+# pass, where the history (not the digest) decides that nothing is pending, and records the new digest.
+DIGEST_VERSION = "api.db.migrate.runner/2"
+
+# Control characters (C0, DEL, C1): never part of a name (a newline or NUL would reach logs and history).
+CONTROL_CHARACTERS = re.compile(r"[\x00-\x1f\x7f-\x9f]")
 
 
 class _MigrationFields(NamedTuple):
@@ -202,11 +210,11 @@ def _quick_records(items: list[Any]) -> tuple[list[Any], list[Any]] | None:
 
 
 def _quick_names_ok(names: list[Any]) -> bool:
-    """Non-empty, unpadded, short enough (raises TypeError on a non-string name)."""
+    """Non-empty, unpadded, short enough, no control character (raises TypeError on a non-string name)."""
     # str.strip raises TypeError on a non-string name; "" and padded names differ after it.
     if "" in names or list(map(str.strip, names)) != names:
         return False
-    return max(map(len, names)) <= NAME_MAX_LENGTH
+    return max(map(len, names)) <= NAME_MAX_LENGTH and CONTROL_CHARACTERS.search("".join(names)) is None
 
 
 def _quick_functions_ok(functions: list[Any]) -> bool:
@@ -276,6 +284,7 @@ def _plainly_valid(migration: Migration, seen: dict[str, int]) -> bool:
         and not name[0].isspace()
         and not name[-1].isspace()
         and name not in seen
+        and name.isprintable()  # else the slow path looks for control characters
         and (atomic is True or atomic is False)
         and _quick_arity_ok(fn)
     )
@@ -290,6 +299,12 @@ def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]
     where = f"migration #{index} {name!r:.60}"
     if name != name.strip():
         problems.append(f"{where}: the name has leading or trailing whitespace")
+    control = CONTROL_CHARACTERS.search(name)
+    if control is not None:
+        problems.append(
+            f"{where}: the name has the control character {control.group()!r} "
+            f"at position {control.start()}; use printable characters only"
+        )
     if len(name) > NAME_MAX_LENGTH:
         problems.append(f"{where}: the name has {len(name)} characters; the history column holds {NAME_MAX_LENGTH}")
     if name in seen:
@@ -313,5 +328,13 @@ def migrations_digest(planned: Sequence[Migration] | Sequence[str]) -> str:
     and ``validate``, which compare :func:`definition_checksum` values.
     """
     names = [m if isinstance(m, str) else m[0] for m in planned]
-    text = "\n".join([DIGEST_VERSION, *names])
-    return hashlib.sha256(text.encode()).hexdigest()
+    return hashlib.sha256(digest_payload(names).encode()).hexdigest()
+
+
+def digest_payload(names: list[str]) -> str:
+    """The canonical, unambiguous text hashed by :func:`migrations_digest`: a JSON array, ASCII-escaped.
+
+    JSON quotes and escapes each name, so two different lists never give the same text
+    (``["ab", "c"]`` and ``["a", "bc"]``; a separator inside a name), whatever the names hold.
+    """
+    return json.dumps([DIGEST_VERSION, *names], ensure_ascii=True, separators=(",", ":"))

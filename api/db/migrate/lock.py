@@ -130,7 +130,7 @@ class AdvisoryLock:
         self.engine = engine
         self.conn = conn
         self.reason = reason
-        self.owner = engine.session_owner(conn)
+        self.owner = engine.session_id(conn)
         self._changed = False
 
     def acquire(self, timeout: float) -> None:
@@ -138,7 +138,8 @@ class AdvisoryLock:
 
     def check(self) -> None:
         """The lock lives in the session: this thread must still use the connection that took it."""
-        if self.db.is_closed() or self.db.connection() is not self.conn:
+        gone = self.db.is_closed() or self.db.connection() is not self.conn
+        if gone or self.engine.session_closed(self.conn):
             raise MigrationLockLost(
                 f"the connection that holds the migration lock ({self.engine.lock_label()}) is no longer "
                 "this thread's connection (it was closed or replaced); nothing more is written under it",

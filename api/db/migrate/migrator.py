@@ -1,7 +1,9 @@
 """The ``m`` each migration receives: playhouse.migrate's operations made lock-safe, run at once, counted.
 
-An operation whose error proves its work already done (a duplicate column on
-``add_column``...) is logged and counted as done; any other failure becomes
+An operation that fails while its effect is already in the database (a duplicate column on
+``add_column`` whose column the catalog shows with a compatible type...) is logged and counted
+as done (:mod:`api.db.migrate.adoption` decides, from the catalog, never from the error alone);
+any other failure becomes
 :class:`OperationFailed`, which the runner turns into a :class:`MigrationError`.
 """
 
@@ -17,15 +19,15 @@ import peewee
 from playhouse.migrate import Operation, SchemaMigrator
 
 from api.db.engines import engine_for
-from api.db.error_handler import ErrorInfo, already_applied, classify_error
-from api.db.exceptions import UnsupportedCapability
-from api.db.migrate.sqltext import is_transaction_control
+from api.db.error_handler import ErrorCategory, ErrorInfo, already_applied, classify_error
+from api.db.exceptions import SchemaConflict, UnsupportedCapability
+from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
+from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
 from api.db.schema.fields import validate_models
 
 logger = logging.getLogger(__name__)
-
 
 
 def make_schema_migrator(
@@ -82,6 +84,109 @@ class StatementLog:
         return self.statements[-1] if self.statements else None
 
 
+class TransactionControlRefused(Exception):
+    """Internal: a transactional migration tried to end or open a transaction; nothing reached the server."""
+
+    def __init__(self, migration: str, statement: str) -> None:
+        super().__init__(
+            f"migration {migration!r} tried to run {statement!r} inside its transaction: "
+            "transaction control is refused there (it would commit or roll back earlier work). "
+            "Remove it, or declare the "
+            "migration Migration(..., atomic=False) to manage transactions yourself"
+        )
+        self.migration = migration
+        self.statement = statement
+
+    def info(self) -> ErrorInfo:
+        """This refusal as a classified error, for the runner's MigrationError."""
+        return ErrorInfo(ErrorCategory.TRANSACTION_CONTROL, False, False, None, str(self), self)
+
+
+class TransactionGuard:
+    """Refuses, on this thread, what would end or open the migration's transaction, before it is sent.
+
+    Peewee's query hooks fire after a statement ran, so the guard wraps the database's own
+    ``execute_sql``, ``begin``, ``commit`` and ``rollback`` for the block: ``m.sql("COMMIT")``,
+    ``m.db.commit()``, ``m.db.transaction().commit()`` all pass through them. A refusal the
+    migration catches is still reported (``refused``).
+    """
+
+    WRAPPED = ("execute_sql", "begin", "commit", "rollback")
+
+    def __init__(self, db: peewee.Database, migration: str) -> None:
+        self.db = db
+        self.migration = migration
+        self.refused: TransactionControlRefused | None = None
+
+    def _refuse(self, statement: str) -> None:
+        self.refused = TransactionControlRefused(self.migration, statement)
+        raise self.refused
+
+    def _wrappers(self, thread: int) -> dict[str, Callable[..., Any]]:
+        db = self.db
+        originals = {name: getattr(db, name) for name in self.WRAPPED}
+
+        def execute_sql(sql: str, *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() == thread and is_transaction_boundary(sql):
+                self._refuse(strip_text(sql))
+            return originals["execute_sql"](sql, *args, **kwargs)
+
+        def method(name: str) -> Callable[..., Any]:
+            def call(*args: Any, **kwargs: Any) -> Any:
+                if threading.get_ident() == thread:
+                    self._refuse(f"db.{name}()")
+                return originals[name](*args, **kwargs)
+
+            return call
+
+        return {"execute_sql": execute_sql, **{name: method(name) for name in self.WRAPPED[1:]}}
+
+    @contextlib.contextmanager
+    def active(self) -> Iterator[None]:
+        db = self.db
+        shadowed = {name: db.__dict__[name] for name in self.WRAPPED if name in db.__dict__}
+        state: Any = db._state  # type: ignore[attr-defined]
+        stack = list(state.transactions)  # peewee's session_commit() pops before it commits
+        for name, wrapper in self._wrappers(threading.get_ident()).items():
+            setattr(db, name, wrapper)
+        try:
+            yield
+        finally:
+            for name in self.WRAPPED:
+                if name in shadowed:
+                    setattr(db, name, shadowed[name])
+                else:
+                    delattr(db, name)
+            state.transactions[:] = stack
+
+
+def strip_text(sql: str) -> str:
+    """A statement shortened for a message."""
+    text = " ".join(redact_text(sql).split())
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+@contextlib.contextmanager
+def keeping_error(unit: contextlib.AbstractContextManager[Any], engine: str) -> Iterator[None]:
+    """``unit`` (a transaction or savepoint) whose failing rollback does not hide the error that caused it.
+
+    On a lost connection the rollback fails too (``connection already closed``): that is logged,
+    and the original error goes on, so the migration and the cause are named.
+    """
+    unit.__enter__()
+    try:
+        yield
+    except BaseException as exc:
+        try:
+            unit.__exit__(type(exc), exc, exc.__traceback__)
+        except (peewee.DatabaseError, peewee.InterfaceError) as rollback_error:
+            info = classify_error(rollback_error, engine)
+            logger.warning("rollback after %s failed too (%s: %s)", type(exc).__name__, info.category.value,
+                           info.message)  # fmt: skip
+        raise
+    unit.__exit__(None, None, None)
+
+
 class OperationFailed(Exception):
     """Internal: an operation failed unexpectedly; carries what MigrationError will say."""
 
@@ -136,6 +241,7 @@ class Migrator:
         self.completed: list[str] = []  # descriptions, in order, of operations now in effect
         self.executed = 0  # operations that changed something in this run
         self.already = 0  # operations found done (adoption, resumption)
+        self.skipped_tables: list[str] = []  # tables create_tables found existing and left alone
         self.log = StatementLog()
 
     @property
@@ -168,25 +274,53 @@ class Migrator:
         self.run_operation("sql", (statement,), {}, self.schema_migrator.sql(sent, params))
 
     def create_tables(self, *models: type[peewee.Model], safe: bool = True) -> None:
-        """Create the tables (and indexes) of ``models`` on this database; existing ones are left alone."""
+        """Create the tables (and indexes) of ``models`` on this database; existing ones are left alone.
 
+        A model whose table exists is skipped whole: no CREATE INDEX for an older table, whose
+        columns may differ from the model's (its changes belong in their own migrations).
+        """
         validate_models(models, self._db)  # logs fields that will not work as written on this engine
+        existing, missing = split_existing_tables(self._db, models)
+        if existing:
+            names = [table_name(m) for m in existing]
+            self.skipped_tables.extend(names)
+            logger.info(
+                "%s: create_tables leaves the existing table(s) %s alone", self.migration, ", ".join(names)
+            )
 
         def create() -> None:
-            with self._db.bind_ctx(models):
-                self._db.create_tables(models, safe=safe)
+            with self._db.bind_ctx(missing):
+                self._db.create_tables(missing, safe=safe)
 
-        self._run("create_tables", tuple(m.__name__ for m in models), create, None)
+        targets = {"tables": tuple((m._meta.table_name, m._meta.schema) for m in models)}
+        shown = tuple(m.__name__ for m in models)
+        if missing:
+            self._run("create_tables", shown, create, targets)
+        else:
+            self._run("create_tables", shown, lambda: None, targets, adopted=True)
 
     def run_operation(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation) -> None:
         """Run ``operation`` now, through the schema migrator, with the already-applied rules."""
         self._run(name, args, lambda: self.schema_migrator.migrate(operation), kwargs)
 
-    def _run(self, name: str, args: Sequence[Any], action: Callable[[], Any], kwargs: dict[str, Any] | None) -> None:
+    def _run(
+        self,
+        name: str,
+        args: Sequence[Any],
+        action: Callable[[], Any],
+        kwargs: dict[str, Any] | None,
+        *,
+        adopted: bool = False,
+    ) -> None:
         description = describe_operation(name, args, kwargs)
         index = len(self.completed)
         if index < self.resume_after:
             logger.info("%s: %s completed in an earlier run, not repeated", self.migration, description)
+            self.completed.append(description)
+            self.already += 1
+            return
+        if adopted:  # found in effect before anything ran (the catalog said so)
+            logger.info("%s: %s already in effect, counted as applied", self.migration, description)
             self.completed.append(description)
             self.already += 1
             self._progress()
@@ -195,13 +329,23 @@ class Migrator:
         try:
             with self.log.capture(self._db), self._unit():
                 action()
-        except UnsupportedCapability:
+        except (UnsupportedCapability, TransactionControlRefused):
             raise
         except Exception as exc:  # every failure is classified here; unexpected ones become _OperationFailed
             statements = self.log.statements[first_statement:]
             statement = self.log.failed or (statements[-1] if statements else None)
-            if self._already_applied(exc, name, args, statement):
-                info = classify_error(exc, self.engine, statement)
+            if isinstance(exc, SchemaConflict):
+                statement = exc.statement  # the catalog stopped it: no statement failed
+            info = classify_error(exc, self.engine, statement)
+            if info.category == ErrorCategory.CONNECTION_LOST:  # nothing to ask a dead connection
+                raise OperationFailed(description, info, statement) from exc
+            verdict = self._already_applied(exc, name, args, kwargs or {}, statement, description)
+            if verdict.completed_now:
+                self.completed.append(description)
+                self.executed += 1
+                self._progress()
+                return
+            if verdict.in_effect:
                 logger.info(
                     "%s: %s already done (%s: %s), counted as applied",
                     self.migration,
@@ -213,31 +357,45 @@ class Migrator:
                 self.already += 1
                 self._progress()
                 return
-            info = classify_error(exc, self.engine, statement)
             raise OperationFailed(description, info, statement) from exc
         self.completed.append(description)
         self.executed += 1
         logger.debug("%s: %s done", self.migration, description)
         self._progress()
 
-    def _already_applied(self, exc: BaseException, name: str, args: Sequence[Any], statement: str | None) -> bool:
+    def _already_applied(
+        self,
+        exc: BaseException,
+        name: str,
+        args: Sequence[Any],
+        kwargs: dict[str, Any],
+        statement: str | None,
+        description: str,
+    ) -> Adoption:
+        """Is the failed operation's effect in the database? The error is evidence; the catalog decides."""
         table = args[0] if args and isinstance(args[0], str) else None
         if name == "rename_column" and len(args) >= 3:
-            return already_applied(
+            return Adoption(already_applied(
                 exc, name, db=self._db, db_type=self.engine, table=table, old_name=args[1], new_name=args[2]
-            )
+            ))
         if name == "rename_table" and len(args) >= 2:
-            return already_applied(exc, name, db=self._db, db_type=self.engine, old_name=args[0], new_name=args[1])
-        if name == "sql":
-            return already_applied(exc, name, db_type=self.engine, statement=str(args[0]) if args else statement)
-        return already_applied(exc, name, db_type=self.engine, table=table, statement=statement)
+            return Adoption(already_applied(
+                exc, name, db=self._db, db_type=self.engine, old_name=args[0], new_name=args[1]
+            ))
+        if name == "create_tables":
+            args = kwargs.get("tables", ())
+        try:
+            return adoption_verdict(self._db, self.schema_migrator, exc, name, args, kwargs, statement)
+        except SchemaConflict as conflict:
+            info = classify_error(conflict, self.engine)
+            raise OperationFailed(description, info, conflict.statement or statement) from conflict
 
     @contextlib.contextmanager
     def _unit(self) -> Iterator[None]:
         # Inside a transaction each operation gets a SAVEPOINT: on PostgreSQL an error
         # would otherwise abort the whole transaction ("current transaction is aborted").
         if self._db.in_transaction():
-            with self._db.savepoint():
+            with keeping_error(self._db.savepoint(), self.engine):
                 yield
         else:
             yield

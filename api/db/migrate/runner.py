@@ -14,9 +14,14 @@ The flow of :func:`migrate_db`:
      (``atomic="each"``); each operation inside a SAVEPOINT so that an expected
      "already there" error does not abort the transaction.
    * MySQL/MariaDB (no transactional DDL), and any ``Migration(atomic=False)``:
-     a ``running`` row, then the operations one by one (progress written after
-     each), then ``success``. A failure leaves a ``failed`` row listing what
-     completed; the next run resumes after the completed operations.
+     a ``running`` row, then the operations one by one (``completed_operations``
+     written after each, outside any transaction), then ``success``. A failure leaves
+     a ``failed`` row with that count; the next run resumes after those operations.
+
+Before locking, a target that refuses writes (a standby, a read-only setting or file) raises
+:class:`ReadOnlyDatabase`. Under the lock, ``lock.check()`` runs before each migration, and
+history writes carry the lock's owner and fence; a lost connection is a ``connection_lost``
+:class:`MigrationError`, with history written on a fresh connection only while the lock is ours.
 
 Declarations live in :mod:`api.db.migrate.declarations`, checksums in :mod:`api.db.migrate.checksums`,
 the migrator ``m`` in :mod:`api.db.migrate.migrator`, the read paths (status, validate, repair) in
@@ -27,17 +32,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import re
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import peewee
 
 from api.db.engines import engine_for
-from api.db.error_handler import classify_error
-from api.db.exceptions import ConfigurationError, MigrationError, UnsupportedCapability
+from api.db.error_handler import ErrorCategory, classify_error
+from api.db.exceptions import (
+    ConfigurationError,
+    MigrationError,
+    MigrationLockLost,
+    ReadOnlyDatabase,
+    UnsupportedCapability,
+)
 from api.db.migrate.declarations import (
     Migration,
     MigrationLike,
@@ -47,7 +57,14 @@ from api.db.migrate.declarations import (
     plan_migrations,
 )
 from api.db.migrate.lock import lock_settings, migration_lock
-from api.db.migrate.migrator import Migrator, OperationFailed, make_schema_migrator
+from api.db.migrate.migrator import (
+    Migrator,
+    OperationFailed,
+    TransactionControlRefused,
+    TransactionGuard,
+    keeping_error,
+    make_schema_migrator,
+)
 from api.db.migrate.tracker import (
     APPLIED,
     FAILED,
@@ -64,7 +81,6 @@ logger = logging.getLogger(__name__)
 
 ATOMIC_MODES = ("all", "each")
 ON_UNKNOWN_MODES = ("warn", "error")
-_PROGRESS = re.compile(r"completed operations \((\d+)\)")
 
 
 # -- reports ------------------------------------------------------------------------
@@ -79,6 +95,7 @@ class MigrationOutcome:
     duration_ms: float
     reason: str | None = None
     operations: tuple[str, ...] = ()
+    skipped_tables: tuple[str, ...] = ()  # existing tables m.create_tables left alone
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -87,6 +104,7 @@ class MigrationOutcome:
             "duration_ms": round(self.duration_ms, 3),
             "reason": self.reason,
             "operations": list(self.operations),
+            "skipped_tables": list(self.skipped_tables),
         }
 
 
@@ -185,32 +203,84 @@ def using_connection(db: peewee.Database) -> Iterator[None]:
             db.close()
 
 
-def _progress_text(completed: Sequence[str]) -> str:
-    return f"completed operations ({len(completed)}): " + (" | ".join(completed) if completed else "none")
+# -- the held lock ---------------------------------------------------------------------
+
+
+class LockHandle(Protocol):
+    """What the runner needs of the held migration lock (the lock strategies provide it)."""
+
+    strategy: str  # advisory, lease
+    owner: str  # recorded in history rows: the lease token, or session:<backend id>
+
+    @property
+    def fence(self) -> peewee.ColumnBase | None:
+        """A condition each history write needs (the lock still ours)."""
+
+    def check(self) -> None:
+        """Raise MigrationLockLost when the lock is no longer ours."""
+
+
+class SessionLock:
+    """Today's session lock (advisory lock, GET_LOCK, BEGIN IMMEDIATE): ours while its session lives."""
+
+    def __init__(self, db: peewee.Database) -> None:
+        self.strategy = "advisory"
+        self.fence: peewee.ColumnBase | None = None  # the session itself is the fence
+        self.engine = engine_for(db)
+        self.conn = db.connection()
+        self.owner = self.engine.session_id(self.conn)
+
+    def check(self) -> None:
+        if self.engine.session_closed(self.conn):
+            raise MigrationLockLost(
+                f"the session that held the migration lock ({self.owner}) is gone, and the lock with it; "
+                "nothing more is written: the next booter takes over"
+            )
+
+
+def _owner_gone(row: HistoryRow, lock: LockHandle) -> bool:
+    """Whether the writer of a ``running`` row provably no longer holds the lock, now that we hold it.
+
+    A session lock is held by one live session, ours: whoever wrote the row is gone, even when the
+    server reused its session id. A lease token is unique per acquisition: another token has expired.
+    """
+    return lock.strategy == "advisory" or row.owner != lock.owner
 
 
 def _resume_point(row: HistoryRow | None, migration: Migration) -> int:
-    if row is None or row.status not in (RUNNING, FAILED) or not row.error_message:
+    """How many operations of ``migration`` a ``running`` / ``failed`` row records as done."""
+    if row is None or row.status not in (RUNNING, FAILED) or not row.completed_operations:
         return 0
     if row.checksum and row.checksum != migration.checksum:
         logger.warning(
             "migration %s changed since its interrupted run; replaying all of its operations", migration.name
         )
         return 0
-    match = _PROGRESS.search(row.error_message)
-    return int(match.group(1)) if match else 0
+    return int(row.completed_operations)
+
+
+def _discard_connection(db: peewee.Database, engine: str) -> None:
+    """Drop this thread's lost connection, never back into a pool; the next query opens a fresh one."""
+    close = getattr(db, "manual_close", None) or db.close
+    try:
+        close()
+    except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # it is lost already: nothing to undo
+        logger.debug("closing the lost connection failed: %s", classify_error(exc, engine).message)
 
 
 class _Run:
     """One locked pass over the pending migrations (state shared by the steps below)."""
 
-    def __init__(self, db: peewee.Database, tracker: MigrationTracker, report: MigrationReport) -> None:
+    def __init__(
+        self, db: peewee.Database, tracker: MigrationTracker, report: MigrationReport, lock: LockHandle
+    ) -> None:
         self.db = db
         self.engine = tracker.db_type
         # Decided once per run, from the engine: does DDL roll back with its transaction here?
         self.transactional = engine_for(db).transactional_ddl()
         self.tracker = tracker
         self.report = report
+        self.lock = lock
 
     def call(self, migration: Migration, m: Migrator) -> None:
         if _takes_migrator(migration.fn):
@@ -218,32 +288,59 @@ class _Run:
         else:
             migration.fn()
 
-    def apply(self, migration: Migration, resume_after: int = 0, progress: bool = False) -> MigrationOutcome:
-        """Run one migration's function; return its outcome or raise OperationFailed."""
-        self.tracker.check_lock()  # fencing: a holder that lost the lock starts nothing
+    def write(self, migration: Migration, status: str, error: str | None, duration_ms: float | None,
+              completed: int) -> None:  # fmt: skip
+        """The history row of ``migration``, with the lock's owner and fence."""
+        self.tracker.record_migration(
+            migration.name, status, error, duration_ms, checksum=migration.checksum, completed=completed,
+            owner=self.lock.owner, fence=self.lock.fence,
+        )  # fmt: skip
+
+    def migrator(self, migration: Migration, resume_after: int, progress: bool) -> Migrator:
+        """The ``m`` of ``migration``; with ``progress``, each operation's completion is recorded."""
         on_progress = None
         if progress:
 
             def on_progress(completed: list[str]) -> None:
-                self.tracker.update_progress(migration.name, _progress_text(completed))
+                self.tracker.update_progress(migration.name, len(completed), fence=self.lock.fence)
 
-        m = Migrator(
+        return Migrator(
             self.db,
             make_schema_migrator(self.db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
             migration=migration.name,
             resume_after=resume_after,
             on_progress=on_progress,
         )
+
+    def call_guarded(self, migration: Migration, m: Migrator, *, in_transaction: bool) -> None:
+        """Run the function; inside a transaction, refuse what would end it; classify what it raises."""
+        guard = TransactionGuard(self.db, migration.name)
+        try:
+            with guard.active() if in_transaction else contextlib.nullcontext():
+                self.call(migration, m)
+        except (OperationFailed, UnsupportedCapability, MigrationLockLost):
+            raise
+        except TransactionControlRefused as refused:
+            raise OperationFailed("transaction control", refused.info(), refused.statement) from refused
+        except Exception as exc:  # the function itself failed: classify like an operation
+            info = classify_error(exc, self.engine)
+            raise OperationFailed("the migration function", info, m.log.last) from exc
+        caught = guard.refused
+        if caught is not None:  # the function caught the refusal and went on: still refused
+            raise OperationFailed("transaction control", caught.info(), caught.statement) from caught
+
+    def apply(self, migration: Migration, resume_after: int = 0, progress: bool = False) -> MigrationOutcome:
+        """Run one migration's function; return its outcome or raise OperationFailed.
+
+        In a transaction (not ``progress``) the whole function runs in a savepoint, so that a
+        capability skip rolls back what it did; outside one, what completed stays applied.
+        """
+        m = self.migrator(migration, resume_after, progress)
+        in_transaction = not progress and self.db.in_transaction()
         started = time.perf_counter()
         try:
-            with m._unit():  # a capability skip rolls back what the migration did, where the engine can
-                try:
-                    self.call(migration, m)
-                except (OperationFailed, UnsupportedCapability):
-                    raise
-                except Exception as exc:  # the function itself failed: classify like an operation
-                    info = classify_error(exc, self.engine)
-                    raise OperationFailed("the migration function", info, m.log.last) from exc
+            with m._unit() if in_transaction else contextlib.nullcontext():
+                self.call_guarded(migration, m, in_transaction=in_transaction)
         except UnsupportedCapability as exc:
             duration = (time.perf_counter() - started) * 1000
             logger.info("migration %s skipped in %.1f ms: %s", migration.name, duration, exc)
@@ -264,12 +361,12 @@ class _Run:
             duration,
             len(m.completed),
         )
-        return MigrationOutcome(migration.name, status, duration, reason, tuple(m.completed))
+        return MigrationOutcome(
+            migration.name, status, duration, reason, tuple(m.completed), tuple(m.skipped_tables)
+        )
 
     def record(self, migration: Migration, outcome: MigrationOutcome) -> None:
-        self.tracker.record_migration(
-            migration.name, outcome.status, outcome.reason, outcome.duration_ms, checksum=migration.checksum
-        )
+        self.write(migration, outcome.status, outcome.reason, outcome.duration_ms, len(outcome.operations))
         self.report.outcomes.append(outcome)
 
     def fail(self, migration: Migration, failure: OperationFailed, *, rolled_back: bool) -> MigrationError:
@@ -281,8 +378,9 @@ class _Run:
         text = f"{info.category.value}: {info.message}; operation: {failure.operation}"
         if statement:
             text += f"; statement: {statement}"
-        stored = text if rolled_back else f"{text}\n{_progress_text(completed)}"
-        self._record_failure(migration, stored, duration, rolled_back=rolled_back)
+        lost = info.category == ErrorCategory.CONNECTION_LOST
+        recorded = self._record_failure(migration, text, duration, len(completed), rolled_back=rolled_back,
+                                        lost=lost)  # fmt: skip
         self.report.outcomes.append(MigrationOutcome(migration.name, FAILED, duration, text, completed))
         logger.error(
             "migration %s failed after %.1f ms (%s, code %s): %s; operation %s; statement: %s",
@@ -290,6 +388,9 @@ class _Run:
             statement or "n/a",
         )  # fmt: skip
         advice = self._advice(migration, completed, rolled_back)
+        if not recorded:
+            how = "the connection was lost, and the migration lock with it" if lost else "the lock was lost"
+            advice += f"; {how}, so no history was written for it: the next migrate_db() takes over"
         return MigrationError(
             f"migration {migration.name!r} failed: {text}; {advice}",
             migration=migration.name,
@@ -299,15 +400,28 @@ class _Run:
             orig=info.orig,
         )
 
-    def _record_failure(self, migration: Migration, stored: str, duration: float, *, rolled_back: bool) -> None:
-        """The ``failed`` history row; after a rollback it needs a transaction of its own."""
+    def _record_failure(
+        self, migration: Migration, text: str, duration: float, completed: int, *, rolled_back: bool,
+        lost: bool,
+    ) -> bool:  # fmt: skip
+        """The ``failed`` history row, while the lock is ours; False when it was left to the next booter.
+
+        After a rollback it needs a transaction of its own; after a lost connection, a fresh connection.
+        """
         try:
+            if lost:
+                _discard_connection(self.db, self.engine)
+            self.lock.check()
             with self.db.atomic() if rolled_back else contextlib.nullcontext():
-                self.tracker.record_migration(migration.name, FAILED, stored, duration, checksum=migration.checksum)
-        except peewee.DatabaseError as exc:  # the connection may be gone: the error raised still says everything
+                self.write(migration, FAILED, text, duration, completed)
+        except MigrationLockLost as exc:
+            logger.error("migration %s: not recorded as failed: %s", migration.name, exc)
+            return False
+        except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # the error raised says everything
             logger.error(
                 "could not record migration %s as failed: %s", migration.name, classify_error(exc, self.engine).message
             )
+        return True
 
     def _advice(self, migration: Migration, completed: tuple[str, ...], rolled_back: bool) -> str:
         """What the operator should do now, and what stayed applied."""
@@ -330,14 +444,18 @@ class _Run:
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
-            with engine_for(self.db).migration_transaction():
+            with keeping_error(engine_for(self.db).migration_transaction(), self.engine):
                 for migration in group:
                     current = migration
+                    self.lock.check()
                     outcome = self.apply(migration)
-                    self.tracker.record_migration(
-                        migration.name, outcome.status, outcome.reason, outcome.duration_ms, checksum=migration.checksum
-                    )
+                    self.write(migration, outcome.status, outcome.reason, outcome.duration_ms,
+                               len(outcome.operations))  # fmt: skip
                     done.append(outcome)
+        except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # a history write or the COMMIT failed
+            assert current is not None
+            failure = OperationFailed("history write or COMMIT", classify_error(exc, self.engine), None)
+            raise self.fail(current, failure, rolled_back=True) from exc
         except OperationFailed as failure:
             assert current is not None
             if done:
@@ -351,17 +469,23 @@ class _Run:
 
     def run_non_transactional(self, migration: Migration, row: HistoryRow | None) -> None:
         """running row, operations (progress after each), then success; resumable after a failure."""
+        self.lock.check()
+        if row is not None and row.status == RUNNING and not _owner_gone(row, self.lock):
+            raise MigrationError(
+                f"migration {migration.name!r} has a running row written by {row.owner} at "
+                f"{row.progress_at}, which may still hold the lock: not resumed; boot again once that run "
+                "has ended",
+                migration=migration.name,
+                category="running_elsewhere",
+            )
         resume_after = _resume_point(row, migration)
         if row is not None and row.status in (RUNNING, FAILED):
             logger.warning(
-                "resuming migration %s, left %s by %s at %s; %d operation(s) completed then",
-                migration.name,
-                row.status,
-                row.installed_by,
-                row.applied_at,
+                "resuming migration %s, left %s by %s (%s) at %s; %d operation(s) completed then",
+                migration.name, row.status, row.installed_by, row.owner, row.progress_at or row.applied_at,
                 resume_after,
-            )
-        self.tracker.record_migration(migration.name, RUNNING, _progress_text([]), checksum=migration.checksum)
+            )  # fmt: skip
+        self.write(migration, RUNNING, None, None, resume_after)
         try:
             outcome = self.apply(migration, resume_after=resume_after, progress=True)
         except OperationFailed as failure:
@@ -407,9 +531,10 @@ def migrate_db(
     (default; env ``API_DB_MIGRATION_LOCK``), ``"advisory"`` or ``"lease"``; ``lease_ttl``: the
     lease expiry in seconds (env ``API_DB_LEASE_TTL``, 30): see docs/DATABASE_MIGRATIONS.md, Topologies.
 
-    Raises :class:`MigrationDeclarationError` (nothing touched), :class:`MigrationLockTimeout`,
-    :class:`MigrationLockLost`, or :class:`MigrationError` naming the migration, the error category and
-    the statement.
+    Raises :class:`MigrationDeclarationError` (nothing touched), :class:`ReadOnlyDatabase` (a
+    migration is pending but the target refuses writes; nothing touched), :class:`MigrationLockTimeout`,
+    :class:`MigrationLockLost`, or :class:`MigrationError` naming the migration, the error category
+    and the statement.
     """
     started = time.perf_counter()
     _check_settings(lock_timeout, atomic, on_unknown)
@@ -430,9 +555,13 @@ def migrate_db(
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])
             else:
                 planned = plan_migrations(items)
-                with migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl) as handle:
-                    report.lock, report.lock_reason, tracker.lock = handle.strategy, handle.reason, handle
-                    _migrate_locked(db, tracker, planned, digest, report, atomic=atomic, on_unknown=on_unknown)
+                refuse_read_only(db)
+                with migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl) as held:
+                    handle: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
+                    report.lock, report.lock_reason, tracker.lock = held.strategy, held.reason, held
+                    _migrate_locked(
+                        db, tracker, planned, digest, report, lock=handle, atomic=atomic, on_unknown=on_unknown
+                    )
             if verify is not None:
                 report.schema_differences = verify_models(db, verify)  # each logged by verify_schema
     finally:
@@ -442,6 +571,19 @@ def migrate_db(
     return report
 
 
+def refuse_read_only(db: peewee.Database) -> None:
+    """Raise ReadOnlyDatabase when ``db`` refuses writes (asked before locking: one round trip)."""
+    engine = engine_for(db)
+    reason = engine.read_only_reason()
+    if reason is None:
+        return
+    raise ReadOnlyDatabase(
+        f"migrations are pending but this {engine.name} database refuses writes: {reason}; nothing was "
+        f"changed and no lock was taken. Migrate through a writable target: {engine.read_only_advice}",
+        reason=reason,
+    )
+
+
 def _migrate_locked(
     db: peewee.Database,
     tracker: MigrationTracker,
@@ -449,6 +591,7 @@ def _migrate_locked(
     digest: str,
     report: MigrationReport,
     *,
+    lock: LockHandle,
     atomic: str,
     on_unknown: str,
 ) -> None:
@@ -460,7 +603,7 @@ def _migrate_locked(
     report.pending_before = [m.name for m in pending]
     if pending:
         logger.info("%d pending migration(s): %s", len(pending), ", ".join(report.pending_before))
-        _apply_pending(_Run(db, tracker, report), pending, history, atomic)
+        _apply_pending(_Run(db, tracker, report, lock), pending, history, atomic)
     if not report.unknown:
         tracker.record_digest(digest)
 

@@ -4,6 +4,8 @@
 * :func:`strip_statement_settings`: that, and MariaDB's ``SET STATEMENT ... FOR`` prefix.
 * :func:`is_session_control` / :func:`is_transaction_control`: the plumbing the lock-safe
   migrator and peewee send around DDL, not a change of their own.
+* :func:`is_transaction_boundary`: a statement that opens or ends a transaction (refused inside
+  a transactional migration).
 * :func:`tokenize` / :func:`split_statements`: a script cut into statements the way the server
   reads it. Semicolons end a statement only outside quotes, quoted identifiers, comments and
   PostgreSQL dollar-quoted bodies (``$$ ... $$``, ``$fn$ ... $fn$``).
@@ -34,7 +36,15 @@ SESSION_CONTROL = re.compile(rf"^(?:{_SESSION_CONTROL})", re.IGNORECASE)
 # plus transaction boundaries. The union of the two rules that existed before: the runner's knew
 # BEGIN, COMMIT and plain ROLLBACK; the preview's knew innodb_lock_wait_timeout, statement_timeout
 # and leading comments. So the log now also skips a migration's own SET statement_timeout.
-TRANSACTION_CONTROL = re.compile(rf"^(?:BEGIN\b|COMMIT\b|ROLLBACK\b|{_SESSION_CONTROL})", re.IGNORECASE)
+# Statements that open or end a transaction (or switch autocommit), so that inside a migration's
+# transaction they would commit or roll back work early. ROLLBACK TO (a savepoint) is not one.
+_TRANSACTION_BOUNDARY = (
+    r"BEGIN\b|START\s+TRANSACTION\b|COMMIT\b|END\b|ABORT\b|ROLLBACK\b(?!\s+TO\b)"
+    r"|PREPARE\s+TRANSACTION\b|XA\b"
+    r"|SET\s+(?:SESSION\s+|LOCAL\s+|GLOBAL\s+|@@(?:SESSION\.|LOCAL\.)?)?autocommit\b"
+)
+TRANSACTION_BOUNDARY = re.compile(rf"^(?:{_TRANSACTION_BOUNDARY})", re.IGNORECASE)
+TRANSACTION_CONTROL = re.compile(rf"^(?:{_TRANSACTION_BOUNDARY}|{_SESSION_CONTROL})", re.IGNORECASE)
 
 
 def strip_leading_comments(sql: str) -> str:
@@ -55,8 +65,13 @@ def is_session_control(sql: str) -> bool:
 
 
 def is_transaction_control(sql: str) -> bool:
-    """Session control, or ``BEGIN`` / ``COMMIT`` / ``ROLLBACK``: not a statement of a migration's own."""
+    """Session control, or a transaction boundary: not a statement of a migration's own."""
     return bool(TRANSACTION_CONTROL.match(strip_leading_comments(sql)))
+
+
+def is_transaction_boundary(sql: str) -> bool:
+    """``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK`` (not ``TO``), ``SET autocommit``: opens or ends one."""
+    return bool(TRANSACTION_BOUNDARY.match(strip_leading_comments(sql)))
 
 
 # -- statement splitting: a tokenizer with one scanner per opening character ---------------

@@ -24,7 +24,8 @@ from typing import Any, TypeVar
 import peewee
 
 from api.db.engines import engine_for
-from api.db.error_handler import ALREADY_ABSENT, classify_error
+from api.db.error_handler import ALREADY_ABSENT, ALREADY_PRESENT, classify_error
+from api.db.exceptions import MigrationLockLost
 from api.db.migrate.tables import create_tables_race_free
 from api.db.redact import redact_text
 
@@ -34,6 +35,7 @@ HISTORY_TABLE = "migration_history"
 STATE_TABLE = "migration_state"
 NAME_MAX_LENGTH = 255
 ERROR_MAX_LENGTH = 4000
+OWNER_MAX_LENGTH = 64
 
 SUCCESS = "success"
 SKIPPED = "skipped"
@@ -48,6 +50,16 @@ F = TypeVar("F", bound=Callable[..., Any])
 def installed_by() -> str:
     """``host:pid`` of this process, as recorded in each history row."""
     return f"{socket.gethostname()}:{os.getpid()}"[:255]
+
+
+PROGRESS_COLUMNS = ("completed_operations", "owner", "progress_at")
+
+
+def _lock_lost(name: str) -> MigrationLockLost:
+    return MigrationLockLost(
+        f"the migration lock is no longer ours: history of {name} not written; the next booter takes over "
+        "(check that lock_timeout / the lease expiry fits the migration's pauses)"
+    )
 
 
 def _utcnow() -> datetime.datetime:
@@ -66,6 +78,9 @@ class HistoryRow:
     db_type: str | None
     checksum: str | None
     installed_by: str | None
+    completed_operations: int | None = None  # operations in effect (the resume point of running/failed)
+    owner: str | None = None  # the lock holder that wrote the row (lease token or session:<id>)
+    progress_at: datetime.datetime | None = None  # when that holder last made progress
 
     @property
     def is_applied(self) -> bool:
@@ -81,6 +96,9 @@ class HistoryRow:
             "db_type": self.db_type,
             "checksum": self.checksum,
             "installed_by": self.installed_by,
+            "completed_operations": self.completed_operations,
+            "owner": self.owner,
+            "progress_at": self.progress_at.isoformat(sep=" ") if self.progress_at else None,
         }
 
 
@@ -95,6 +113,10 @@ def _models(database: peewee.Database) -> tuple[Any, Any]:
         db_type = peewee.CharField(max_length=16, null=True)
         checksum = peewee.CharField(max_length=64, null=True)
         installed_by = peewee.CharField(max_length=255, null=True)
+        # Progress as data (added to older tables by init_tracking_table).
+        completed_operations = peewee.IntegerField(null=True)
+        owner = peewee.CharField(max_length=OWNER_MAX_LENGTH, null=True)
+        progress_at = peewee.DateTimeField(null=True)
 
         class Meta:
             table_name = HISTORY_TABLE
@@ -142,6 +164,32 @@ class MigrationTracker:
     def init_tracking_table(self) -> None:
         """Create ``migration_history`` and ``migration_state`` if they do not exist."""
         create_tables_race_free(self.db, [self.History, self.State])
+        self._add_missing_columns()
+
+    def _add_missing_columns(self) -> None:
+        """Add the progress columns to a table made by an older release (one catalog read when none lack)."""
+        present = {c.name for c in self.db.get_columns(HISTORY_TABLE)}
+        for column in PROGRESS_COLUMNS:
+            if column not in present:
+                self._add_column(column)
+
+    def _add_column(self, column: str) -> None:
+        """``ALTER TABLE ... ADD COLUMN``; another process adding it first is fine (the catalog says so)."""
+        from playhouse.migrate import SchemaMigrator
+
+        field = self.History._meta.fields[column]
+        migrator = SchemaMigrator.from_database(self.db)
+        try:
+            with self.db.savepoint() if self.db.in_transaction() else contextlib.nullcontext():
+                migrator.add_column(HISTORY_TABLE, column, field).run()
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.db_type)
+            present = {c.name for c in self.db.get_columns(HISTORY_TABLE)}
+            if info.category not in ALREADY_PRESENT or column not in present:
+                raise
+            logger.debug("%s.%s was added meanwhile: %s", HISTORY_TABLE, column, info.message)
+        else:
+            logger.info("added column %s to %s", column, HISTORY_TABLE)
 
     def _is_missing_table(self, exc: BaseException) -> bool:
         return classify_error(exc, self.db_type).category in ALREADY_ABSENT
@@ -181,6 +229,9 @@ class MigrationTracker:
                     r.db_type,
                     r.checksum,
                     r.installed_by,
+                    r.completed_operations,
+                    r.owner,
+                    r.progress_at,
                 )
                 for r in query
             ]
@@ -239,32 +290,59 @@ class MigrationTracker:
         duration_ms: float | None = None,
         *,
         checksum: str | None = None,
+        completed: int | None = None,
+        owner: str | None = None,
+        fence: peewee.ColumnBase | None = None,
     ) -> None:
-        """Insert or replace the row of ``name`` (one row per migration, the latest outcome)."""
+        """Insert or replace the row of ``name`` (one row per migration, the latest outcome).
+
+        ``completed``: operations in effect; ``owner``: the lock holder writing; ``fence``: a condition
+        the write needs (the lock still ours): when it does not hold, nothing is written and
+        :class:`MigrationLockLost` is raised.
+        """
         if status not in STATUSES:
             raise ValueError(f"status must be one of {', '.join(STATUSES)}, not {status!r}")
         H = self.History
+        now = _utcnow()
         values: dict[Any, Any] = {
             H.status: status,
-            H.applied_at: _utcnow(),
+            H.applied_at: now,
             H.error_message: redact_text(error)[:ERROR_MAX_LENGTH] if error else None,
             H.duration_ms: None if duration_ms is None else round(duration_ms, 3),
             H.db_type: self.db_type,
             H.installed_by: installed_by(),
+            H.completed_operations: completed,
+            H.owner: owner[:OWNER_MAX_LENGTH] if owner else None,
+            H.progress_at: now,
         }
         if checksum is not None:
             values[H.checksum] = checksum
-        with self._fenced():
-            updated = H.update(values).where(H.migration_name == name).execute()
-            if not updated:
+        with self._fenced():  # the lease row touched in the same transaction (Galera: certified)
+            if self._update(name, values, fence):
+                return
+            if fence is None:
                 H.insert({**values, H.migration_name: name}).execute()
+                return
+            fields = [H.migration_name, *values]
+            typed = [peewee.Value(value, converter=f.db_value) for f, value in values.items()]
+            row = peewee.Select(columns=[peewee.Value(name), *typed])
+            if not H.insert_from(row.where(fence), fields).as_rowcount().execute():
+                raise _lock_lost(name)
 
-    def update_progress(self, name: str, message: str) -> None:
-        """Rewrite the ``error_message`` of a ``running`` row (MySQL: which operations completed)."""
+    def update_progress(self, name: str, completed: int, *, fence: peewee.ColumnBase | None = None) -> None:
+        """Record that ``completed`` operations of ``name`` are in effect (one UPDATE; the resume point)."""
         H = self.History
         with self._fenced():
-            text = redact_text(message)[:ERROR_MAX_LENGTH]
-            H.update({H.error_message: text}).where(H.migration_name == name).execute()
+            if not self._update(name, {H.completed_operations: completed, H.progress_at: _utcnow()}, fence):
+                if fence is not None:
+                    raise _lock_lost(name)
+                logger.warning("no history row for %s to record its progress in", name)
+
+    def _update(self, name: str, values: dict[Any, Any], fence: peewee.ColumnBase | None) -> int:
+        H = self.History
+        where = H.migration_name == name
+        rows: int = H.update(values).where(where if fence is None else where & fence).execute()
+        return rows
 
     def delete_migration(self, name: str) -> int:
         """Remove the row of ``name`` (``repair --clear``); the migration becomes pending again."""

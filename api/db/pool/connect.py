@@ -13,6 +13,7 @@ from __future__ import annotations
 import importlib.util
 import logging
 import os
+import re
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
@@ -26,7 +27,7 @@ from api.db.exceptions import ConfigurationError, DriverNotInstalled, InvalidDat
 from api.db.pool.config import config_keys, load_config
 from api.db.pool.pool import POOL_CLASSES
 from api.db.pool.querymon import QueryMonitor
-from api.db.redact import redact_url
+from api.db.redact import install_log_filter, redact_url, register_secret, register_url_secret
 
 logger = logging.getLogger(__name__)
 
@@ -51,27 +52,86 @@ def resolve_url(url: str | None = None) -> str:
     return url.strip()
 
 
-def parse_url(url: str) -> tuple[type[Engine], str]:
-    """Validate ``url`` and return its engine and the URL playhouse.db_url should see."""
-    shown = redact_url(url)
+# Schemes of other products, named back in the error (any other text before :// may be a password fragment).
+FOREIGN_SCHEMES = frozenset({
+    "oracle", "mssql", "sqlserver", "mongodb", "mongodb+srv", "redis", "rediss", "http", "https", "cockroachdb",
+    "db2", "snowflake", "clickhouse", "jdbc", "odbc", "file", "ftp", "sqlite3", "mysql+pymysql",
+    "postgresql+psycopg2", "postgres+psycopg2",
+})  # fmt: skip
+_SHAPE = "scheme://[user[:password]@]host[:port]/database"
+_ENCODE_HINT = "percent-encode @ : / ? # % and spaces in the user and password (urllib.parse.quote(pw, safe=''))"
+_SCHEME_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
+
+
+def _malformed(what: str, start: int | None = None, end: int | None = None, hint: str = _ENCODE_HINT) -> InvalidDatabaseURL:
+    """An InvalidDatabaseURL naming the wrong part by kind and position, never by its text."""
+    if start is None:
+        where = ""
+    elif end is None or end - start <= 1:
+        where = f" at character {start + 1}"
+    else:
+        where = f" at characters {start + 1}-{end}"
+    return InvalidDatabaseURL(f"malformed database URL: {what}{where}; {hint}")
+
+
+def _authority_bounds(url: str, scheme_end: int) -> tuple[int, int, int]:
+    """Start and end of the authority, and where its host part starts (after the last '@')."""
+    start = scheme_end + 3
+    end = len(url)
+    for sep in "/?#":
+        found = url.find(sep, start)
+        if found != -1:
+            end = min(end, found)
+    at = url.rfind("@", start, end)
+    return start, end, (at + 1 if at != -1 else start)
+
+
+def _scheme_of(url: str) -> tuple[type[Engine], str]:
+    """The engine named by the scheme; the scheme is echoed only when it names a known product."""
+    scheme_end = url.find("://")
+    raw = url[:scheme_end] if scheme_end > 0 else ""
+    if not raw or not _SCHEME_TEXT.fullmatch(raw):
+        raise InvalidDatabaseURL(f"malformed database URL: it does not start with a scheme://; expected {_SHAPE}")
+    engine = SCHEMES.get(raw.lower())
+    if engine is None:
+        supported = ", ".join(f"{name}://" for name in SCHEMES)
+        named = repr(raw.lower()) if raw.lower() in FOREIGN_SCHEMES else f"({len(raw)} characters before ://)"
+        raise InvalidDatabaseURL(f"unsupported scheme {named}; use one of {supported}")
+    return engine, raw
+
+
+def _split_checked(url: str, scheme_end: int) -> tuple[SplitResult, int | None]:
+    """``urlsplit`` and the port, with errors that give the position and kind of the wrong part."""
+    start, end, host_start = _authority_bounds(url, scheme_end)
     try:
         parts = urlsplit(url)
-        port = parts.port  # raises ValueError on a non-numeric or out-of-range port
-    except ValueError as exc:
-        raise InvalidDatabaseURL(f"malformed database URL {shown}: {exc}") from None
-    if not parts.scheme or "://" not in url:
-        raise InvalidDatabaseURL(
-            f"malformed database URL {shown}: expected scheme://[user[:password]@]host[:port]/database"
-        )
-    scheme = SCHEMES.get(parts.scheme.lower())
-    if scheme is None:
-        supported = ", ".join(f"{name}://" for name in SCHEMES)
-        raise InvalidDatabaseURL(f"unsupported scheme {parts.scheme!r} in {shown}; use one of {supported}")
+    except ValueError:
+        raise _malformed("the host has an unbalanced '[' or ']' (IPv6 brackets)", host_start, end) from None
+    try:
+        port = parts.port
+    except ValueError:
+        colon = url.rfind(":", url.rfind("]", host_start, end) + 1 or host_start, end)
+        raise _malformed("the port is not a number from 1 to 65535", colon + 1, end) from None
+    if port == 0:
+        raise _malformed("port 0 is not a valid port", None, None, "give the server's port, or leave it out")
+    return parts, port
+
+
+def parse_url(url: str) -> tuple[type[Engine], str]:
+    """Validate ``url`` and return its engine and the URL playhouse.db_url should see.
+
+    Errors name the wrong part by kind and character position and never quote the URL's text,
+    which may hold a password that a missing ``@`` or an unencoded character has moved elsewhere.
+    """
+    register_url_secret(url)
+    scheme, raw = _scheme_of(url)
+    scheme_end = len(raw)
+    parts, _port = _split_checked(url, scheme_end)
     if scheme.networked:
-        _check_server_url(parts, port, shown)
+        _check_server_url(url, parts, raw)
     elif not parts.path.lstrip("/") and parts.netloc:
         raise InvalidDatabaseURL(
-            f"{shown} reads the path as a host name; "
+            f"a {raw}:// URL with two slashes reads the path as a host name; "
             "SQLite URLs take three slashes: sqlite:///path/to/file.db"
         )
     # Swap the scheme textually: urlunsplit would drop the empty authority of sqlite:////abs/path.
@@ -79,17 +139,40 @@ def parse_url(url: str) -> tuple[type[Engine], str]:
     return scheme, target
 
 
-def _check_server_url(parts: SplitResult, port: int | None, shown: str) -> None:
-    """A server URL names a database, a host and a valid port."""
-    database = parts.path.lstrip("/")
-    if not database:
+def _check_server_url(url: str, parts: SplitResult, raw: str) -> None:
+    """A server URL names a host and a database, and has no '@' or '#' outside the credentials."""
+    start, end, host_start = _authority_bounds(url, len(raw))
+    stray = url.find("@", end)
+    if stray != -1:
+        raise _malformed("an '@' after the host part (a '/', '?' or '#' in the password ends it early)", stray)
+    if parts.fragment or "#" in url:
+        raise _malformed("a '#' starts a fragment, which database URLs do not have", url.find("#"))
+    if not parts.path.lstrip("/"):
         raise InvalidDatabaseURL(
-            f"{shown} names no database: add it as the path, e.g. {parts.scheme}://host/dbname"
+            f"the {raw}:// URL names no database: add it as the path, e.g. {raw}://host/dbname"
         )
     if not parts.hostname and "host=" not in parts.query:
-        raise InvalidDatabaseURL(f"{shown} names no host: use {parts.scheme}://host[:port]/{database}")
-    if port == 0:
-        raise InvalidDatabaseURL(f"{shown}: port 0 is not a valid port")
+        raise InvalidDatabaseURL(f"the {raw}:// URL names no host: use {raw}://host[:port]/dbname")
+
+def _check_file_path(path: str, shown: str) -> None:
+    """A database file's directory must exist (SQLite would fail later with "unable to open database file")."""
+    if not path or path == ":memory:" or path.startswith("file:"):
+        return
+    if "@" in path:  # user:password@host written into a file URL: never echo it
+        raise InvalidDatabaseURL(
+            "a SQLite URL takes no user, password or host (its path holds '@'): "
+            "use sqlite:///relative/path.db or sqlite:////absolute/path.db"
+        )
+    directory = os.path.dirname(os.path.abspath(path))
+    if os.path.isdir(directory):
+        return
+    where = (
+        f"sqlite:///{path} is relative to the current directory {os.getcwd()}; "
+        f"an absolute path takes four slashes: sqlite:////{path}"
+        if not os.path.isabs(path)
+        else "create it first"
+    )
+    raise InvalidDatabaseURL(f"{shown}: the directory {directory} of the SQLite file does not exist ({where})")
 
 
 def _require_driver(scheme: type[Engine], shown: str) -> None:
@@ -115,14 +198,22 @@ def connect(
     ``overrides``, else ``environ`` (default ``os.environ``), else ``preset``; other
     query-string parameters and ``overrides`` are passed to the driver.
     """
+    install_log_filter()
     url = resolve_url(url)
+    for key in ("password", "passwd"):
+        register_secret(overrides.get(key))
     scheme, target = parse_url(url)
     shown = redact_url(url)
     _require_driver(scheme, shown)
     try:
         params = db_url.parse(target, unquote_password=True, unquote_user=True)
-    except (ValueError, RuntimeError, TypeError) as exc:
-        raise InvalidDatabaseURL(f"cannot read {shown}: {redact_url(str(exc))}") from None
+    except (ValueError, RuntimeError, TypeError):
+        raise InvalidDatabaseURL(
+            f"cannot read the {scheme.url_schemes[0]}:// URL's parameters: check the query string "
+            "(key=value pairs joined by &)"
+        ) from None
+    if not scheme.networked:
+        _check_file_path(str(params.get("database") or ""), shown)
     params.update(overrides)
     keys = config_keys()
     settings = {key: params.pop(key) for key in list(params) if key in keys}
@@ -142,7 +233,10 @@ def connect(
                 name, pool_config=config.pool, retry_config=config.retry, target=shown, **params
             )
     except (ValueError, RuntimeError, TypeError) as exc:
-        raise InvalidDatabaseURL(f"cannot build a database from {shown}: {redact_url(str(exc))}") from None
+        raise InvalidDatabaseURL(
+            f"cannot build a database from {shown}: {type(exc).__name__} from the driver options; "
+            "check the query-string parameters and keyword arguments"
+        ) from None
     state = state_of(database)
     state.url = shown
     state.config = config

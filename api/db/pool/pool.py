@@ -46,6 +46,7 @@ from api.db.engines.mysql import MySQLEngine
 from api.db.engines.state import state_of
 from api.db.error_handler import classify_error
 from api.db.exceptions import PoolTimeout
+from api.db.pool import forks
 from api.db.pool.config import PoolConfig, RetryConfig
 from api.db.pool.retry import call_with_retry
 
@@ -59,6 +60,7 @@ WAIT_SAMPLES = 1000  # acquire waits kept for the percentiles
 WAIT_BUCKETS: tuple[float, ...] = (
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
 )  # fmt: skip
+WAIT_SLICE = 0.1  # seconds a waiter sleeps before it looks for slots freed without a hand-off
 STACK_LIMIT = 12  # frames kept of an acquiring stack when leak detection is on (each costs ~0.7 us)
 
 # Frames from these directories are skipped when naming "the code that acquired a connection".
@@ -172,6 +174,18 @@ class _Idle:
         self.returned = returned  # monotonic
 
 
+class _Waiter:
+    """A thread waiting for a connection: ``ready`` is released when it is granted ``item`` (or a slot)."""
+
+    __slots__ = ("ready", "item", "granted")
+
+    def __init__(self) -> None:
+        self.ready = threading.Lock()
+        self.ready.acquire()
+        self.item: _Idle | None = None
+        self.granted = False
+
+
 class PoolCounters:
     """Monotonic counters and the recent acquire waits of one pool; every update holds its lock."""
 
@@ -244,6 +258,7 @@ class InstrumentedPool(PooledDatabase):
         self.target = target
         self.counters = PoolCounters()
         self._waiting = 0
+        self._waiters: deque[_Waiter] = deque()  # threads waiting for a connection, oldest first
         self._opening = 0  # slots reserved by threads opening a new connection
         self._returning = 0  # connections between check-in and the idle list (being reset)
         self._maintenance: _Maintenance | None = None
@@ -254,6 +269,7 @@ class InstrumentedPool(PooledDatabase):
             timeout=pool_config.acquire_timeout,
             **kwargs,
         )
+        forks.register(self)
 
     # ---------------------------------------------------------------- checkout
 
@@ -296,25 +312,7 @@ class InstrumentedPool(PooledDatabase):
         deadline = started + config.acquire_timeout
         frame = _caller_frame()
         while True:
-            candidate: _Idle | None = None
-            with self._pool_lock:
-                while True:
-                    if self._connections:
-                        candidate = self._connections.pop()  # most recently returned: warmest
-                        self._opening += 1  # holds the slot while it is checked outside the lock
-                        break
-                    if len(self._in_use) + self._opening + self._returning < self._max_connections:
-                        self._opening += 1
-                        break
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        self.counters.add("timeouts")
-                        raise PoolTimeout(self._timeout_message(config.acquire_timeout))
-                    self._waiting += 1
-                    try:
-                        self._pool_available.wait(remaining)
-                    finally:
-                        self._waiting -= 1
+            candidate = self._claim(deadline)
             try:
                 if candidate is not None:
                     conn = candidate.connection
@@ -335,10 +333,62 @@ class InstrumentedPool(PooledDatabase):
             self.counters.acquired(time.monotonic() - started)
             return conn
 
+    def _claim(self, deadline: float) -> _Idle | None:
+        """An idle connection, or None for a reserved slot to open one; waiters are served first come, first served.
+
+        Either way the slot is counted in ``_opening`` until the caller records the checkout.
+        Uncontended (nobody waiting) this is one lock round; otherwise the caller queues.
+        """
+        with self._pool_lock:
+            if not self._waiters:
+                if self._connections:
+                    self._opening += 1
+                    return self._connections.pop()  # most recently returned: warmest
+                if len(self._in_use) + self._opening + self._returning < self._max_connections:
+                    self._opening += 1
+                    return None
+            waiter = _Waiter()
+            self._waiters.append(waiter)
+            self._waiting += 1
+            self._wake()  # a connection may be free while others wait: the oldest waiter gets it
+        return self._wait_for_grant(waiter, deadline)
+
+    def _wait_for_grant(self, waiter: _Waiter, deadline: float) -> _Idle | None:
+        """Block until ``waiter`` is handed a connection or a slot, or raise PoolTimeout at ``deadline``."""
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining > 0 and waiter.ready.acquire(timeout=min(remaining, WAIT_SLICE)):
+                return waiter.item
+            with self._pool_lock:
+                if waiter.granted:  # granted between the timeout and the lock
+                    return waiter.item
+                if remaining > 0:
+                    self._wake()  # a slot freed where no grant is made (playhouse's own close paths)
+                    continue
+                self._waiters.remove(waiter)
+                self._waiting -= 1
+                self.counters.add("timeouts")
+                raise PoolTimeout(self._timeout_message(self.pool_config.acquire_timeout))
+
+    def _wake(self) -> None:
+        """Hand idle connections, then free slots, to the oldest waiters; the caller holds the pool lock."""
+        while self._waiters:
+            if self._connections:
+                item: _Idle | None = self._connections.pop()
+            elif len(self._in_use) + self._opening + self._returning < self._max_connections:
+                item = None
+            else:
+                return
+            waiter = self._waiters.popleft()
+            self._waiting -= 1
+            self._opening += 1  # the slot is the waiter's until it records its checkout
+            waiter.item, waiter.granted = item, True
+            waiter.ready.release()
+
     def _release_slot(self) -> None:
         with self._pool_lock:
             self._opening -= 1
-            self._pool_available.notify()
+            self._wake()
 
     def _usable(self, idle: _Idle) -> bool:
         """False (and the connection closed, counted lost or expired) when it must not be handed out."""
@@ -416,10 +466,11 @@ class InstrumentedPool(PooledDatabase):
         # peewee's own _execute_cursor (same hooks, same error translation), plus a note
         # on the checkout when the statement may change the session (POOL_RESET_SESSION=auto).
         self._log_query(sql, params)
-        start = time.perf_counter() if self.query_hooks else None
+        start: float | None = None
         try:
             with _EXCEPTION_WRAPPER:
-                cursor = self.cursor(**cursor_options)
+                cursor = self.cursor(**cursor_options)  # may open the connection: not the statement's time
+                start = time.perf_counter() if self.query_hooks else None
                 if changes_session(sql):
                     self._mark_dirty()
                 cursor.execute(sql, params or ())
@@ -453,7 +504,7 @@ class InstrumentedPool(PooledDatabase):
         self._state.conn = None
         self._state.closed = True
         with self._pool_lock:
-            self._pool_available.notify()
+            self._wake()
 
     def _is_broken(self, conn: Any) -> bool:
         """The driver says the connection is closed (no round trip)."""
@@ -503,7 +554,7 @@ class InstrumentedPool(PooledDatabase):
             if close_conn:
                 self._close_raw(conn)
             with self._pool_lock:
-                self._pool_available.notify()
+                self._wake()
             return
         keep = False
         try:
@@ -519,7 +570,7 @@ class InstrumentedPool(PooledDatabase):
                 self._returning -= 1
                 if keep:
                     self._connections.append(_Idle(conn, checkout.timestamp, time.monotonic()))
-                self._pool_available.notify()
+                self._wake()
 
     def _reset(self, conn: Any, full: bool) -> bool:
         """Roll back, and reset the session when ``full``; False when the connection is broken."""
@@ -569,6 +620,33 @@ class InstrumentedPool(PooledDatabase):
             items = [c for c in self._in_use.values() if isinstance(c, Checkout)]
         return sorted(items, key=lambda c: c.started)
 
+    # ---------------------------------------------------------------- fork
+
+    def _after_fork_in_child(self) -> None:
+        """In a forked child: forget the parent's connections (not closing them), fresh locks and counters."""
+        inherited = [entry.connection for entry in self._connections]
+        inherited += [c.connection for c in self._in_use.values() if isinstance(c, Checkout)]
+        if self._state.conn is not None:
+            inherited.append(self._state.conn)
+        detached = forks.detach_descriptors(self._fileno(conn) for conn in inherited)
+        self._reset_after_fork()
+        param = engine_class(self).app_name_param
+        if param is not None and str(self.connect_params.get(param, "")).endswith(f":{os.getppid()}"):
+            self.connect_params[param] = engine_class(self).session_app_name(self.pool_config.app_name)
+        logger.debug("pool %s: forked child %s dropped %d inherited connection(s)", self.target, os.getpid(), detached)
+
+    def _reset_after_fork(self) -> None:
+        """Empty pool state with new locks: a lock held by a parent thread at fork time is never released here."""
+        self._pool_lock = threading.RLock()
+        self._pool_available = threading.Condition(self._pool_lock)
+        self._lock = threading.Lock()
+        state: Any = vars(self)["_state"]
+        self._state = type(state)()
+        self._connections, self._in_use = [], {}
+        self._waiting = self._opening = self._returning = 0
+        self._maintenance = None  # the parent's thread does not exist here; the next checkout starts one
+        self.counters = PoolCounters()
+
     # ---------------------------------------------------------------- maintenance
 
     def _ensure_maintenance(self) -> None:
@@ -601,7 +679,7 @@ class InstrumentedPool(PooledDatabase):
                 )  # fmt: skip
                 self._close_raw(checkout.connection)
                 with self._pool_lock:
-                    self._pool_available.notify()
+                    self._wake()
                 continue
             if threshold > 0 and not checkout.reported and checkout.age > threshold:
                 checkout.reported = True
@@ -656,7 +734,7 @@ class InstrumentedPool(PooledDatabase):
             with self._pool_lock:
                 self._opening -= 1
                 self._connections.insert(0, _Idle(conn, time.time(), time.monotonic()))
-                self._pool_available.notify()
+                self._wake()
             opened += 1
 
 

@@ -57,6 +57,7 @@ BLOCKS_LARGE_TABLE = "blocks_large_table"
 BREAKS_PREVIOUS_RELEASE = "breaks_previous_release"
 INCOMPLETE = "incomplete"
 UNANALYSED = "unanalysed"
+MISSING_TABLE = "missing_table"
 
 
 @dataclass(frozen=True)
@@ -395,10 +396,28 @@ def _per_statement(review: _Review) -> list[PreviewWarning]:
     """Statement by statement: blocking a large table, then breaking the previous release."""
     renamed_to = {e.new_name for _, e in review.effects if e.breaking == "rename_table" and e.new_name}
     warnings: list[PreviewWarning] = []
+    made: set[str] = set()  # tables an earlier statement of the plan creates or renames into place
     for (_, effect), planned in zip(review.effects, review.planned):
-        found = (_blocks_large_table(review, planned), _breaks_previous_release(effect, planned, renamed_to))
+        found = (_missing_table(effect, planned, made), _blocks_large_table(review, planned),
+                 _breaks_previous_release(effect, planned, renamed_to))  # fmt: skip
         warnings.extend(warning for warning in found if warning is not None)
+        if effect.new_name:
+            made.add(effect.new_name)
+        if planned.table and planned.kind == CREATE:
+            made.add(planned.table)
     return warnings
+
+
+def _missing_table(effect: StatementEffect, planned: PlannedStatement, made: set[str]) -> PreviewWarning | None:
+    """A statement on a table that does not exist and that no earlier statement of the plan creates."""
+    if planned.table is None or planned.table_rows is not None or planned.kind == CREATE or planned.table in made:
+        return None
+    return PreviewWarning(
+        MISSING_TABLE,
+        f"{planned.table} does not exist and no earlier migration creates it: the real run fails here "
+        "(missing_table); create the table first, or fix the table name",
+        planned.migration,
+    )
 
 
 def _blocks_large_table(review: _Review, planned: PlannedStatement) -> PreviewWarning | None:

@@ -47,7 +47,12 @@ from api.db.engines.mysql import MySQLEngine
 from api.db.engines.postgres import PostgresEngine
 from api.db.engines.sqlite import SqliteEngine
 from api.db.error_handler import ErrorCategory, StandardErrorHandler
-from api.db.exceptions import ConcurrentIndexInTransaction, ConfigurationError, DDLLockTimeout
+from api.db.exceptions import (
+    ConcurrentIndexInTransaction,
+    ConfigurationError,
+    DDLLockTimeout,
+    SchemaConflict,
+)
 from api.db.schema.blockers import BlockingSession, find_blockers
 from api.db.schema.literals import render_literal
 
@@ -290,9 +295,14 @@ class LockSafeMixin(SchemaMigrator):
     def default_literal(self, fld: peewee.Field) -> str:
         """The field's default (called once if callable) as a SQL literal for this engine."""
         value = fld.default() if callable(fld.default) else fld.default
-        if not isinstance(value, SQL):
-            value = fld.db_value(value)
-        return render_literal(value, self.engine, backslash_escapes=self.db_engine.backslash_escapes())
+        escapes = self.db_engine.backslash_escapes()
+        if isinstance(value, SQL):
+            return render_literal(value, self.engine, backslash_escapes=escapes)
+        # JSON, arrays, hstore: from the field class (an unbound JSONField has no json_type).
+        structured = self.db_engine.structured_default_text(fld, value)
+        if structured is not None:
+            return render_literal(structured, self.engine, backslash_escapes=escapes)
+        return render_literal(fld.db_value(value), self.engine, backslash_escapes=escapes)
 
     # --- operations -----------------------------------------------------------------------------
 
@@ -318,20 +328,35 @@ class LockSafeMixin(SchemaMigrator):
         ``keep_column_defaults``); SQLite keeps it, as dropping it would rebuild the table.
         """
         keep = self.settings.keep_column_defaults if keep_default is None else keep_default
+        index = (fld.unique, getattr(fld, "index_type", None)) if fld.index or fld.unique else None
+        # The index is judged on its own against the catalog: see _index_name_free, _index_unless_present.
+        if index is not None:
+            fld = fld.clone()
+            fld.index = fld.unique = False
+        operations = self._add_column_statements(table, column_name, fld, allow_not_null, keep)
+        if index is not None:
+            operations.insert(0, self._index_name_free(table, column_name, index[0]))
+            operations.append(self._index_unless_present(table, column_name, *index))
+        return operations
+
+    def _add_column_statements(
+        self, table: str, column_name: str, fld: peewee.Field, allow_not_null: bool, keep: bool
+    ) -> list[Any]:
+        """The statements of add_column without its index."""
         if fld.default is None:
             if not fld.null and not allow_not_null:
                 raise ConfigurationError(
                     f"column {table}.{column_name} is NOT NULL without a default: give the field default= "
                     "(it is written into existing rows) or null=True"
                 )
-            return self._playhouse("add_column")(table, column_name, fld, allow_not_null)
+            return list(self._playhouse("add_column")(table, column_name, fld, allow_not_null))
         literal = self.default_literal(fld)
         if self._needs_expression_default(fld):
             since = self.db_engine.expression_default_since
             if self.compat.version is not None and self.compat.version < since:
                 logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; adding %s.%s the slow "
                                "way (UPDATE of every row)", fld.field_type, column_name, table, column_name)
-                return self._playhouse("add_column")(table, column_name, fld, allow_not_null)
+                return list(self._playhouse("add_column")(table, column_name, fld, allow_not_null))
             literal = f"({literal})"  # MySQL 8.0.13+: TEXT/BLOB/JSON defaults must be expressions
         literal = _escape_percent(self.database, literal)
         with_default = fld.clone()
@@ -340,6 +365,62 @@ class LockSafeMixin(SchemaMigrator):
         if not keep and not self.db_engine.drop_default_rebuilds_table:
             operations.insert(1, self.drop_column_default(table, column_name))
         return operations
+
+    def _taken_index(self, table: str, column_name: str, unique: bool) -> tuple[str, Any]:
+        """(add_column's index name, the index of that name on ``table`` unless it is the same index)."""
+        name = make_index_name(table, [column_name])
+        for index in self.database.get_indexes(table, self.schema):
+            if index.name.lower() != name.lower():
+                continue
+            found = [str(c).lower() if c is not None else "<expression>" for c in index.columns]
+            same = found == [column_name.lower()] and bool(index.unique) == bool(unique)
+            return name, None if same else index
+        return name, None
+
+    def _index_conflict(self, table: str, column_name: str, index: Any) -> SchemaConflict:
+        found = ", ".join(str(c) if c is not None else "<expression>" for c in index.columns)
+        return SchemaConflict(
+            f"index name {index.name} is already taken by the index {index.name}"
+            f"{' (UNIQUE)' if index.unique else ''} on {table} ({found}), "
+            f"not one on {table} ({column_name}): "
+            "drop or rename that index, or add the column without index=True and add_index(..., name=...) "
+            "with another name",
+            category="duplicate_index",
+            table=table,
+        )
+
+    @lock_safe_operation
+    def _index_name_free(self, table: str, column_name: str, unique: bool) -> None:
+        """Before ADD COLUMN: an index already holding the new column's index name cannot be on that column.
+
+        (SQLite even reads it as an index on the string 'column' until the column exists, then
+        as an index on the column, with entries computed from the string.)
+        """
+        columns = {c.name.lower() for c in self.database.get_columns(table, self.schema)}
+        if column_name.lower() in columns:
+            return None  # ADD COLUMN will meet the column: the catalog judges that failure
+        name = make_index_name(table, [column_name])
+        indexes = self.database.get_indexes(table, self.schema)
+        index = next((i for i in indexes if i.name.lower() == name.lower()), None)
+        if index is not None:
+            raise self._index_conflict(table, column_name, index)
+        return None
+
+    @lock_safe_operation
+    def _index_unless_present(self, table: str, column_name: str, unique: bool, using: str | None) -> Any:
+        """add_column's index, checked against the catalog once the column exists (run after ADD COLUMN).
+
+        The index name already on this table: the same index (same column, same uniqueness)
+        is in effect and nothing is sent; any other index of that name is a
+        :class:`SchemaConflict` naming it, never a rollback taken for adoption.
+        """
+        name, taken = self._taken_index(table, column_name, unique)
+        if taken is not None:
+            raise self._index_conflict(table, column_name, taken)
+        if any(i.name.lower() == name.lower() for i in self.database.get_indexes(table, self.schema)):
+            logger.info("index %s on %s (%s) already exists: not created again", name, table, column_name)
+            return None
+        return self.add_index(table, (column_name,), unique, using)
 
     @lock_safe_operation
     def add_index(
@@ -546,6 +627,25 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
         """
         ctx = self._playhouse("drop_index")(table, index_name)
         return ctx.literal(" ALGORITHM=INPLACE LOCK=NONE") if concurrently else ctx
+
+    @lock_safe_operation
+    def rename_column(self, table: str, old_name: str, new_name: str) -> Any:
+        """playhouse's CHANGE, after checking the catalog that the column exists.
+
+        playhouse reads the column's definition with ``DESCRIBE`` and gets False for a
+        missing column, then fails with "'bool' object has no attribute 'sql'".
+        """
+        names = {c.name.lower() for c in self.database.get_columns(table, self.schema)}
+        if old_name.lower() not in names:
+            where = f"{table}.{old_name}"
+            raise SchemaConflict(
+                f"column {where} does not exist, so it cannot be renamed to {new_name}"
+                + (f" (table {table} has no columns: does it exist?)" if not names else "")
+                + ": check the table and column names of rename_column",
+                category="missing_column" if names else "missing_table",
+                table=table,
+            )
+        return self._playhouse("rename_column")(table, old_name, new_name)
 
     @lock_safe_operation
     def alter_column_type(

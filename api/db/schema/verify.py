@@ -38,7 +38,7 @@ TYPE_FAMILIES: dict[type[peewee.Field], str] = {
     peewee.BinaryUUIDField: "blob",
     peewee.BlobField: "blob",
     peewee.DateTimeField: "datetime",
-    peewee.TimestampField: "integer",
+    peewee.TimestampField: "bigint",  # a BigIntegerField (BIGINT) since peewee 3.x
     peewee.DateField: "date",
     peewee.TimeField: "time",
     peewee.IPField: "bigint",
@@ -118,12 +118,19 @@ def _model_indexes(model: type[peewee.Model]) -> list[tuple[tuple[str, ...], boo
 Add = Callable[[SchemaDifference], None]
 
 
+def type_label(family: str, declared: Any) -> str:
+    """How every difference names a type: the family, then the column type when it says more (``char (VARCHAR)``)."""
+    raw = str(declared or "").strip()
+    return family if not raw or raw.lower() == family.lower() else f"{family} ({raw})"
+
+
 def _check_column(add: Add, engine: Engine, table: str, model_field: peewee.Field, live: Any) -> None:
     name = model_field.column_name
     expected = _expected_family(model_field)
     actual = type_family(live.field_class)
     if not _families_match(engine, expected, actual):
-        add(SchemaDifference("type_mismatch", table, name, expected, f"{actual} ({live.raw_column_type})"))
+        add(SchemaDifference("type_mismatch", table, name, type_label(expected, model_field.field_type),
+                             type_label(actual, live.raw_column_type)))  # fmt: skip
     if not model_field.primary_key and bool(model_field.null) != bool(live.nullable):
         add(
             SchemaDifference(
@@ -142,7 +149,8 @@ def _check_columns(add: Add, engine: Engine, model: type[peewee.Model], live_col
         live = live_columns.get(model_field.column_name)
         if live is None:
             name = model_field.column_name
-            add(SchemaDifference("missing_column", table, name, model_field.field_type, "nothing"))
+            wanted = type_label(_expected_family(model_field), model_field.field_type)
+            add(SchemaDifference("missing_column", table, name, wanted, "nothing"))
         else:
             _check_column(add, engine, table, model_field, live)
     declared = {f.column_name for f in model._meta.sorted_fields}
@@ -163,8 +171,13 @@ def _check_indexes(add: Add, database: peewee.Database, model: type[peewee.Model
             add(SchemaDifference("missing_unique", table, label, "unique index", "non-unique index"))
 
 
-def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]]) -> SchemaReport:
-    """Compare ``models`` with the live database: tables, columns, types, nullability, indexes, uniques."""
+def verify_schema(
+    database: peewee.Database, models: Iterable[type[peewee.Model]], *, quiet: bool = False
+) -> SchemaReport:
+    """Compare ``models`` with the live database: tables, columns, types, nullability, indexes, uniques.
+
+    Each difference is logged (WARNING for errors, INFO otherwise) unless ``quiet``: the caller reports them.
+    """
     engine = engine_for(database)
     metadata = Introspector.from_database(database).metadata
     tables = set(database.get_tables())
@@ -177,7 +190,7 @@ def verify_schema(database: peewee.Database, models: Iterable[type[peewee.Model]
             continue
         _check_columns(add, engine, model, metadata.get_columns(table))
         _check_indexes(add, database, model)
-    for difference in report.differences:
+    for difference in () if quiet else report.differences:
         level = logging.WARNING if difference.severity == "error" else logging.INFO
         logger.log(level, "schema differs from models: %s", difference)
     return report

@@ -104,7 +104,8 @@ def _pool_sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
     with admin_cursor(engine) as cur:
         if engine.family == "postgres":
             cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s", (database, app_name)
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
+                (database, app_name + "@%"),  # connect() names sessions APP_NAME@host:pid
             )
         else:
             cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (database,))
@@ -175,12 +176,13 @@ def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
 
 def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engine: Engine) -> None:
     database = pool_factory(max_connections=1)
+    lock_name = f"apidb_pool_test_{database.database}"  # GET_LOCK names are server-wide: scope to this database
     with database.connection_context():
         if engine.family == "postgres":
             database.execute_sql("SELECT pg_advisory_lock(424242)")
             database.execute_sql("SET search_path TO nowhere")
         else:
-            database.execute_sql("SELECT GET_LOCK('apidb_pool_test', 0)")
+            database.execute_sql("SELECT GET_LOCK(%s, 0)", (lock_name,))
             database.execute_sql("SET @leftover = 42")
             database.execute_sql("SET SESSION sql_mode = 'ANSI'")
     with database.connection_context():
@@ -190,9 +192,9 @@ def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engin
             ).fetchone()[0]
             path = database.execute_sql("SHOW search_path").fetchone()[0]
             assert (held, path) == (0, '"$user", public')
-            assert database.execute_sql("SHOW application_name").fetchone()[0] == state_of(database).config.pool.app_name
+            assert database.execute_sql("SHOW application_name").fetchone()[0] == database.connect_params["application_name"]
         else:
-            row = database.execute_sql("SELECT IS_USED_LOCK('apidb_pool_test'), @leftover, @@session.sql_mode").fetchone()
+            row = database.execute_sql("SELECT IS_USED_LOCK(%s), @leftover, @@session.sql_mode", (lock_name,)).fetchone()
             assert row[0] is None and row[1] is None and "ANSI" not in row[2].split(",")
     assert PoolDiagnostics(database).get_pool_stats()["connections_created_total"] == 1
 

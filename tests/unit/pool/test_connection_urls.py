@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import peewee
 import pytest
 from playhouse.pool import PooledMySQLDatabase, PooledPostgresqlDatabase
@@ -19,7 +21,7 @@ from api.db.pool import connect as connection_module
         ("postgres://u@localhost/app", PooledPostgresqlDatabase, "postgres"),
         ("mysql://root@127.0.0.1:3306/app", PooledMySQLDatabase, "mysql"),
         ("mariadb://root:pw@127.0.0.1/app", PooledMySQLDatabase, "mysql"),
-        ("sqlite:///tmp/x.db", peewee.SqliteDatabase, "sqlite"),
+        ("sqlite:////tmp/x.db", peewee.SqliteDatabase, "sqlite"),
         ("sqlite:///:memory:", peewee.SqliteDatabase, "sqlite"),
         ("postgresql://postgres@/app?host=/tmp/socketdir", PooledPostgresqlDatabase, "postgres"),
     ],
@@ -80,8 +82,8 @@ def test_bad_urls_raise_typed_errors_without_the_password(url: str, fragment: st
 def test_password_never_in_error_text() -> None:
     with pytest.raises(InvalidDatabaseURL) as info:
         connect("oracle://scott:hunter2@db/orcl")
-    assert "hunter2" not in str(info.value)
-    assert "scott:***@db" in str(info.value)
+    assert "hunter2" not in str(info.value) and "scott" not in str(info.value)
+    assert "unsupported scheme 'oracle'" in str(info.value)
 
 
 def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -97,3 +99,12 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     message = str(info.value)
     assert "pymysql" in message and "api-db[mysql]" in message and "hunter2" not in message
     assert isinstance(info.value, ImportError)
+
+
+def test_sqlite_file_in_a_missing_directory_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(InvalidDatabaseURL, match="relative to the current directory.*four slashes"):
+        connect("sqlite:///tmp/x.db")  # tmp/x.db below the current directory, which has no tmp/
+    with pytest.raises(InvalidDatabaseURL, match="does not exist"):
+        connect(f"sqlite:///{tmp_path}/no/such/dir/x.db")
+    assert connect("sqlite:///x.db").database == "x.db"  # relative, in an existing directory

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import random
+import socket
 
 import pymysql
 import pytest
@@ -111,12 +113,13 @@ def test_keyword_errors_name_keyword_and_variable() -> None:
 def test_connect_applies_settings_to_the_driver() -> None:
     env = {"APP_NAME": "orders", "DB_STATEMENT_TIMEOUT": "7", "DB_CONNECT_TIMEOUT": "3", "POOL_MAX_CONNECTIONS": "9"}
     pg = connect("postgresql://u:pw@db.internal/app", environ=env)
-    assert pg.connect_params["application_name"] == "orders"
+    session = f"@{socket.gethostname()}:{os.getpid()}"
+    assert pg.connect_params["application_name"] == "orders" + session  # each process's sessions told apart
     assert pg.connect_params["connect_timeout"] == 3
     assert "-c statement_timeout=7000" in pg.connect_params["options"]
     assert pg._max_connections == 9
     my = connect("mariadb://u:pw@db.internal/app", environ=env)
-    assert my.connect_params["program_name"] == "orders"
+    assert my.connect_params["program_name"] == "orders" + session
     assert my.connect_params["connect_timeout"] == 3
     assert my.connect_params["read_timeout"] > 7
     with pytest.raises(ConfigurationError, match="POOL_MAX_CONNECTIONS"):
