@@ -272,6 +272,22 @@ class MySQLEngine(Engine):
     def lock_label(self) -> str:
         return f"GET_LOCK {self.lock_name}"
 
+    backend_id_sql = "SELECT CONNECTION_ID()"
+    # NOW(6): microseconds; Galera replicates rows, so every node stores the origin's value.
+    lease_now_sql = "UNIX_TIMESTAMP(NOW(6))"
+
+    def driver_backend_id(self, conn: Any) -> Any:
+        return conn.thread_id()
+
+    def cluster_problem(self, conn: Any) -> str | None:
+        """GET_LOCK is node-local on Galera: the same name is granted on every node at once."""
+        with conn.cursor() as cur:
+            try:
+                on = str(scalar(cur, "SELECT @@wsrep_on"))
+            except Exception:  # MySQL: no such variable (error 1193), so no Galera
+                return None
+        return "wsrep_on=ON (Galera)" if on.upper() in ("1", "ON") else None
+
     def read_lock_holder(self) -> dict[str, Any]:
         conn_id = self.scalar("SELECT IS_USED_LOCK(%s)", (self.lock_name,))
         if conn_id is None:

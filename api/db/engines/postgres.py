@@ -262,6 +262,14 @@ class PostgresEngine(Engine):
     def lock_label(self) -> str:
         return f"pg_advisory_lock {PG_LOCK_KEY}"
 
+    # Pinned when libpq's backend pid (PgBouncer hands out a fake one) is pg_backend_pid() twice.
+    backend_id_sql = "SELECT pg_backend_pid()"
+    # clock_timestamp(), not now(): the time of the statement, not of its transaction.
+    lease_now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
+
+    def driver_backend_id(self, conn: Any) -> Any:
+        return conn.get_backend_pid()
+
     def read_lock_holder(self) -> dict[str, Any]:
         classid, objid = pg_key_parts(PG_LOCK_KEY)
         cursor = self.database.execute_sql(

@@ -57,7 +57,7 @@ from api.db.migrate.declarations import (
     migrations_digest,
     plan_migrations,
 )
-from api.db.migrate.lock import migration_lock
+from api.db.migrate.lock import lock_settings, migration_lock
 from api.db.migrate.migrator import (
     Migrator,
     OperationFailed,
@@ -125,6 +125,8 @@ class MigrationReport:
     drift: list[str] = field(default_factory=list)
     schema_differences: list[str] = field(default_factory=list)
     fast_path: bool = False  # answered "nothing pending" without taking the lock
+    lock: str | None = None  # the lock strategy used: advisory or lease (None: no lock taken)
+    lock_reason: str | None = None  # why: "session pinned", "wsrep_on=ON (Galera)", "requested"...
     duration_ms: float = 0.0
 
     def _names(self, status: str) -> list[str]:
@@ -173,6 +175,8 @@ class MigrationReport:
             "drift": list(self.drift),
             "schema_differences": list(self.schema_differences),
             "fast_path": self.fast_path,
+            "lock": self.lock,
+            "lock_reason": self.lock_reason,
             "duration_ms": round(self.duration_ms, 3),
         }
 
@@ -212,7 +216,10 @@ class LockHandle(Protocol):
 
     strategy: str  # advisory, lease
     owner: str  # recorded in history rows: the lease token, or session:<backend id>
-    fence: peewee.Expression | None  # a condition each history write needs (the lock still ours)
+
+    @property
+    def fence(self) -> peewee.ColumnBase | None:
+        """A condition each history write needs (the lock still ours)."""
 
     def check(self) -> None:
         """Raise MigrationLockLost when the lock is no longer ours."""
@@ -223,7 +230,7 @@ class SessionLock:
 
     def __init__(self, db: peewee.Database) -> None:
         self.strategy = "advisory"
-        self.fence: peewee.Expression | None = None  # the session itself is the fence
+        self.fence: peewee.ColumnBase | None = None  # the session itself is the fence
         self.engine = engine_for(db)
         self.conn = db.connection()
         self.owner = self.engine.session_id(self.conn)
@@ -485,8 +492,8 @@ class _Run:
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
-            with keeping_error(logged_transaction(self.db, self.db.atomic(), migrations=[m.name for m in group]),
-                               self.engine):
+            with keeping_error(logged_transaction(self.db, engine_for(self.db).migration_transaction(),
+                                                  migrations=[m.name for m in group]), self.engine):
                 for migration in group:
                     current = migration
                     self.lock.check()
@@ -564,6 +571,8 @@ def migrate_db(
     on_unknown: str = "warn",
     verify: Sequence[type[peewee.Model]] | None = None,
     target: str | None = None,
+    lock: str | None = None,
+    lease_ttl: float | None = None,
 ) -> MigrationReport:
     """Apply every pending migration of ``migrations`` to ``db`` exactly once; return what happened.
 
@@ -574,7 +583,9 @@ def migrate_db(
     (one transaction for all pending migrations, on engines with transactional DDL) or
     ``"each"`` (one per migration). ``on_unknown``: ``"warn"`` or ``"error"`` when the
     history names migrations the code does not declare. ``verify``: models whose tables
-    and columns must exist afterwards (differences logged and reported).
+    and columns must exist afterwards (differences logged and reported). ``lock``: ``"auto"``
+    (default; env ``API_DB_MIGRATION_LOCK``), ``"advisory"`` or ``"lease"``; ``lease_ttl``: the
+    lease expiry in seconds (env ``API_DB_LEASE_TTL``, 30): see docs/DATABASE_MIGRATIONS.md, Topologies.
 
     Raises :class:`MigrationDeclarationError` (nothing touched), :class:`ReadOnlyDatabase` (a
     migration is pending but the target refuses writes; nothing touched), :class:`MigrationLockTimeout`,
@@ -583,6 +594,7 @@ def migrate_db(
     """
     started = time.perf_counter()
     _check_settings(lock_timeout, atomic, on_unknown)
+    strategy, ttl = lock_settings(lock, lease_ttl)
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         plan_migrations(migrations)  # raises the explanatory error
     items = list(migrations)
@@ -601,10 +613,11 @@ def migrate_db(
             else:
                 planned = plan_migrations(items)
                 refuse_read_only(db)
-                with lock_span(db, migration_lock(db, timeout=lock_timeout)) as held:
-                    lock: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
+                with lock_span(db, migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl)) as held:
+                    handle: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
+                    report.lock, report.lock_reason, tracker.lock = held.strategy, held.reason, held
                     _migrate_locked(
-                        db, tracker, planned, digest, report, lock=lock, atomic=atomic, on_unknown=on_unknown,
+                        db, tracker, planned, digest, report, lock=handle, atomic=atomic, on_unknown=on_unknown,
                         last=last,
                     )
             if verify is not None:

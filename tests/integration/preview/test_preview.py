@@ -163,7 +163,7 @@ def test_preview_refuses_a_callers_transaction(db) -> None:
 
 def _migration_writes(statements: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
     """What a real run sent for the migrations themselves: no bookkeeping, lock, read or control statement."""
-    bookkeeping = re.compile(r"migration_history|migration_state|advisory|GET_LOCK|RELEASE_LOCK", re.IGNORECASE)
+    bookkeeping = re.compile(r"migration_history|migration_state|migration_lock|advisory|GET_LOCK|RELEASE_LOCK", re.IGNORECASE)
     return [
         (strip_statement_settings(sql), params)
         for sql, params in statements
