@@ -786,25 +786,67 @@ class Patroni:
         member, _ = self.wait_writable(timeout, not_on=old.name)
         return member, time.monotonic() - t0
 
-    def kill_leader(self) -> PatroniMember:
+    def kill_leader(self, patroni_too: bool = False) -> PatroniMember:
         """SIGKILL the leader's postmaster; returns the member that was leader.
 
         Patroni usually restarts the crashed postmaster in place and keeps the leader key, so the
         leader after ``wait_writable()`` may be the same member (3.4 s measured on 2 cores).
+        ``patroni_too`` first SIGKILLs the member's Patroni as well: a real leader loss, the leader
+        key expires (ttl 10 s) and a replica is promoted; bring the member back with ``restart()``.
         """
         old = self.leader()
         pid = old.postmaster_pid() if old else None
         if old is None or pid is None:
             raise RuntimeError("kill_leader: no leader postmaster running")
+        if patroni_too and old.proc is not None:
+            old.proc.kill()
+            old.proc.wait(10)
         kill_pid(pid, signal.SIGKILL)
         return old
+
+    def restart(self, member: PatroniMember, timeout: float = 90.0) -> None:
+        """Start the Patroni of a member ``kill_leader(patroni_too=True)`` stopped; wait for the cluster."""
+        if member.proc is not None and member.proc.poll() is None:
+            return
+        pid = member.postmaster_pid()
+        if pid is not None:  # a postmaster the killed Patroni left behind
+            kill_pid(pid, signal.SIGKILL)
+            wait_until(lambda: not pid_alive(pid), 10)
+        _start_member(self, member)
+        self.wait_ready(timeout)
+
+    def set_maintenance(self, paused: bool, timeout: float = 20.0) -> None:
+        """Patroni's maintenance mode (``pause``): PostgreSQL is left alone (a paused replay stays paused)."""
+        leader = self.leader() or self.members[0]
+        req = urllib.request.Request(f"http://{leader.host}:{leader.rest_port}/config", method="PATCH",
+                                     data=json.dumps({"pause": paused}).encode(),
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=5):
+            pass
+
+        def applied() -> bool:
+            states = [member.rest("/patroni", timeout=1)[1] for member in self.members]
+            return all(isinstance(st, dict) and bool(st.get("pause", False)) == paused for st in states)
+
+        if not wait_until(applied, timeout, 0.2):
+            raise RuntimeError(f"patroni maintenance mode {paused} not applied within {timeout} s")
 
     def create_database(self) -> str:
         """A fresh database, created on the leader (replicated); returns its name."""
         name = new_database_name()
         member, _ = self.wait_writable(30)
         pg_query(member.host, member.port, f'CREATE DATABASE "{name}"')
+        # libpq stops at the first host of a list that says "database does not exist": wait for every
+        # member that answers to have it (a replica that just rejoined may be a moment behind).
+        wait_until(lambda: all(self._has_database(m, name) for m in self.members), 30, 0.1)
         return name
+
+    def _has_database(self, member: PatroniMember, name: str) -> bool:
+        """``name`` exists on ``member``, or the member does not answer (it cannot be waited for)."""
+        try:
+            return (name,) in pg_query(member.host, member.port, "SELECT datname FROM pg_database")
+        except Exception:  # a member down or restarting is not waited for
+            return True
 
     def drop_database(self, name: str) -> None:
         member, _ = self.wait_writable(30)

@@ -47,6 +47,7 @@ class ErrorCategory(str, Enum):
     DATA_ERROR = "data_error"
     CONSTRAINT_VIOLATION = "constraint_violation"
     TRANSACTION_ABORTED = "transaction_aborted"
+    READ_ONLY = "read_only"  # a standby or a demoted primary refused a write (failover in progress)
     UNSUPPORTED = "unsupported"
     TRANSACTION_CONTROL = "transaction_control"  # a migration tried to end its own transaction (refused)
     UNKNOWN = "unknown"
@@ -63,7 +64,8 @@ ALREADY_ABSENT = frozenset({C.MISSING_COLUMN, C.MISSING_TABLE, C.MISSING_INDEX, 
 EXPECTED = ALREADY_PRESENT | ALREADY_ABSENT | {C.INCOMPATIBLE_TYPE}
 # Worth retrying: the same statement can succeed a moment later.
 TRANSIENT = frozenset(
-    {C.CONNECTION_LOST, C.TOO_MANY_CONNECTIONS, C.LOCK_TIMEOUT, C.DEADLOCK, C.SERIALIZATION_FAILURE}
+    {C.CONNECTION_LOST, C.TOO_MANY_CONNECTIONS, C.LOCK_TIMEOUT, C.DEADLOCK, C.SERIALIZATION_FAILURE,
+     C.READ_ONLY}
 )
 # Retrying cannot help: a human must fix a setting.
 FATAL_CONFIGURATION = frozenset({C.AUTHENTICATION, C.UNKNOWN_DATABASE, C.PERMISSION_DENIED})
@@ -97,6 +99,7 @@ POSTGRES_SQLSTATE: dict[str, ErrorCategory] = {
     "42501": C.PERMISSION_DENIED,
     "42601": C.SYNTAX,
     "25P02": C.TRANSACTION_ABORTED,
+    "25006": C.READ_ONLY,  # read_only_sql_transaction: a hot standby (or demoted primary) refused a write
     "0A000": C.UNSUPPORTED,
 }
 
@@ -145,6 +148,8 @@ MYSQL_ERRNO: dict[int, ErrorCategory] = {
     1053: C.CONNECTION_LOST,  # server shutdown in progress
     1927: C.CONNECTION_LOST,  # MariaDB: connection was killed
     1040: C.TOO_MANY_CONNECTIONS,
+    1290: C.READ_ONLY,  # running with --read-only (a replica, or a primary being demoted)
+    1792: C.READ_ONLY,  # cannot execute statement in a READ ONLY transaction
     1205: C.LOCK_TIMEOUT,  # lock wait timeout exceeded (also lock_wait_timeout on DDL)
     3572: C.LOCK_TIMEOUT,  # NOWAIT: lock not available
     1317: C.QUERY_CANCELED,  # query execution was interrupted
@@ -197,6 +202,9 @@ MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
         r"|the database system is (?:starting up|shutting down|in recovery mode)",
         C.CONNECTION_LOST,
     ),
+    # libpq's target_session_attrs=read-write found no writable member (yet: a failover is under way).
+    (r"session is read-only|server is in hot standby mode|read-only transaction|read.only option",
+     C.READ_ONLY),
     (r"deadlock", C.DEADLOCK),
     (r"lock timeout|lock wait timeout|could not obtain lock", C.LOCK_TIMEOUT),
     (r"statement timeout|canceling statement|query execution was interrupted", C.QUERY_CANCELED),

@@ -159,6 +159,18 @@ class MigrationLockTimeout(ApiDbError, TimeoutError):
         self.holder = holder or {}
 
 
+class MigrationLockLost(ApiDbError, RuntimeError):
+    """This process no longer holds the migration lock it took; it stopped and wrote nothing more.
+
+    ``strategy`` is ``lease`` or ``advisory``; ``owner`` the lease token or ``session:<id>``.
+    """
+
+    def __init__(self, message: str, *, strategy: str = "", owner: str = "") -> None:
+        super().__init__(message)
+        self.strategy = strategy
+        self.owner = owner
+
+
 class PoolTimeout(ApiDbError, TimeoutError, MaxConnectionsExceeded):
     """No pooled connection became free within the acquire timeout; the message says who holds them."""
 
@@ -188,13 +200,13 @@ class ReadOnlyDatabase(ApiDbError, PermissionError):
         self.reason = reason
 
 
-class MigrationLockLost(ApiDbError, RuntimeError):
-    """The migration lock is no longer ours (session ended, lease expired): nothing more is written."""
-
-
 class IrreversibleMigration(MigrationError):
     """A rollback would pass through a migration without a safe inverse; nothing was changed."""
 
     def __init__(self, message: str, *, migration: str, operation: str) -> None:
         super().__init__(message, migration=migration, category="irreversible")
         self.operation = operation
+
+
+class NoHealthyReplica(DatabaseUnavailable):
+    """A read was routed with ``replica_fallback=fail`` and no replica answers within the lag bound."""

@@ -104,6 +104,7 @@ FALLBACK_SAMPLES = {
     C.UNKNOWN_DATABASE: 'FATAL:  database "nope" does not exist',
     C.TOO_MANY_CONNECTIONS: "FATAL:  sorry, too many connections for role",
     C.CONNECTION_LOST: "server closed the connection unexpectedly",
+    C.READ_ONLY: "connection to server at \"127.0.0.1\", port 5433 failed: session is read-only",
     C.DEADLOCK: "deadlock detected",
     C.LOCK_TIMEOUT: "canceling statement due to lock timeout",
     C.QUERY_CANCELED: "canceling statement due to statement timeout",

@@ -11,7 +11,7 @@ import io
 import string
 from collections.abc import Iterator
 from pathlib import Path
-from urllib.parse import quote
+from urllib.parse import quote, unquote, urlsplit
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -100,8 +100,19 @@ def test_url_errors_never_echo_the_password(case: tuple[str, str]) -> None:
         else:
             if hasattr(database, "close_all"):
                 database.close_all()
-            # A URL that parsed registered its password: any text holding it is masked.
-            assert password not in redact.redact_text(f"failed statement: OPTIONS (password '{password}')")
+            # A URL that parsed registered its password: any text holding it is masked. (A mutation may
+            # have moved it into the user name, where it is no password: nothing to register then.)
+            if _password_of(url) == password:
+                assert password not in redact.redact_text(f"failed statement: OPTIONS (password '{password}')")
+
+
+def _password_of(url: str) -> str | None:
+    """The password the URL carries in its password position, decoded (None when it has none)."""
+    try:
+        password = urlsplit(url).password
+    except ValueError:
+        return None
+    return None if password is None else unquote(password)
 
 
 def test_the_url_run_was_large_enough() -> None:

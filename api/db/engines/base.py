@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import peewee
 
-from api.db.exceptions import MigrationLockTimeout
+from api.db.exceptions import MigrationLockLost, MigrationLockTimeout
 
 if TYPE_CHECKING:
     from api.db.engines.info import ServerInfo
@@ -68,6 +68,23 @@ class ServerFacts:
     current_connections: int | None = None
     timeouts: dict[str, str] = field(default_factory=dict)
     settings: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class MemberRole:
+    """What one server is in its cluster: primary, replica (with lag) or Galera node (with state)."""
+
+    role: str = "unknown"  # primary, replica, galera_node, standalone, unknown
+    lag_seconds: float | None = None  # replicas: how far replay is behind (inf: replication stopped)
+    state: str | None = None  # Galera: wsrep_local_state_comment (Synced, Donor/Desynced, Joining...)
+    cluster_size: int | None = None  # Galera: wsrep_cluster_size
+    not_ready: str | None = None  # why this member must not take traffic (an engine fact), None if it may
+
+    def as_dict(self) -> dict[str, Any]:
+        lag = self.lag_seconds
+        shown = None if lag is None else (lag if lag != float("inf") else "stopped")
+        return {"role": self.role, "lag_seconds": shown, "state": self.state,
+                "cluster_size": self.cluster_size}  # fmt: skip
 
 
 class Engine:
@@ -157,19 +174,17 @@ class Engine:
     def before_unlock(self, conn: Any) -> None:
         """Undo what ``after_lock`` set, before the connection goes back to the pool."""
 
-    @contextlib.contextmanager
-    def migration_lock(self, timeout: float) -> Iterator[None]:
-        """Hold the engine's migration lock on this thread's connection for the ``with`` block."""
-        conn = self.database.connection()
+    def lock_session(self, conn: Any, timeout: float) -> bool:
+        """Take the session lock on ``conn`` within ``timeout`` s; True when settings need undoing."""
         self._acquire(conn, timeout)
         logger.debug("migration lock taken (%s)", self.lock_label())
-        changed = self.after_lock(conn)
-        try:
-            yield
-        finally:
-            if changed:
-                self.before_unlock(conn)
-            self._release(conn)
+        return self.after_lock(conn)
+
+    def unlock_session(self, conn: Any, changed: bool) -> None:
+        """Undo ``after_lock`` and release on ``conn``; MigrationLockLost when the lock was not held."""
+        if changed:
+            self.before_unlock(conn)
+        self._release(conn)
 
     def _acquire(self, conn: Any, timeout: float) -> None:
         deadline = time.monotonic() + timeout
@@ -193,25 +208,83 @@ class Engine:
                 delay = min(delay * 2, self.lock_poll_max)
 
     def _release(self, conn: Any) -> None:
-        """Release on ``conn``, the DB-API connection that took the lock, whatever this thread holds now."""
+        """Release on ``conn``, the connection that took the lock; not held then is MigrationLockLost."""
         from api.db.error_handler import classify_error
 
-        if self.database.is_closed() or self.database.connection() is not conn:
-            logger.warning("the connection that took the migration lock was swapped; releasing on the original one")
         try:
             released, statement = self.unlock(conn)
-        except Exception as exc:  # a dead connection has released its session lock with it
+        except Exception as exc:  # the session is gone, its lock with it: it may have been taken meanwhile
             info = classify_error(exc, self.name)
-            logger.warning(
-                "migration lock not released explicitly (%s: %s)", info.category.value, info.message,
-                extra={"event": "lock_release_failed", "engine": self.name,
-                       "error_category": info.category.value},
-            )  # fmt: skip
-            return
+            raise MigrationLockLost(
+                f"the session that held the migration lock ({self.lock_label()}) is gone "
+                f"({info.category.value}: {info.message}); another instance may have taken the lock",
+                strategy="advisory",
+            ) from exc
         if not released:
-            logger.warning("migration lock was not held at release (%s returned %s)", statement, released)
-        else:
-            logger.debug("migration lock released", extra={"event": "lock_released", "engine": self.name})
+            raise MigrationLockLost(
+                f"the migration lock ({self.lock_label()}) was not held at release ({statement} returned "
+                f"{released})", strategy="advisory",
+            )  # fmt: skip
+        logger.debug("migration lock released", extra={"event": "lock_released", "engine": self.name})
+
+    # -- the migration lock: which strategy fits this session (see migrate/lock.py) -------------
+
+    # The statement that reads the server's id of this session; empty: the engine has no session lock.
+    backend_id_sql: ClassVar[str] = ""
+
+    def driver_backend_id(self, conn: Any) -> Any:
+        """The session id the driver got when it connected (a pooler's fake one behind PgBouncer)."""
+        return None
+
+    def pin_problem(self, conn: Any) -> str | None:
+        """Why ``conn`` is not pinned to one server session (advisory lock unsafe); None when it is."""
+        if not self.backend_id_sql:
+            return f"{self.name} has no session lock"
+        try:
+            driver = self.driver_backend_id(conn)
+            first, second = self._backend_id(conn), self._backend_id(conn)
+        except Exception as exc:  # a driver or server that cannot say: not provably pinned
+            return f"the session id could not be read ({type(exc).__name__})"
+        if first != second:
+            return "backend id changed across transactions (a transaction pooler?)"
+        if driver != first:
+            return (
+                f"the driver's backend id ({driver}) is not the server's ({first}): a pooler such as "
+                "PgBouncer is in between"
+            )
+        return self.cluster_problem(conn)
+
+    def _backend_id(self, conn: Any) -> Any:
+        """The server's id of the session, read in a transaction of its own (autocommit)."""
+        with contextlib.closing(conn.cursor()) as cur:
+            value = scalar(cur, self.backend_id_sql)
+        if not getattr(conn, "autocommit", True) and hasattr(conn, "commit"):
+            conn.commit()
+        return value
+
+    def cluster_problem(self, conn: Any) -> str | None:
+        """A cluster on which the session lock is node-local (Galera); None when there is none."""
+        return None
+
+    # -- the migration lock: the lease's SQL (see migrate/lease.py) ---------------------------------
+
+    # The server clock as epoch seconds (a float): all lease times come from the server.
+    lease_now_sql: ClassVar[str] = ""
+    # What a lock timeout says when the lease row could not even be read or written (the file stayed locked).
+    lease_busy_text: ClassVar[str] = ""
+
+    def lease_database(self) -> peewee.Database | None:
+        """An unpooled copy of this database for the lease heartbeat; None when no second one can exist."""
+        params: dict[str, Any] = dict(getattr(self.database, "connect_params", {}) or {})
+        return self.database_class(self.database.database, thread_safe=False, **params)
+
+    def renewal_blocked(self, conn: Any) -> bool:
+        """Whether a busy heartbeat means the holder's own ``conn`` has the write lock (so no takeover)."""
+        return False
+
+    def migration_transaction(self) -> Any:
+        """The transaction (or savepoint) a group of transactional migrations runs in."""
+        return self.database.atomic()
 
     def lock_timeout_error(self, timeout: float, holder: Mapping[str, Any]) -> MigrationLockTimeout:
         return MigrationLockTimeout(
@@ -410,6 +483,11 @@ class Engine:
     has_pgvector: ClassVar[bool] = False  # pgvector can exist here: health and preflight check it
     # The engine's own preflight checks, by name (see api/db/health/preflight.py), in report order.
     preflight_checks: ClassVar[tuple[str, ...]] = ()
+    default_port: ClassVar[int | None] = None  # filled in for the hosts of a host list that name none
+    # The statement that opens a transaction that must write: it fails at once on a standby (None: BEGIN).
+    begin_read_write: ClassVar[str | None] = None
+    # libpq understands a host list itself; others get api.db's host-by-host connect.
+    driver_host_lists: ClassVar[bool] = False
 
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
@@ -442,6 +520,36 @@ class Engine:
     def server_facts(self) -> ServerFacts:
         """Connection limits, inherited timeouts and settings that preflight reports."""
         return ServerFacts()
+
+    # -- clusters: roles, lag, poolers -----------------------------------------------------
+
+    def read_role(self, cursor: Any) -> MemberRole:
+        """This member's role, read on a DB-API ``cursor`` (one or two round trips)."""
+        return MemberRole("standalone")
+
+    @classmethod
+    def unanswered(cls, exc: BaseException) -> bool:
+        """Whether a lost connection's error says the server closed it without answering the statement."""
+        return False
+
+    @classmethod
+    def pooler_refusal(cls, exc: BaseException) -> bool:
+        """Whether ``exc`` is a connection pooler refusing a startup setting it cannot carry."""
+        return False
+
+    @classmethod
+    def drop_pooled_startup_options(cls, params: dict[str, Any]) -> bool:
+        """Remove the startup settings a transaction pooler refuses; True when something was removed."""
+        return False
+
+    @classmethod
+    def transaction_settings(cls, pool: Any) -> str:
+        """Settings a pooled transaction sets for itself (``SET LOCAL ...``); empty when none."""
+        return ""
+
+    def backend_id(self, cursor: Any) -> Any:
+        """The server's id of the session behind ``cursor`` (it changes under a transaction pooler)."""
+        return None
 
     @classmethod
     def product_label(cls, flavour: str) -> str:

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any, ClassVar
 
 import peewee
 
-from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, ServerFacts, scalar
+from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, MemberRole, ServerFacts, scalar
 from api.db.engines.info import ServerInfo, parse_version
 from api.db.engines.statements import (
     ACCESS_EXCLUSIVE,
@@ -171,6 +172,14 @@ MYSQL_PREFLIGHT_VARIABLES = (
     " 'innodb_lock_wait_timeout', 'max_execution_time', 'max_statement_time', 'character_set_database',"
     " 'sql_mode', 'wait_timeout')"
 )
+# -- clusters: Galera takes traffic only when wsrep_ready=ON and the node is Synced (a donor, a
+# desynced or a joining node answers queries but lags or blocks); replica lag columns by server age.
+GALERA_STATUS = "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_ready', 'wsrep_local_state_comment', " \
+    "'wsrep_cluster_size', 'wsrep_cluster_status')"
+GALERA_SYNCED = "Synced"
+REPLICA_STATUS = ("SHOW REPLICA STATUS", "SHOW SLAVE STATUS")
+REPLICA_LAG_COLUMNS = ("Seconds_Behind_Source", "Seconds_Behind_Master")
+MYSQL_SYNTAX_ERROR = 1064
 # -- previews (statement analysis) --------------------------------------------------------
 # MySQL 8.0 / MariaDB "Online DDL operations": the ALGORITHM each ALTER TABLE form can use
 # (INSTANT: metadata only; INPLACE: no table copy, concurrent DML allowed, sometimes a
@@ -263,6 +272,22 @@ class MySQLEngine(Engine):
 
     def lock_label(self) -> str:
         return f"GET_LOCK {self.lock_name}"
+
+    backend_id_sql = "SELECT CONNECTION_ID()"
+    # NOW(6): microseconds; Galera replicates rows, so every node stores the origin's value.
+    lease_now_sql = "UNIX_TIMESTAMP(NOW(6))"
+
+    def driver_backend_id(self, conn: Any) -> Any:
+        return conn.thread_id()
+
+    def cluster_problem(self, conn: Any) -> str | None:
+        """GET_LOCK is node-local on Galera: the same name is granted on every node at once."""
+        with conn.cursor() as cur:
+            try:
+                on = str(scalar(cur, "SELECT @@wsrep_on"))
+            except Exception:  # MySQL: no such variable (error 1193), so no Galera
+                return None
+        return "wsrep_on=ON (Galera)" if on.upper() in ("1", "ON") else None
 
     def read_lock_holder(self) -> dict[str, Any]:
         conn_id = self.scalar("SELECT IS_USED_LOCK(%s)", (self.lock_name,))
@@ -525,6 +550,7 @@ class MySQLEngine(Engine):
     extra = "mysql"
     driver_defaults = MYSQL_DEFAULTS
     preflight_checks = ("lock_wait_timeout", "charset", "pgvector_elsewhere")
+    default_port = 3306
 
     @classmethod
     def apply_timeouts(cls, params: dict[str, Any], pool: Any) -> None:
@@ -567,3 +593,57 @@ class MySQLEngine(Engine):
         facts.timeouts = {n: str(variables[n]) for n in MYSQL_PREFLIGHT_TIMEOUTS if n in variables}
         facts.settings = {n: str(variables[n]) for n in MYSQL_PREFLIGHT_SETTINGS if n in variables}
         return facts
+
+    # -- clusters: roles, lag, Galera state -------------------------------------------------
+
+    def read_role(self, cursor: Any) -> MemberRole:
+        cursor.execute(GALERA_STATUS)
+        wsrep = {str(k): str(v) for k, v in cursor.fetchall()}
+        if wsrep.get("wsrep_cluster_size", "0") not in ("", "0"):
+            return galera_role(wsrep)
+        lag = self.replica_lag(cursor)
+        if lag is not None:
+            return MemberRole("replica", lag_seconds=lag)
+        read_only = scalar(cursor, "SELECT @@global.read_only")
+        if int(read_only or 0):
+            return MemberRole("replica", lag_seconds=0.0)
+        return MemberRole("primary")
+
+    @staticmethod
+    def replica_lag(cursor: Any) -> float | None:
+        """Seconds_Behind_Source (or _Master); inf when replication is stopped; None when not a replica."""
+        import pymysql
+
+        for statement in REPLICA_STATUS:
+            try:
+                cursor.execute(statement)
+            except pymysql.err.MySQLError as exc:
+                if exc.args and exc.args[0] == MYSQL_SYNTAX_ERROR:  # an older server: the older spelling
+                    continue
+                return None  # no REPLICATION CLIENT privilege: read_only decides
+            row = cursor.fetchone()
+            if row is None:
+                return None
+            names = [col[0] for col in cursor.description]
+            values = dict(zip(names, row))
+            column = next((c for c in REPLICA_LAG_COLUMNS if c in values), None)
+            lag = values.get(column) if column else None
+            return float("inf") if lag is None else float(lag)
+        return None
+
+    def backend_id(self, cursor: Any) -> Any:
+        return scalar(cursor, "SELECT CONNECTION_ID()")
+
+
+def galera_role(wsrep: Mapping[str, str]) -> MemberRole:
+    """A Galera node's role from its wsrep status; ``not_ready`` unless wsrep_ready=ON and Synced."""
+    state = wsrep.get("wsrep_local_state_comment")
+    size = int(wsrep.get("wsrep_cluster_size") or 0)
+    problem = None
+    if wsrep.get("wsrep_ready") != "ON":
+        problem = "galera node not ready (wsrep_ready is not ON)"
+    elif state != GALERA_SYNCED:
+        problem = f"galera node is {state}, not {GALERA_SYNCED}"
+    elif wsrep.get("wsrep_cluster_status", "Primary") != "Primary":
+        problem = f"galera node is in a {wsrep.get('wsrep_cluster_status')} component, not the Primary one"
+    return MemberRole("galera_node", state=state, cluster_size=size, not_ready=problem)

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 
 import peewee
 
-from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, ServerFacts, scalar
+from api.db.engines.base import LOCK_NAMESPACE, Engine, Flavour, MemberRole, ServerFacts, scalar
 from api.db.engines.info import ServerInfo, parse_version
 from api.db.engines.statements import (
     ACCESS_EXCLUSIVE,
@@ -124,6 +124,21 @@ PG_NATIVE_EQUIVALENTS: dict[str, str] = {
 POSTGRES_KEEPALIVES: dict[str, Any] = {
     "keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3,
 }  # fmt: skip
+# -- clusters: a standby's replay lag in seconds (0 when everything received is replayed, so an
+# idle primary does not make its replicas look late); PgBouncer's refusal of startup options.
+PG_ROLE_SQL = (
+    "SELECT pg_is_in_recovery(), CASE WHEN NOT pg_is_in_recovery() THEN 0 "
+    "WHEN pg_last_wal_receive_lsn() IS NOT DISTINCT FROM pg_last_wal_replay_lsn() THEN 0 "
+    "ELSE COALESCE(EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp()), 0) END"
+)
+PG_POOLER_REFUSAL = re.compile(r"unsupported startup parameter", re.IGNORECASE)
+# libpq's words for a connection closed with no message at all. A backend that is terminated (fast
+# shutdown, pg_terminate_backend) while it runs a statement sends FATAL 57P01 first, even after a
+# commit; one that sees its postmaster die finishes the statement and answers; a crash mid-statement
+# loses its uncommitted work. A silent close therefore means the statement was never read (the residual
+# case, a crash between the commit record and the reply, is why resend_unanswered can be turned off).
+PG_UNANSWERED = re.compile(r"^server closed the connection unexpectedly", re.IGNORECASE)
+PG_STARTUP_ONLY = ("statement_timeout",)  # what api.db sends as -c options at connect
 # -- previews (statement analysis) --------------------------------------------------------
 # ALTER TABLE forms, first match wins ("Explicit Locking", and ALTER TABLE's notes on which
 # forms rewrite the table or scan it). (pattern, kind, lock, blocks writes, rewrites, operation).
@@ -246,6 +261,14 @@ class PostgresEngine(Engine):
 
     def lock_label(self) -> str:
         return f"pg_advisory_lock {PG_LOCK_KEY}"
+
+    # Pinned when libpq's backend pid (PgBouncer hands out a fake one) is pg_backend_pid() twice.
+    backend_id_sql = "SELECT pg_backend_pid()"
+    # clock_timestamp(), not now(): the time of the statement, not of its transaction.
+    lease_now_sql = "EXTRACT(EPOCH FROM clock_timestamp())::float8"
+
+    def driver_backend_id(self, conn: Any) -> Any:
+        return conn.get_backend_pid()
 
     def read_lock_holder(self) -> dict[str, Any]:
         classid, objid = pg_key_parts(PG_LOCK_KEY)
@@ -599,6 +622,9 @@ class PostgresEngine(Engine):
     extra = "postgres"
     has_pgvector = True
     preflight_checks = ("statement_timeout", "pgvector")
+    default_port = 5432
+    begin_read_write = "BEGIN READ WRITE"  # on a hot standby: 25006 at once, before any statement
+    driver_host_lists = True  # libpq tries host=h1,h2 in order and honours target_session_attrs
 
     @staticmethod
     def add_option(params: dict[str, Any], option: str) -> None:
@@ -612,7 +638,8 @@ class PostgresEngine(Engine):
         cls.name_session(params, pool.app_name)
         for key, value in POSTGRES_KEEPALIVES.items():
             params.setdefault(key, value)
-        if pool.statement_timeout > 0:
+        # A transaction pooler (PgBouncer) refuses startup options: the timeout is set per transaction.
+        if pool.statement_timeout > 0 and pool.pooler != "pgbouncer":
             cls.add_option(params, f"-c statement_timeout={int(pool.statement_timeout * 1000)}")
 
     @classmethod
@@ -623,8 +650,11 @@ class PostgresEngine(Engine):
         self, params: dict[str, Any], *, connect_timeout: int, statement_timeout: float, io_timeout: float
     ) -> peewee.Database:
         params["connect_timeout"] = connect_timeout
-        # The last -c of a setting wins over the application's own.
-        self.add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
+        # The last -c of a setting wins over the application's own; a pooler in front refuses -c options.
+        if getattr(self.database, "pooled", False):
+            self.drop_pooled_startup_options(params)
+        else:
+            self.add_option(params, f"-c statement_timeout={int(statement_timeout * 1000)}")
         params["application_name"] = f"{params.get('application_name') or 'api.db'}-health"[:63]
         return peewee.PostgresqlDatabase(self.database.database, thread_safe=False, **params)
 
@@ -638,3 +668,45 @@ class PostgresEngine(Engine):
         for name in ("lock_timeout", "statement_timeout", "idle_in_transaction_session_timeout"):
             facts.timeouts[name] = str(self.scalar(f"SHOW {name}"))
         return facts
+
+    # -- clusters: roles, lag, poolers -----------------------------------------------------
+
+    def read_role(self, cursor: Any) -> MemberRole:
+        cursor.execute(PG_ROLE_SQL)
+        recovering, lag = cursor.fetchone()
+        if not recovering:
+            return MemberRole("primary")
+        return MemberRole("replica", lag_seconds=float(lag))
+
+    @classmethod
+    def pooler_refusal(cls, exc: BaseException) -> bool:
+        return PG_POOLER_REFUSAL.search(str(exc)) is not None
+
+    @classmethod
+    def unanswered(cls, exc: BaseException) -> bool:
+        from api.db.error_handler import driver_error
+
+        orig = driver_error(exc)
+        return getattr(orig, "pgcode", None) is None and PG_UNANSWERED.match(str(orig).strip()) is not None
+
+    @classmethod
+    def drop_pooled_startup_options(cls, params: dict[str, Any]) -> bool:
+        options = str(params.get("options") or "")
+        kept = [opt for opt in re.split(r"\s+(?=-c\s)", options.strip()) if opt and not any(
+            opt.replace(" ", "").startswith(f"-c{name}=") for name in PG_STARTUP_ONLY)]  # fmt: skip
+        if " ".join(kept) == options.strip():
+            return False
+        if kept:
+            params["options"] = " ".join(kept)
+        else:
+            params.pop("options", None)
+        return True
+
+    @classmethod
+    def transaction_settings(cls, pool: Any) -> str:
+        if pool.statement_timeout <= 0:
+            return ""
+        return f"SET LOCAL statement_timeout = {int(pool.statement_timeout * 1000)}"
+
+    def backend_id(self, cursor: Any) -> Any:
+        return scalar(cursor, "SELECT pg_backend_pid()")

@@ -18,7 +18,6 @@ from api.db.engines.base import Engine, Flavour, ServerFacts
 from api.db.engines.info import ServerInfo, parse_version
 from api.db.engines.postgres import PostgresEngine
 from api.db.engines.statements import BYTES_PER_ROW_GUESS, REWRITE, StatementEffect
-from api.db.exceptions import MigrationLockTimeout
 
 logger = logging.getLogger(__name__)
 
@@ -102,41 +101,31 @@ class SqliteEngine(Engine):
         text = sqlite3.sqlite_version
         return ServerInfo(self.name, "sqlite", parse_version(text), text, str(self.database.database))
 
-    # -- the migration lock: one BEGIN IMMEDIATE transaction for the whole run ---------------
+    # -- the migration lock: the lease, a row in the file (writes serialized by SQLite itself) ----------
 
-    @contextlib.contextmanager
-    def migration_lock(self, timeout: float) -> Iterator[None]:
-        from api.db.error_handler import classify_error
+    lease_now_sql = "((julianday('now') - 2440587.5) * 86400.0)"
+    lease_busy_text = (
+        "the SQLite database {database} stayed locked by another writer for {timeout:g} s (SQLite does "
+        "not say which process); find the process that holds a write transaction on that file and boot again"
+    )
+    lease_heartbeat_busy_timeout = 1.0  # seconds the heartbeat waits for the file's write lock
 
+    def lease_database(self) -> peewee.Database | None:
         database = self.database
-        conn = database.connection()
-        previous = conn.execute("PRAGMA busy_timeout").fetchone()[0]
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
-        txn = database.transaction("IMMEDIATE")
-        try:
-            try:
-                txn.__enter__()
-            except peewee.OperationalError as exc:
-                if "locked" in str(exc):
-                    raise MigrationLockTimeout(
-                        f"the SQLite database {database.database} stayed locked by another writer for "
-                        f"{timeout:g} s (SQLite does not say which process); find the process that holds "
-                        "a write transaction on that file and boot again",
-                    ) from exc
-                raise
-        finally:
-            conn.execute(f"PRAGMA busy_timeout = {int(previous)}")
-        logger.debug("migration lock taken (BEGIN IMMEDIATE on %s)", database.database)
-        try:
-            yield
-        finally:
-            # Commit whatever the run left: each migration's own work was already
-            # committed or rolled back to its savepoint, and failed rows must persist.
-            try:
-                txn.__exit__(None, None, None)
-            except peewee.DatabaseError as exc:
-                logger.error("could not commit the SQLite migration transaction: %s", classify_error(exc, self.name).message)
-                raise
+        if database.database == ":memory:":
+            return None  # a second connection would see another, empty database
+        return peewee.SqliteDatabase(database.database, thread_safe=False, check_same_thread=False,
+                                     timeout=self.lease_heartbeat_busy_timeout)  # fmt: skip
+
+    def renewal_blocked(self, conn: Any) -> bool:
+        # The holder's migration transactions begin IMMEDIATE: while one is open it has the file's write
+        # lock, the heartbeat's renewal waits, and nobody else can commit a takeover either.
+        return bool(getattr(conn, "in_transaction", False))
+
+    def migration_transaction(self) -> Any:
+        # IMMEDIATE: the write lock from the start, so that a read followed by a write inside the
+        # migration never meets another writer (the lease heartbeat, a booter) in between.
+        return self.database.atomic(lock_type="IMMEDIATE")
 
     # -- migrations: read-only targets ----------------------------------------------------
 

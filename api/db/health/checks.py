@@ -30,12 +30,17 @@ Status rules (the same table is in docs/HEALTH_AND_METRICS.md):
 * ``healthy`` otherwise.
 
 Ready (:attr:`DatabaseHealth.ready`): the database answers, nothing is pending,
-running or failed, and the pool is not exhausted.
+running or failed, and the pool is not exhausted; on a Galera node also ``wsrep_ready=ON``
+and ``Synced`` (an engine fact: ``MemberRole.not_ready``); on a replica only with
+``ready_on_replica`` (the default). The member's role (primary, replica with its lag, Galera
+node with its state and cluster size), a pooler in front and, for a routing database, every
+member are reported in ``cluster``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import math
@@ -101,6 +106,10 @@ class DatabaseHealth:
     server_version: str | None = None  # a detail
     engine: str = ""
     flavour: str = ""  # postgres, mysql, mariadb, sqlite once the server was read
+    role: dict[str, Any] | None = None  # MemberRole.as_dict() of the member the probe reached
+    pooler: str | None = None  # how a pooler in front was configured or detected
+    members: list[dict[str, Any]] = field(default_factory=list)  # routing databases: primary and replicas
+    not_ready: str | None = None  # why the member's role keeps it out of traffic
     check_duration_ms: float = 0.0  # the whole database part of the check
     checked_at: float = 0.0  # time.time() when the check finished
 
@@ -114,6 +123,7 @@ class DatabaseHealth:
             and not self.migrations_failed
             and not self.pool_exhausted
             and self.error is None
+            and self.not_ready is None
         )
 
     def to_dict(self, *, details: bool = False) -> dict[str, Any]:
@@ -146,6 +156,7 @@ class DatabaseHealth:
                 "available": self.pgvector_available,
                 **({"version": self.pgvector_version} if details else {}),
             },
+            "cluster": self._cluster_dict(details),
         }
 
     def _migrations_dict(self) -> dict[str, Any]:
@@ -162,6 +173,12 @@ class DatabaseHealth:
             "applied": self.migrations_applied,
             "last_duration_ms": self.last_migration_duration_ms,
         }
+
+    def _cluster_dict(self, details: bool) -> dict[str, Any]:
+        """Role, pooler and members; member URLs and errors only with ``details``."""
+        hidden = () if details else ("url", "error")
+        members = [{k: v for k, v in member.items() if k not in hidden} for member in self.members]
+        return {**(self.role or {"role": "unknown"}), "pooler": self.pooler, "members": members}
 
 
 class _DatabaseFacts:
@@ -183,6 +200,8 @@ class _DatabaseFacts:
         self.pgvector_version: str | None = None
         self.pgvector_problem = False
         self.error: str | None = None
+        self.role: Any = None  # MemberRole
+        self.pooler: str | None = None
         self.timed_out = False
         self.duration_ms = 0.0
 
@@ -226,6 +245,7 @@ class HealthChecker:
         cache_ttl: float = 5.0,
         timeout: float = DEFAULT_TIMEOUT,
         latency_threshold_ms: float = DEFAULT_LATENCY_THRESHOLD_MS,
+        ready_on_replica: bool = True,
     ) -> None:
         for name, value, low in (("cache_ttl", cache_ttl, 0.0), ("timeout", timeout, 0.001),
                                  ("latency_threshold_ms", latency_threshold_ms, 0.0)):  # fmt: skip
@@ -238,7 +258,9 @@ class HealthChecker:
         self.cache_ttl = float(cache_ttl)
         self.timeout = float(timeout)
         self.latency_threshold_ms = float(latency_threshold_ms)
+        self.ready_on_replica = bool(ready_on_replica)
         self.probe_db: Any = probe_database(db)
+        self._backend: tuple[Any, Any] | None = None  # (probe connection, backend id) of the last check
         self.checks_total = 0  # database checks started (not cache hits)
         self.last: DatabaseHealth | None = None
         self._cached_at = -math.inf  # monotonic
@@ -376,6 +398,7 @@ class HealthChecker:
         self._log_failure(None)
         facts.server_version = _version_text(getattr(probe, "server_version", None))
         facts.flavour = self._flavour(probe)
+        self._read_role(probe, facts)
         try:
             self._read_migrations(probe, facts)
         except peewee.DatabaseError as exc:  # the database answers but the history cannot be read
@@ -395,6 +418,26 @@ class HealthChecker:
             except peewee.DatabaseError as exc:  # the next check asks again
                 logger.debug("health check of %s: server product unknown: %s", _name(self.db), exc)
         return self._flavour_name
+
+    def _read_role(self, probe: Any, facts: _DatabaseFacts) -> None:
+        """The member's role, and a pooler: configured, detected at connect, or seen moving the backend."""
+        engine = engine_for(self.db)
+        report = getattr(self.db, "pooler_report", None)
+        facts.pooler = report() if report is not None else None
+        conn = probe.connection()
+        try:
+            with contextlib.closing(conn.cursor()) as cursor:
+                facts.role = engine.read_role(cursor)
+                backend = engine.backend_id(cursor)
+        except Exception as exc:  # a role the server will not say (privileges): reported unknown
+            info = classify_error(exc, self.engine)
+            logger.info("health check of %s: role unreadable (%s): %s", _name(self.db), info.category.value,
+                        info.message)  # fmt: skip
+            _rollback_quietly(conn)
+            return
+        previous, self._backend = self._backend, (conn, backend)
+        if facts.pooler is None and previous is not None and previous[0] is conn and previous[1] != backend:
+            facts.pooler = "detected: the server session changed between two checks on one connection"
 
     def _read_pgvector(self, probe: Any, facts: _DatabaseFacts) -> None:
         try:
@@ -450,6 +493,9 @@ class HealthChecker:
         unhealthy = self._unhealthy_reasons(facts) + _exhaustion_reasons(exhausted, new_timeouts, stats)
         degraded = _pool_degraded(exhausted, stats, diagnostics.config.warning_percent)
         degraded += self._degraded_reasons(facts)
+        not_ready = self._role_not_ready(facts)
+        if not_ready:
+            degraded.append(not_ready)
         status = UNHEALTHY if unhealthy else DEGRADED if degraded else HEALTHY
         return DatabaseHealth(
             status=status,
@@ -475,9 +521,24 @@ class HealthChecker:
             server_version=facts.server_version,
             engine=self.engine,
             flavour=facts.flavour,
+            role=facts.role.as_dict() if facts.role is not None else None,
+            pooler=facts.pooler,
+            members=_members(self.db),
+            not_ready=not_ready,
             check_duration_ms=facts.duration_ms,
             checked_at=time.time(),
         )
+
+    def _role_not_ready(self, facts: _DatabaseFacts) -> str | None:
+        """Why the role keeps the member out of traffic (Galera state; a replica, ready_on_replica off)."""
+        role = facts.role
+        if role is None:
+            return None
+        if role.not_ready:
+            return str(role.not_ready)
+        if role.role == "replica" and not self.ready_on_replica:
+            return "member is a replica (ready_on_replica is off)"
+        return None
 
     def _unhealthy_reasons(self, facts: _DatabaseFacts) -> list[str]:
         """Why the database part is unhealthy: no answer, unreadable state, failed migrations."""
@@ -532,6 +593,20 @@ def _pool_degraded(exhausted: bool, stats: dict[str, Any], warning_percent: floa
     if exhausted or not stats["max"] or stats["utilization_percent"] < warning_percent:
         return []
     return [f"pool utilization {stats['utilization_percent']:g}% >= {warning_percent:g}%"]
+
+
+def _members(db: Any) -> list[dict[str, Any]]:
+    """Every member of a routing database (from its last replica poll: no round trip); empty otherwise."""
+    members = getattr(db, "members", None)
+    return list(members()) if callable(members) else []
+
+
+def _rollback_quietly(conn: Any) -> None:
+    """End a failed read's transaction on the probe connection, so the next statement can run."""
+    try:
+        conn.rollback()
+    except Exception as exc:  # a broken probe connection is replaced by the next check
+        logger.debug("health probe rollback failed: %s", classify_error(exc).message)
 
 
 def _version_text(version: Any) -> str | None:

@@ -125,6 +125,7 @@ class DatabaseCollector:
         checks.add_metric([self.label], self.checker.checks_total)
         yield checks
         yield self._wait_histogram(db)
+        yield from member_metrics(db, self.label)
 
     def _wait_histogram(self, db: Any) -> Metric:
         if isinstance(db, InstrumentedPool):
@@ -181,6 +182,46 @@ class DatabaseCollector:
         family = GaugeMetricFamily(PREFIX + name, doc, labels=LABELS)
         family.add_metric([self.label], value)
         return family
+
+# Per member of a routing database, labelled ``member`` (primary, replica1, ...): (name, stats key, help).
+MEMBER_GAUGES: tuple[tuple[str, str, str], ...] = (
+    ("member_pool_connections_max", "max", "Largest number of connections the member's pool may hold."),
+    ("member_pool_connections_active", "active", "Connections checked out of the member's pool now."),
+    ("member_pool_connections_idle", "idle", "Open connections waiting in the member's pool now."),
+)
+
+
+def member_metrics(db: Any, database: str) -> Iterator[Metric]:
+    """Pool gauges, reads served, lag and health per member (without replicas: the primary only)."""
+    members = PoolDiagnostics(db).get_member_stats()
+    labels = [*LABELS, "member"]
+    for name, key, doc in MEMBER_GAUGES:
+        family = GaugeMetricFamily(PREFIX + name, doc, labels=labels)
+        for member, stats in members.items():
+            family.add_metric([database, member], stats[key])
+        yield family
+    reads = CounterMetricFamily(PREFIX + "member_reads", "Reads outside transactions served by the member.",
+                                labels=labels)  # fmt: skip
+    doc = "Replay lag measured by the last poll (NaN: unknown)."
+    lag = GaugeMetricFamily(PREFIX + "replica_lag_seconds", doc, labels=labels)
+    healthy = GaugeMetricFamily(PREFIX + "member_healthy", "1 when the member may serve reads.",
+                                labels=labels)  # fmt: skip
+    for member, stats in members.items():
+        reads.add_metric([database, member], stats.get("reads_total") or 0)
+        value = stats.get("lag_seconds")
+        lag.add_metric([database, member], _lag_value(value))
+        healthy.add_metric([database, member], 0 if stats.get("healthy") is False else 1)
+    yield reads
+    yield lag
+    yield healthy
+
+
+def _lag_value(value: Any) -> float:
+    """A member's lag as a gauge value: +Inf when replication stopped, NaN when unknown."""
+    if value == "stopped":
+        return math.inf
+    return math.nan if value is None else float(value)
+
 
 
 def _le(bound: float) -> str:

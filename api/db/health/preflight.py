@@ -8,6 +8,7 @@ report is JSON-serializable; ``to_dict()`` gives the plain structure.
 
 from __future__ import annotations
 
+import contextlib
 import inspect
 import logging
 import os
@@ -69,6 +70,9 @@ class ExtendedPreflightReport:
     uses_vectors: bool | None = None  # the declared migrations or models use vector types (None: not told)
     workers: int = 1  # processes sharing the server, each with its own pool (WEB_CONCURRENCY)
     migrations: dict[str, Any] = field(default_factory=dict)
+    role: dict[str, Any] = field(default_factory=dict)  # MemberRole.as_dict() of the member reached
+    pooler: str | None = None  # a pooler in front: configured or detected
+    members: list[dict[str, Any]] = field(default_factory=list)  # routing databases: primary and replicas
     checks: list[Check] = field(default_factory=list)
 
     @property
@@ -230,6 +234,41 @@ def _gather(database: peewee.Database, report: ExtendedPreflightReport, info: Se
         report.pgvector = check_pgvector(database).to_dict()
 
 
+def _judge_role(database: peewee.Database, report: ExtendedPreflightReport) -> None:
+    """The member's role (and a routing database's members): Galera not Synced fails, a replica warns."""
+    engine = engine_for(database)
+    try:
+        with contextlib.closing(database.connection().cursor()) as cursor:
+            role = engine.read_role(cursor)
+    except peewee.DatabaseError as exc:
+        info = classify_error(exc, report.engine)
+        report.check("cluster_role", Level.WARN, f"role unreadable ({info.category.value}: {info.message})")
+        return
+    report.role = role.as_dict()
+    pooler = getattr(database, "pooler_report", None)
+    report.pooler = pooler() if callable(pooler) else None
+    members = getattr(database, "members", None)
+    report.members = list(members()) if callable(members) else []
+    label = describe_role(report.role) + (f"; pooler: {report.pooler}" if report.pooler else "")
+    if role.not_ready:
+        report.check("cluster_role", Level.FAIL, f"{label}: {role.not_ready}")
+    elif role.role == "replica":
+        report.check("cluster_role", Level.WARN, f"{label}: writes and migrations need the primary")
+    else:
+        report.check("cluster_role", Level.PASS, label)
+
+
+def describe_role(role: dict[str, Any]) -> str:
+    """``replica, lag 0.2 s`` / ``galera_node Synced, cluster of 3`` / ``primary``."""
+    text = str(role.get("role", "unknown"))
+    if role.get("lag_seconds") is not None:
+        lag = role["lag_seconds"]
+        text += f", lag {lag:.1f} s" if isinstance(lag, float) else f", replication {lag}"
+    if role.get("state"):
+        text += f" {role['state']}, cluster of {role.get('cluster_size')}"
+    return text
+
+
 def _judge_migrations(report: ExtendedPreflightReport, state: dict[str, Any]) -> None:
     """Failed migrations fail the report; pending or running ones warn."""
     report.migrations = state
@@ -312,6 +351,7 @@ def get_extended_diagnostics(
     report.check("connectivity", Level.PASS, "connected")
     _gather(database, report, info)
     _judge(report, info, require_pgvector)
+    _judge_role(database, report)
     if migration_state is not None:
         _judge_migrations(report, migration_state(database))
     for check in report.checks:

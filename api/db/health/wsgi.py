@@ -55,6 +55,7 @@ class HealthApp:
     many requests arrive). ``expose_details``: include error text and versions in
     ``/health/detailed``. ``token``: require ``Authorization: Bearer <token>`` there.
     ``timeout`` / ``latency_threshold_ms``: see :class:`api.db.health.checks.HealthChecker`.
+    ``ready_on_replica``: whether ``/health/ready`` answers 200 on a replica (the role is reported anyway).
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class HealthApp:
         *,
         timeout: float | None = None,
         latency_threshold_ms: float | None = None,
+        ready_on_replica: bool = True,
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token.strip()):
             raise ConfigurationError("token is empty: give a secret string, or None to leave /health/detailed open")
@@ -75,6 +77,7 @@ class HealthApp:
             options["timeout"] = timeout
         if latency_threshold_ms is not None:
             options["latency_threshold_ms"] = latency_threshold_ms
+        options["ready_on_replica"] = ready_on_replica
         self.checker = HealthChecker(db, migrations, cache_ttl=cache_ttl, **options)
         self.expose_details = bool(expose_details)
         self._token = token.encode() if token is not None else None
@@ -123,9 +126,10 @@ class HealthApp:
             return _json(200, {"status": "alive"})
         if path == READY:
             health = self.checker.check()
+            role = (health.role or {}).get("role", "unknown")
             if health.ready:
-                return _json(200, {"status": "ready"})
-            return _json(503, {"status": "not ready", "reasons": health.reasons})
+                return _json(200, {"status": "ready", "role": role})
+            return _json(503, {"status": "not ready", "role": role, "reasons": health.reasons})
         if path == DETAILED:
             if self._token is not None and not self._authorized(environ):
                 status, headers, body = _json(401, {"status": "unauthorized"})

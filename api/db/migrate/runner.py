@@ -57,7 +57,7 @@ from api.db.migrate.declarations import (
     plan_migrations,
     quick_declaration,
 )
-from api.db.migrate.lock import migration_lock
+from api.db.migrate.lock import lock_settings, migration_lock
 from api.db.migrate.migrator import (
     Migrator,
     OperationFailed,
@@ -76,6 +76,7 @@ from api.db.migrate.tracker import (
     MigrationTracker,
 )
 from api.db.migrate.txlog import logged_transaction
+from api.db.pool.routing import pinned_to_primary
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
 from api.db.tracing import lock_span, migration_span, report_attributes, traced
@@ -124,6 +125,8 @@ class MigrationReport:
     drift: list[str] = field(default_factory=list)
     schema_differences: list[str] = field(default_factory=list)
     fast_path: bool = False  # answered "nothing pending" without taking the lock
+    lock: str | None = None  # the lock strategy used: advisory or lease (None: no lock taken)
+    lock_reason: str | None = None  # why: "session pinned", "wsrep_on=ON (Galera)", "requested"...
     duration_ms: float = 0.0
 
     def _names(self, status: str) -> list[str]:
@@ -172,6 +175,8 @@ class MigrationReport:
             "drift": list(self.drift),
             "schema_differences": list(self.schema_differences),
             "fast_path": self.fast_path,
+            "lock": self.lock,
+            "lock_reason": self.lock_reason,
             "duration_ms": round(self.duration_ms, 3),
         }
 
@@ -211,7 +216,10 @@ class LockHandle(Protocol):
 
     strategy: str  # advisory, lease
     owner: str  # recorded in history rows: the lease token, or session:<backend id>
-    fence: peewee.Expression | None  # a condition each history write needs (the lock still ours)
+
+    @property
+    def fence(self) -> peewee.ColumnBase | None:
+        """A condition each history write needs (the lock still ours)."""
 
     def check(self) -> None:
         """Raise MigrationLockLost when the lock is no longer ours."""
@@ -222,7 +230,7 @@ class SessionLock:
 
     def __init__(self, db: peewee.Database) -> None:
         self.strategy = "advisory"
-        self.fence: peewee.Expression | None = None  # the session itself is the fence
+        self.fence: peewee.ColumnBase | None = None  # the session itself is the fence
         self.engine = engine_for(db)
         self.conn = db.connection()
         self.owner = self.engine.session_id(self.conn)
@@ -555,8 +563,9 @@ class _Run:
         current: Migration | None = None
         done: list[MigrationOutcome] = []
         try:
-            with keeping_error(logged_transaction(self.db, self.db.atomic(), migrations=[m.name for m in group]),
-                               self.engine), self.ddl.scope("transaction"):  # fmt: skip
+            with keeping_error(logged_transaction(self.db, engine_for(self.db).migration_transaction(),
+                                                  migrations=[m.name for m in group]), self.engine), \
+                    self.ddl.scope("transaction"):  # fmt: skip
                 for migration in group:
                     current = migration
                     self.lock.check()
@@ -639,6 +648,8 @@ def migrate_db(
     on_unknown: str = "warn",
     verify: Sequence[type[peewee.Model]] | None = None,
     target: str | None = None,
+    lock: str | None = None,
+    lease_ttl: float | None = None,
 ) -> MigrationReport:
     """Apply every pending migration of ``migrations`` to ``db`` exactly once; return what happened.
 
@@ -649,7 +660,9 @@ def migrate_db(
     (one transaction for all pending migrations, on engines with transactional DDL) or
     ``"each"`` (one per migration). ``on_unknown``: ``"warn"`` or ``"error"`` when the
     history names migrations the code does not declare. ``verify``: models whose tables
-    and columns must exist afterwards (differences logged and reported).
+    and columns must exist afterwards (differences logged and reported). ``lock``: ``"auto"``
+    (default; env ``API_DB_MIGRATION_LOCK``), ``"advisory"`` or ``"lease"``; ``lease_ttl``: the
+    lease expiry in seconds (env ``API_DB_LEASE_TTL``, 30): see docs/DATABASE_MIGRATIONS.md, Topologies.
 
     Raises :class:`MigrationDeclarationError` (nothing touched), :class:`ReadOnlyDatabase` (a
     migration is pending but the target refuses writes; nothing touched), :class:`MigrationLockTimeout`,
@@ -658,6 +671,7 @@ def migrate_db(
     """
     started = time.perf_counter()
     _check_settings(lock_timeout, atomic, on_unknown)
+    strategy, ttl = lock_settings(lock, lease_ttl)
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         plan_migrations(migrations)  # raises the explanatory error
     items = list(migrations)
@@ -671,17 +685,18 @@ def migrate_db(
     report = MigrationReport(engine=tracker.db_type, declared=len(names))
     last = target_index(names, target)
     try:
-        with using_connection(db):
+        with pinned_to_primary(db), using_connection(db):  # replicas may lag: migrations read the primary
             if tracker.is_up_to_date(digest, len(names)):
                 report.fast_path = True
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])
             else:
                 planned = plan_migrations(items)
                 refuse_read_only(db)
-                with lock_span(db, migration_lock(db, timeout=lock_timeout)) as held:
-                    lock: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
+                with lock_span(db, migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl)) as held:
+                    handle: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
+                    report.lock, report.lock_reason, tracker.lock = held.strategy, held.reason, held
                     _migrate_locked(
-                        db, tracker, planned, digest, report, lock=lock, atomic=atomic, on_unknown=on_unknown,
+                        db, tracker, planned, digest, report, lock=handle, atomic=atomic, on_unknown=on_unknown,
                         last=last,
                     )
             if verify is not None:

@@ -140,7 +140,8 @@ def repair_migration(db: peewee.Database, name: str, action: str) -> HistoryRow:
     if action not in REPAIR_ACTIONS:
         raise ConfigurationError(f"repair action must be one of {', '.join(REPAIR_ACTIONS)}, got {action!r}")
     tracker = MigrationTracker(db)
-    with using_connection(db), migration_lock(db, timeout=10.0):
+    with using_connection(db), migration_lock(db, timeout=10.0) as handle:
+        tracker.lock = handle
         row = tracker.history_by_name().get(name)
         if row is None:
             raise ConfigurationError(f"migration {name!r} has no history row: nothing to repair")

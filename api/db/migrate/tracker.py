@@ -27,6 +27,7 @@ import peewee
 from api.db.engines import engine_for
 from api.db.error_handler import ALREADY_ABSENT, ALREADY_PRESENT, classify_error
 from api.db.exceptions import MigrationLockLost
+from api.db.migrate.tables import create_tables_race_free
 from api.db.redact import redact_text
 
 logger = logging.getLogger(__name__)
@@ -157,6 +158,8 @@ class MigrationTracker:
         self.db_type = engine_for(db).name
         self._models: tuple[Any, Any] | None = None
         self._upsert_sql: dict[tuple[str, ...], str] = {}  # columns -> the rendered unfenced upsert
+        # The migration lock held for this run (migrate/lock.py): each history write is fenced by it.
+        self.lock: Any = None
 
     # The models are built on first use: the no-op boot needs only one raw query.
     @property
@@ -175,7 +178,7 @@ class MigrationTracker:
 
     def init_tracking_table(self) -> None:
         """Create ``migration_history`` and ``migration_state`` if they do not exist."""
-        self.db.create_tables([self.History, self.State], safe=True)
+        create_tables_race_free(self.db, [self.History, self.State])
         self._add_missing_columns()
 
     def _add_missing_columns(self) -> None:
@@ -287,6 +290,15 @@ class MigrationTracker:
 
     # -- writes -------------------------------------------------------------
 
+    def check_lock(self) -> None:
+        """Raise MigrationLockLost when the run's lock is known lost (no round trip)."""
+        if self.lock is not None:
+            self.lock.check()
+
+    def _fenced(self) -> contextlib.AbstractContextManager[None]:
+        """A write conditional on still holding the run's lock (else MigrationLockLost, nothing written)."""
+        return self.lock.fenced() if self.lock is not None else contextlib.nullcontext()
+
     def record_migration(
         self,
         name: str,
@@ -297,7 +309,7 @@ class MigrationTracker:
         checksum: str | None = None,
         completed: int | None = None,
         owner: str | None = None,
-        fence: peewee.Expression | None = None,
+        fence: peewee.ColumnBase | None = None,
         inverse: str | None = None,
     ) -> None:
         """Insert or replace the row of ``name`` (one row per migration, the latest outcome).
@@ -327,10 +339,11 @@ class MigrationTracker:
             values[H.progress_key] = None  # nothing left to resume
         if inverse is not None:
             values[H.inverse_plan] = inverse
-        if not self._upsert(name, values, fence) and fence is not None:
-            raise _lock_lost(name)
+        with self._fenced():  # the lease row touched in the same transaction (Galera: certified)
+            if not self._upsert(name, values, fence) and fence is not None:
+                raise _lock_lost(name)
 
-    def _upsert(self, name: str, values: dict[Any, Any], fence: peewee.Expression | None) -> int:
+    def _upsert(self, name: str, values: dict[Any, Any], fence: peewee.ColumnBase | None) -> int:
         """Insert the row of ``name``, or update it where it exists: one statement; the rows it touched."""
         H = self.History
         if fence is None:
@@ -365,7 +378,7 @@ class MigrationTracker:
         return rows
 
     def update_progress(
-        self, name: str, completed: int, *, key: str | None = None, fence: peewee.Expression | None = None,
+        self, name: str, completed: int, *, key: str | None = None, fence: peewee.ColumnBase | None = None,
         inverse: str | None = None,
     ) -> None:
         """Record that ``completed`` operations of ``name`` are in effect (one UPDATE; the resume point).
@@ -377,12 +390,13 @@ class MigrationTracker:
         values: dict[Any, Any] = {H.completed_operations: completed, H.progress_at: _utcnow(), H.progress_key: key}
         if inverse is not None:
             values[H.inverse_plan] = inverse
-        if not self._update(name, values, fence):
-            if fence is not None:
-                raise _lock_lost(name)
-            logger.warning("no history row for %s to record its progress in", name)
+        with self._fenced():
+            if not self._update(name, values, fence):
+                if fence is not None:
+                    raise _lock_lost(name)
+                logger.warning("no history row for %s to record its progress in", name)
 
-    def _update(self, name: str, values: dict[Any, Any], fence: peewee.Expression | None) -> int:
+    def _update(self, name: str, values: dict[Any, Any], fence: peewee.ColumnBase | None) -> int:
         H = self.History
         where = H.migration_name == name
         rows: int = H.update(values).where(where if fence is None else where & fence).execute()
@@ -398,8 +412,9 @@ class MigrationTracker:
     def record_digest(self, digest: str) -> None:
         """Remember that the set of migrations with this digest is fully applied."""
         S = self.State
-        if not S.select().where(S.digest == digest).exists():
-            S.insert({S.digest: digest}).execute()
+        with self._fenced():
+            if not S.select().where(S.digest == digest).exists():
+                S.insert({S.digest: digest}).execute()
 
     def forget_digests(self) -> None:
         """Drop every remembered digest: the next boot checks the history row by row."""

@@ -41,17 +41,30 @@ class PoolConfig:
     critical_percent: float = 95.0  # utilization logged at CRITICAL
     reset_session: str = "auto"  # auto: reset when the session may have changed; always; never
     alive_bypass: float = 0.5  # seconds; a connection used more recently is not pinged on checkout
+    pooler: str = "auto"  # auto: detect PgBouncer; pgbouncer: one is in front; none: never one
+    resend_unanswered: bool = True  # resend once a statement outside a transaction that got no answer
 
 
 @dataclass(frozen=True)
 class RetryConfig:
     """Exponential backoff with jitter for opening a connection."""
 
-    max_attempts: int = 5
+    max_attempts: int = 10
+    max_elapsed: float = 60.0  # seconds from the first attempt; covers a 30 s failover with room to spare
     initial_delay: float = 1.0
     max_delay: float = 30.0
     multiplier: float = 2.0
     jitter: bool = True
+
+
+@dataclass(frozen=True)
+class RoutingConfig:
+    """Read/write routing over replicas (``connect(url, replicas=[...])``)."""
+
+    max_replica_lag: float = 5.0  # seconds; a replica further behind is skipped
+    replica_poll_interval: float = 1.0  # seconds between two lag measurements of each replica
+    read_your_writes: float = 2.0  # seconds a thread's reads stay on the primary after its write
+    replica_fallback: str = "primary"  # no healthy replica: primary (read there) or fail (NoHealthyReplica)
 
 
 @dataclass(frozen=True)
@@ -61,9 +74,11 @@ class DatabaseConfig:
     pool: PoolConfig
     retry: RetryConfig
     preset: str | None = None
+    routing: RoutingConfig = RoutingConfig()
 
     def as_dict(self) -> dict[str, Any]:
-        return {"preset": self.preset, "pool": asdict(self.pool), "retry": asdict(self.retry)}
+        return {"preset": self.preset, "pool": asdict(self.pool), "retry": asdict(self.retry),
+                "routing": asdict(self.routing)}  # fmt: skip
 
 
 class _Setting:
@@ -77,7 +92,7 @@ class _Setting:
         self.env = env  # the environment variable
         self.kind = kind
         self.minimum = minimum
-        self.section = section  # "pool" or "retry"
+        self.section = section  # "pool", "retry" or "routing"
         self.field = field  # the dataclass field
         self.choices = choices  # allowed values of a str setting; empty = any non-empty text
 
@@ -88,6 +103,12 @@ def _pool(key: str, env: str, kind: type, minimum: Number | None = 0, choices: t
 
 def _retry(field: str, env: str, kind: type, minimum: Number | None = 0) -> _Setting:
     return _Setting(f"retry_{field}", env, kind, minimum, "retry", field)
+
+
+def _routing(
+    key: str, env: str, kind: type, minimum: Number | None = 0, choices: tuple[str, ...] = ()
+) -> _Setting:
+    return _Setting(key, env, kind, minimum, "routing", key, choices)
 
 
 SETTINGS: tuple[_Setting, ...] = (
@@ -106,11 +127,18 @@ SETTINGS: tuple[_Setting, ...] = (
     _pool("critical_percent", "POOL_CRITICAL_PERCENT", float),
     _pool("reset_session", "POOL_RESET_SESSION", str, None, ("auto", "always", "never")),
     _pool("alive_bypass", "POOL_ALIVE_BYPASS", float),
+    _pool("pooler", "DB_POOLER", str, None, ("auto", "pgbouncer", "none")),
+    _pool("resend_unanswered", "DB_RESEND_UNANSWERED", bool, None),
     _retry("max_attempts", "DB_RETRY_MAX_ATTEMPTS", int, 1),
+    _retry("max_elapsed", "DB_RETRY_MAX_ELAPSED", float),
     _retry("initial_delay", "DB_RETRY_INITIAL_DELAY", float),
     _retry("max_delay", "DB_RETRY_MAX_DELAY", float),
     _retry("multiplier", "DB_RETRY_MULTIPLIER", float, 1),
     _retry("jitter", "DB_RETRY_JITTER", bool, None),
+    _routing("max_replica_lag", "DB_MAX_REPLICA_LAG", float),
+    _routing("replica_poll_interval", "DB_REPLICA_POLL_INTERVAL", float, 0.05),
+    _routing("read_your_writes", "DB_READ_YOUR_WRITES", float),
+    _routing("replica_fallback", "DB_REPLICA_FALLBACK", str, None, ("primary", "fail")),
 )
 SETTINGS_BY_KEY: dict[str, _Setting] = {s.key: s for s in SETTINGS}
 
@@ -123,6 +151,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "development": {
         "min_connections": 1, "max_connections": 10, "acquire_timeout": 10.0, "idle_timeout": 300.0,
         "leak_threshold": 60.0, "slow_query_ms": 200.0, "retry_max_attempts": 3, "retry_max_delay": 5.0,
+        "retry_max_elapsed": 10.0,
     },
     # The defaults, with leak reports for checkouts held over two minutes and a statement limit.
     "production": {"leak_threshold": 120.0, "statement_timeout": 300.0},
@@ -135,7 +164,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "testing": {
         "min_connections": 0, "max_connections": 5, "acquire_timeout": 5.0, "max_lifetime": 300.0,
         "idle_timeout": 60.0, "leak_threshold": 10.0, "connect_timeout": 5.0, "retry_max_attempts": 2,
-        "retry_initial_delay": 0.05, "retry_max_delay": 0.2, "retry_jitter": False,
+        "retry_initial_delay": 0.05, "retry_max_delay": 0.2, "retry_jitter": False, "retry_max_elapsed": 2.0,
     },
 }  # fmt: skip
 
@@ -231,7 +260,7 @@ def load_config(
     if unknown:
         raise ConfigurationError(f"unknown pool setting(s) {', '.join(unknown)}; known: {', '.join(sorted(config_keys()))}")
     keywords = {ALIASES.get(key, key): value for key, value in overrides.items() if value is not None}
-    values: dict[str, dict[str, Any]] = {"pool": {}, "retry": {}}
+    values: dict[str, dict[str, Any]] = {"pool": {}, "retry": {}, "routing": {}}
     for setting in SETTINGS:
         found = _raw_value(setting, keywords, env, preset_name)
         if found is not None:
@@ -239,7 +268,10 @@ def load_config(
     if "min_connections" not in values["pool"] and "max_connections" in values["pool"]:
         # Only the maximum was given: the default minimum follows it down instead of failing.
         values["pool"]["min_connections"] = min(PoolConfig.min_connections, values["pool"]["max_connections"])
-    config = DatabaseConfig(PoolConfig(**values["pool"]), RetryConfig(**values["retry"]), preset_name)
+    config = DatabaseConfig(
+        PoolConfig(**values["pool"]), RetryConfig(**values["retry"]), preset_name,
+        RoutingConfig(**values["routing"]),
+    )
     _check_relations(config)
     return config
 
@@ -284,6 +316,7 @@ __all__ = [
     "DatabaseConfig",
     "PoolConfig",
     "RetryConfig",
+    "RoutingConfig",
     "PRESETS",
     "load_config",
     "config_keys",

@@ -14,9 +14,9 @@ import importlib.util
 import logging
 import os
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
-from urllib.parse import SplitResult, urlsplit
+from urllib.parse import SplitResult, parse_qsl, quote, urlencode, urlsplit
 
 import peewee
 from playhouse import db_url
@@ -100,6 +100,89 @@ def _scheme_of(url: str) -> tuple[type[Engine], str]:
     return engine, raw
 
 
+# libpq keyword DSN items: key = value, the value bare or in single quotes (\' and \\ escaped).
+_DSN_ITEM = re.compile(r"\s*(?P<key>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>'(?:[^'\\]|\\.)*'|[^\s']*)")
+# One host of a host list: [IPv6]:port or name:port, the port optional.
+_HOST_ITEM = re.compile(r"^(?:\[(?P<v6>[0-9A-Fa-f:.%\w]+)\]|(?P<name>[^:\[\]/?#@]+))(?::(?P<port>[^:]*))?$")
+
+
+def is_keyword_dsn(url: str) -> bool:
+    """``host=... dbname=...``: a libpq keyword DSN rather than a URL."""
+    return "://" not in url and _DSN_ITEM.match(url) is not None
+
+
+def dsn_to_url(dsn: str) -> str:
+    """The ``postgresql://`` URL of a libpq keyword DSN; keywords but user, password, dbname: the query."""
+    items: dict[str, str] = {}
+    position, count = 0, 0
+    while position < len(dsn.rstrip()):
+        match = _DSN_ITEM.match(dsn, position)
+        count += 1
+        if match is None:
+            raise InvalidDatabaseURL(
+                f"the keyword DSN cannot be read at item {count}: expected key=value "
+                "(quote values with spaces in single quotes)"
+            )
+        value = match.group("value")
+        if value.startswith("'"):
+            value = re.sub(r"\\(.)", r"\1", value[1:-1])
+        items[match.group("key").lower()] = value
+        position = match.end()
+    user, password = items.pop("user", ""), items.pop("password", "")
+    database = items.pop("dbname", "")
+    auth = quote(user, safe="") + (":" + quote(password, safe="") if password else "")
+    query = urlencode(items, safe=",:")
+    path = quote(database, safe="") + ("?" + query if query else "")
+    return f"postgresql://{auth}{'@' if auth else ''}/{path}"
+
+
+def _split_authority(rest: str) -> tuple[str, str, str]:
+    """(user info, hosts, the rest from the path on) of the text after ``scheme://``."""
+    end = min((i for i in (rest.find(c) for c in "/?#") if i >= 0), default=len(rest))
+    authority, tail = rest[:end], rest[end:]
+    userinfo, at, hosts = authority.rpartition("@")
+    return userinfo + at, hosts, tail
+
+
+def _host_list(hosts: str, default_port: int | None) -> tuple[list[str], list[str]]:
+    """The hosts and ports of ``h1:p1,[v6]:p2``; errors name the host by position, never the URL."""
+    names: list[str] = []
+    ports: list[str] = []
+    items = hosts.split(",")
+    for index, item in enumerate(items, 1):
+        where = f"host {index} of {len(items)} in the database URL"
+        match = _HOST_ITEM.match(item)
+        if match is None:
+            raise InvalidDatabaseURL(
+                f"{where} is empty or malformed: write host[:port] or [IPv6]:port, separated by commas"
+            )
+        port = match.group("port")
+        if port is not None and not (port.isdigit() and 0 < int(port) < 65536):
+            raise InvalidDatabaseURL(f"the port of {where} is not a number from 1 to 65535")
+        names.append(match.group("v6") or match.group("name"))
+        ports.append(port or str(default_port or ""))
+    return names, ports
+
+
+def expand_host_list(url: str, engine: type[Engine]) -> str:
+    """``scheme://u@h1:p1,h2:p2/db?x`` as ``scheme://u@/db?host=h1,h2&port=p1,p2&x`` (or unchanged)."""
+    scheme, _, rest = url.partition("://")
+    userinfo, hosts, tail = _split_authority(rest)
+    if "," not in hosts:
+        return url
+    names, ports = _host_list(hosts, engine.default_port)
+    path, _, query = tail.partition("?")
+    query, hash_mark, fragment = query.partition("#")
+    pairs = parse_qsl(query, keep_blank_values=True)
+    if any(key in ("host", "port") for key, _ in pairs):
+        raise InvalidDatabaseURL(
+            "the database URL lists hosts both before the path and in host= / port=: give them in one place"
+        )
+    listed = urlencode([("host", ",".join(names)), ("port", ",".join(ports))], safe=",:%")
+    query = "&".join(filter(None, (listed, query)))
+    return f"{scheme}://{userinfo}{path or '/'}?{query}{hash_mark}{fragment}"
+
+
 def _split_checked(url: str, scheme_end: int) -> tuple[SplitResult, int | None]:
     """``urlsplit`` and the port, with errors that give the position and kind of the wrong part."""
     start, end, host_start = _authority_bounds(url, scheme_end)
@@ -123,10 +206,13 @@ def parse_url(url: str) -> tuple[type[Engine], str]:
     Errors name the wrong part by kind and character position and never quote the URL's text,
     which may hold a password that a missing ``@`` or an unencoded character has moved elsewhere.
     """
+    if is_keyword_dsn(url):
+        url = dsn_to_url(url)
     register_url_secret(url)
     scheme, raw = _scheme_of(url)
-    scheme_end = len(raw)
-    parts, _port = _split_checked(url, scheme_end)
+    if scheme.networked:
+        url = expand_host_list(url, scheme)
+    parts, _port = _split_checked(url, len(raw))
     if scheme.networked:
         _check_server_url(url, parts, raw)
     elif not parts.path.lstrip("/") and parts.netloc:
@@ -188,6 +274,7 @@ def connect(
     *,
     preset: str | None = None,
     environ: Mapping[str, str] | None = None,
+    replicas: Sequence[str] | None = None,
     **overrides: Any,
 ) -> peewee.Database:
     """Return a Peewee database for ``url`` (or ``$DATABASE_URL``); no connection is opened yet.
@@ -196,9 +283,41 @@ def connect(
     databases (:mod:`api.db.pool.pool`, built on ``playhouse.pool``); ``sqlite:///path`` a
     plain SQLite database. Pool and retry settings (:mod:`api.db.pool.config`) come from
     ``overrides``, else ``environ`` (default ``os.environ``), else ``preset``; other
-    query-string parameters and ``overrides`` are passed to the driver.
+    query-string parameters and ``overrides`` are passed to the driver. ``replicas`` (else
+    ``$DATABASE_REPLICA_URLS``, comma-separated) gives a routing database
+    (:mod:`api.db.pool.routing`): reads outside transactions on replicas, the rest on ``url``.
     """
     install_log_filter()
+    replica_urls = replica_urls_from(replicas, os.environ if environ is None else environ)
+    database = _build(url, preset, environ, overrides, routed=bool(replica_urls))
+    if replica_urls:
+        from api.db.pool.routing import attach_replicas
+
+        members = [_build(item, preset, environ, overrides, routed=False) for item in replica_urls]
+        attach_replicas(database, members)
+    return database
+
+
+# A new URL starts where a scheme follows a comma: host lists keep their commas.
+_URL_START = re.compile(r",\s*(?=[A-Za-z][A-Za-z0-9+.\-]*://)")
+REPLICA_URLS_ENV = "DATABASE_REPLICA_URLS"
+
+
+def replica_urls_from(replicas: Sequence[str] | None, environ: Mapping[str, str]) -> list[str]:
+    """The replica URLs: ``replicas`` if given, else ``$DATABASE_REPLICA_URLS`` split at each new scheme."""
+    if replicas is None:
+        text = environ.get(REPLICA_URLS_ENV, "").strip()
+        return [item.strip() for item in _URL_START.split(text) if item.strip()] if text else []
+    if isinstance(replicas, str):
+        raise ConfigurationError("replicas= takes a list of URLs, not one string: replicas=[url, ...]")
+    return [resolve_url(item) for item in replicas]
+
+
+def _build(
+    url: str | None, preset: str | None, environ: Mapping[str, str] | None, overrides: dict[str, Any],
+    *, routed: bool,
+) -> peewee.Database:  # fmt: skip
+    """One database (a pool for server engines) for ``url``, with its state recorded."""
     url = resolve_url(url)
     for key in ("password", "passwd"):
         register_secret(overrides.get(key))
@@ -220,18 +339,14 @@ def connect(
     config = load_config(environ, preset=preset, **settings)
     for key, value in scheme.driver_defaults.items():
         params.setdefault(key, value)
-    pool_class = POOL_CLASSES.get(scheme.database_class)
+    base = POOL_CLASSES.get(scheme.database_class)
     try:
         database: Any
-        if pool_class is None:
+        if base is None:
             driver_options = {key: value for key, value in overrides.items() if key not in keys}
             database = db_url.connect(target, unquote_password=True, unquote_user=True, **driver_options)
         else:
-            scheme.apply_timeouts(params, config.pool)
-            name = params.pop("database")
-            database = pool_class(
-                name, pool_config=config.pool, retry_config=config.retry, target=shown, **params
-            )
+            database = _build_pool(scheme, base, params, config, shown, routed)
     except (ValueError, RuntimeError, TypeError) as exc:
         raise InvalidDatabaseURL(
             f"cannot build a database from {shown}: {type(exc).__name__} from the driver options; "
@@ -243,4 +358,28 @@ def connect(
     if config.pool.diagnostics:
         QueryMonitor.install(database, slow_query_ms=config.pool.slow_query_ms)
     logger.debug("database configured from %s", shown)
+    return database
+
+
+# target_session_attrs values that ask libpq for a writable member.
+WRITABLE_TARGETS = frozenset({"read-write", "primary"})
+
+
+def _build_pool(
+    scheme: type[Engine], base: Any, params: dict[str, Any], config: Any, shown: str, routed: bool
+) -> Any:
+    """The failover-aware pool (routing when ``routed``) for the parsed ``params``."""
+    from api.db.pool.failover import cluster_class
+
+    host_list = "," in str(params.get("host") or "")
+    pool_class: Any = cluster_class(base, host_list=host_list and not scheme.driver_host_lists)
+    if routed:
+        from api.db.pool.routing import routed_class
+
+        pool_class = routed_class(pool_class)
+    scheme.apply_timeouts(params, config.pool)
+    name = params.pop("database")
+    database = pool_class(name, pool_config=config.pool, retry_config=config.retry, target=shown, **params)
+    wants_writer = str(params.get("target_session_attrs")) in WRITABLE_TARGETS
+    database.expects_primary = routed or host_list or wants_writer
     return database

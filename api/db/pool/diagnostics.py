@@ -95,6 +95,23 @@ class PoolDiagnostics:
             stats["query_errors_total"] = monitor.errors_total
         return stats
 
+    def get_member_stats(self) -> dict[str, dict[str, Any]]:
+        """Per member of a routing database (``primary``, ``replica1``...): its pool stats, role, lag, reads.
+
+        A database without replicas answers ``{"primary": get_pool_stats()}``.
+        """
+        pools = getattr(self.db, "member_pools", None)
+        if not callable(pools):
+            return {"primary": {**self.get_pool_stats(), "role": "primary"}}
+        described = {item["member"]: item for item in self.db.members()}
+        result: dict[str, dict[str, Any]] = {}
+        for name, pool in pools().items():
+            info = described.get(name, {})
+            result[name] = {**PoolDiagnostics(pool).get_pool_stats(), "role": info.get("role"),
+                            "lag_seconds": info.get("lag_seconds"), "healthy": info.get("healthy"),
+                            "reads_total": info.get("reads_total", 0)}  # fmt: skip
+        return result
+
     def log_pool_health(self) -> int:
         """Log the stats at INFO, WARNING (``warning_percent``) or CRITICAL (``critical_percent``); return the level."""
         stats = self.get_pool_stats()

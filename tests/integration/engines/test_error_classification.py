@@ -139,18 +139,27 @@ def _pg_transaction_aborted(db: Any, engine: Engine, url: str) -> BaseException:
         return _raises(lambda: db.execute_sql("SELECT 1"))
 
 
+def _on_driver(db: Any, sql: str) -> None:
+    """``sql`` on the raw driver connection: the pool would replace a dead connection before a statement."""
+    cursor = db.connection().cursor()
+    try:
+        cursor.execute(sql)
+    finally:
+        cursor.close()
+
+
 def _pg_connection_lost(db: Any, engine: Engine, url: str) -> BaseException:
     pid = db.execute_sql("SELECT pg_backend_pid()").fetchone()[0]
     with _second(engine, url) as other:
         other.execute("SELECT pg_terminate_backend(%s)", (pid,))
-    return _raises(lambda: db.execute_sql("SELECT 1"))
+    return _raises(lambda: _on_driver(db, "SELECT 1"))
 
 
 def _mysql_connection_lost(db: Any, engine: Engine, url: str) -> BaseException:
     conn_id = db.execute_sql("SELECT CONNECTION_ID()").fetchone()[0]
     with _second(engine, url) as other:
         other.execute(f"KILL {int(conn_id)}")
-    return _raises(lambda: db.execute_sql("SELECT 1"))
+    return _raises(lambda: _on_driver(db, "SELECT 1"))
 
 
 def _unknown_database(db: Any, engine: Engine, url: str) -> BaseException:

@@ -247,7 +247,7 @@ def test_a_control_character_in_a_name_fails_before_any_table_is_created(db: Any
 
 
 def test_alter_db_add_column_checks_the_catalog(db: Any) -> None:
-    from api.db import alter_db_add_column
+    from api.db.migrate.alter import alter_db_add_column
     from api.db.migrate.runner import make_schema_migrator
 
     db.execute_sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, pages VARCHAR(10))")

@@ -18,13 +18,12 @@ from api.db import (
     MigrationError,
     MigrationLockTimeout,
     UnsupportedCapability,
-    alter_db_add_column,
     connect,
     migrate_db,
     migration_status,
 )
 from api.db.exceptions import MigrationDeclarationError
-from api.db.migrate.alter import alter_db_column_type, alter_db_rename_column
+from api.db.migrate.alter import alter_db_add_column, alter_db_column_type, alter_db_rename_column
 from api.db.migrate.lock import PG_LOCK_KEY, mysql_lock_name
 from api.db.migrate.runner import make_schema_migrator
 from api.db.migrate.status import pending_migrations, repair_migration, validate_migrations

@@ -475,25 +475,24 @@ def _ride_out_restart(server: Any, caplog: pytest.LogCaptureFixture) -> None:
 
 
 def test_thread_that_keeps_its_connection_recovers_after_a_kill(pool_factory: Any, engine: Engine, db_url: str) -> None:
-    """An application that never closes (peewee autoconnect) gets a new connection after one failed statement."""
+    """An application that never closes (peewee autoconnect) gets a new connection, and no error.
+
+    The killed connection is found before the next statement is sent (its socket spoke, a ping fails)
+    and replaced, so the statement runs on a fresh one; it counts as lost.
+    """
     app_name = f"apidb-keep-{uuid.uuid4().hex[:8]}"
     database = pool_factory(max_connections=2, app_name=app_name)
     assert database.execute_sql("SELECT 1").fetchone()[0] == 1  # autoconnect; the thread keeps it
     _kill(engine, _pool_sessions(engine, db_url, app_name))
     time.sleep(0.1)
-    from api.db.error_handler import ErrorCategory, classify_error
-
-    with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's own error is the point
-        database.execute_sql("SELECT 2")
-    assert classify_error(caught.value, engine.family).category == ErrorCategory.CONNECTION_LOST
+    assert database.execute_sql("SELECT 2").fetchone()[0] == 2
     assert database.execute_sql("SELECT 3").fetchone()[0] == 3
     database.close()
     with database.connection_context():  # the same inside a connection_context() block
         database.execute_sql("SELECT 4")
         _kill(engine, _pool_sessions(engine, db_url, app_name))
         time.sleep(0.1)
-        with pytest.raises(Exception):  # noqa: PT011, B017 - the driver's own error
-            database.execute_sql("SELECT 5")
+        assert database.execute_sql("SELECT 5").fetchone()[0] == 5
         assert database.execute_sql("SELECT 6").fetchone()[0] == 6
     assert database.is_closed()
     stats = PoolDiagnostics(database).get_pool_stats()

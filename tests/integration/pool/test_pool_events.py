@@ -11,9 +11,9 @@ from typing import Any
 
 import pytest
 
-from api.db import PoolEvent, add_pool_listener, connect
+from api.db import add_pool_listener, connect
 from api.db.exceptions import PoolTimeout
-from api.db.pool.events import EVENT_KINDS, REASONS
+from api.db.pool.events import EVENT_KINDS, REASONS, PoolEvent
 
 from engines import Engine, admin_cursor
 

@@ -12,10 +12,11 @@ import peewee
 import pytest
 from peewee import BigIntegerField, CharField, IntegerField, TextField
 
-from api.db import Migration, alter_db_add_column, migrate_db
+from api.db import Migration, migrate_db
 from api.db.cli import main
 from api.db.engines import db_type
 from api.db.exceptions import ConfigurationError, MigrationError
+from api.db.migrate.alter import alter_db_add_column
 from api.db.preview.capture import is_control, is_read, strip_statement_settings
 from api.db.preview.preview import (
     BLOCKS_LARGE_TABLE,
@@ -162,7 +163,7 @@ def test_preview_refuses_a_callers_transaction(db) -> None:
 
 def _migration_writes(statements: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
     """What a real run sent for the migrations themselves: no bookkeeping, lock, read or control statement."""
-    bookkeeping = re.compile(r"migration_history|migration_state|advisory|GET_LOCK|RELEASE_LOCK", re.IGNORECASE)
+    bookkeeping = re.compile(r"migration_history|migration_state|migration_lock|advisory|GET_LOCK|RELEASE_LOCK", re.IGNORECASE)
     return [
         (strip_statement_settings(sql), params)
         for sql, params in statements

@@ -55,7 +55,8 @@ def test_wsgi_routes_on_sqlite(sqlite_db: Any) -> None:
     assert call(app, "/health/live")[0] == "200 OK"
     status, _, body = call(app, "/health/ready")
     assert status == "503 Service Unavailable"
-    assert json.loads(body) == {"status": "not ready", "reasons": ["1 migration(s) pending"]}
+    expected = {"status": "not ready", "role": "standalone", "reasons": ["1 migration(s) pending"]}
+    assert json.loads(body) == expected
     status, headers, body = call(app, "/health/ready", method="PUT")
     assert status == "405 Method Not Allowed" and headers["Allow"] == "GET, HEAD"
     assert call(app, "/")[0] == "404 Not Found"

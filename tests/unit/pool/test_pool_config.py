@@ -36,7 +36,9 @@ def test_defaults_match_the_documented_values() -> None:
     assert (config.pool.min_connections, config.pool.max_connections) == (5, 100)
     assert (config.pool.acquire_timeout, config.pool.max_lifetime, config.pool.idle_timeout) == (30, 3600, 600)
     assert config.pool.leak_threshold == 0
-    assert config.retry == RetryConfig(max_attempts=5, initial_delay=1, max_delay=30, multiplier=2.0, jitter=True)
+    assert config.retry == RetryConfig(
+        max_attempts=10, max_elapsed=60.0, initial_delay=1, max_delay=30, multiplier=2.0, jitter=True
+    )
 
 
 def test_every_variable_is_read_from_the_environment() -> None:
