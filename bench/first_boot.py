@@ -8,7 +8,7 @@ column ``c<i>`` (the same ``ALTER TABLE t ADD COLUMN c<i> INTEGER`` from every t
 * api.db            ``migrate_db(db, MIGRATIONS)`` (``atomic="all"``, the default) and ``atomic="each"``
 * alembic           ``command.upgrade(config, "head")`` on an open connection, ``op.add_column``
 * peewee-migrate    ``Router(db, migrate_dir=dir).run()``, ``migrator.sql``
-* playhouse         ``playhouse.migrations.Runner(db, dir).up()``, ``migrator.add_column``
+* playhouse         ``playhouse.migrations.Runner(db, dir).up()``, ``migrator.migrate(migrator.add_column(...))``
 * yoyo              ``apply_migrations(to_apply(read_migrations(dir)))`` under its lock
 
 Each configuration runs ``--repeat`` times (a fresh database each time); the table gives the best and
@@ -168,7 +168,7 @@ def tool_playhouse(url: str, n: int, work: Path, count: list[str] | None) -> tup
     for i in range(n):
         (directory / f"{i + 1:04d}_m.py").write_text(
             "import peewee\n\n\ndef up(migrator, db):\n"
-            f"    migrator.add_column('t', 'c{i}', peewee.IntegerField(null=True))\n"
+            f"    migrator.migrate(migrator.add_column('t', 'c{i}', peewee.IntegerField(null=True)))\n"
         )
     db = connect(url)
     _hooked(db, count)
