@@ -163,7 +163,9 @@ SET_STATEMENT_FLAVOURS = frozenset({"mariadb"})
 # -- connections, pool and health: client-side read/write timeouts on MySQL exceed the server's
 # statement limit by this much; the driver defaults; the variables preflight reports.
 MYSQL_IO_MARGIN = 10.0
-MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4"}
+# client_flag FOUND_ROWS (pymysql.constants.CLIENT.FOUND_ROWS = 2): an UPDATE reports the rows it matched,
+# as on PostgreSQL, not only those whose values changed; the fenced history writes decide from that count.
+MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4", "client_flag": 2}
 MYSQL_PREFLIGHT_TIMEOUTS = ("lock_wait_timeout", "innodb_lock_wait_timeout", "max_execution_time",
                             "max_statement_time", "wait_timeout")  # fmt: skip
 MYSQL_PREFLIGHT_SETTINGS = ("character_set_database", "sql_mode")

@@ -33,6 +33,8 @@ from api.db.migrate.lock import migration_lock
 from api.db.migrate.migrator import Migrator, OperationFailed, keeping_error, make_schema_migrator
 from api.db.migrate.runner import LockHandle, SessionLock, refuse_read_only, using_connection
 from api.db.migrate.tracker import ROLLED_BACK, ROLLING_BACK, HistoryRow, MigrationTracker
+from api.db.pool.failover import pinned_session
+from api.db.pool.routing import pinned_to_primary
 from api.db.tracing import lock_span, traced
 
 logger = logging.getLogger(__name__)
@@ -231,7 +233,7 @@ def rollback_db(
     _check_choice([m.name for m in planned], to, steps)
     tracker = MigrationTracker(db)
     report = RollbackReport(engine=tracker.db_type)
-    with using_connection(db):
+    with pinned_to_primary(db), pinned_session(db), using_connection(db):
         refuse_read_only(db)
         with lock_span(db, migration_lock(db, timeout=lock_timeout)) as held:
             lock: LockHandle = held or SessionLock(db)

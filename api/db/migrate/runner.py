@@ -76,6 +76,7 @@ from api.db.migrate.tracker import (
     MigrationTracker,
 )
 from api.db.migrate.txlog import logged_transaction
+from api.db.pool.failover import pinned_session
 from api.db.pool.routing import pinned_to_primary
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
@@ -606,7 +607,8 @@ def migrate_db(
     digest = migrations_digest(names)
     last = target_index(names, target)
     try:
-        with pinned_to_primary(db), using_connection(db):  # replicas may lag: migrations read the primary
+        # Replicas may lag: migrations read the primary; its session holds the lock: never swapped silently.
+        with pinned_to_primary(db), pinned_session(db), using_connection(db):
             if tracker.is_up_to_date(digest, len(names)):
                 report.fast_path = True
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])

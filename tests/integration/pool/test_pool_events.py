@@ -140,8 +140,9 @@ def _sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
     with admin_cursor(engine) as cur:
         if engine.family == "postgres":
             cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-                (database, app_name),
+                # application_name is APP_NAME@host:pid (the pool names each process's sessions)
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
+                (database, app_name + "@%"),
             )
         else:
             cur.execute(
