@@ -31,7 +31,8 @@ except ImportError:
 PACKAGE = Path(__file__).resolve().parents[2] / "api" / "db"
 # Text that messages may legitimately contain: a password window found here is not an echo.
 BOILERPLATE = "".join(
-    (PACKAGE / name).read_text() for name in ("pool/connect.py", "pool/config.py", "redact.py", "exceptions.py")
+    (PACKAGE / name).read_text()
+    for name in ("pool/connect.py", "pool/config.py", "redact.py", "exceptions.py")
 )
 FAST = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
@@ -111,7 +112,8 @@ def test_the_url_run_was_large_enough() -> None:
         assert seen["urls"] >= 2000 and seen["leaks"] == 0
 
 
-SQL_PIECES = ["SELECT 1", " ", "\n", ";", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "-- n;o\n", "/* p; */", "$$ q; $$",
+SQL_PIECES = ["SELECT 1", " ", "\n", ";", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "-- n;o\n", "/* p; */",
+              "$$ q; $$",
               "$t$ r; $t$", "'", '"', "`", "/*", "$$", "$t$", "--", "\\", "x", "$1", "a$b"]  # fmt: skip
 
 
@@ -124,7 +126,18 @@ def test_split_sql_raises_only_its_typed_error(pieces: list[str]) -> None:
         pass
 
 
-WHOLE = ["SELECT 1", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "/* p; */", "$$ q; $$", "$t$ r; $t$", "x", "-- n;o\n"]
+WHOLE = [
+    "SELECT 1",
+    "'a;b'",
+    "'it''s'",
+    '"c;d"',
+    "`e;f`",
+    "/* p; */",
+    "$$ q; $$",
+    "$t$ r; $t$",
+    "x",
+    "-- n;o\n",
+]
 
 
 @st.composite
@@ -153,15 +166,30 @@ def test_plan_migrations_raises_only_declaration_errors(items: list[tuple[object
         pass
 
 
-SUBCOMMANDS = ["info", "preflight", "migrate", "status", "history", "validate", "repair", "plan", "verify", "bogus"]
-FLAGS = ["--json", "--check", "--help", "-v", "--atomic", "each", "--lock-timeout", "0", "x", "--mark-applied",
-         "--clear", "--models", "nosuch:MODELS", "--migrations", "nosuch_module:M", "api.db:nothing", "--", "",
+SUBCOMMANDS = [
+    "info",
+    "preflight",
+    "migrate",
+    "status",
+    "history",
+    "validate",
+    "repair",
+    "plan",
+    "verify",
+    "bogus",
+]
+FLAGS = ["--json", "--check", "--help", "-v", "--atomic", "each", "--lock-timeout", "0", "x",
+         "--mark-applied",
+         "--clear", "--models", "nosuch:MODELS", "--migrations", "nosuch_module:M", "api.db:nothing", "--",
+         "",
          "--large-table-rows", "-1", "--on-unknown", "error", "\x00", "é"]  # fmt: skip
 
 
 @st.composite
 def argvs(draw: st.DrawFn) -> list[str]:
-    url = draw(st.sampled_from(["SCRATCH", "oracle://u:Zqsecret1@h/x", "postgresql:/app:Zqsecret1@h/app", "x"]))
+    url = draw(
+        st.sampled_from(["SCRATCH", "oracle://u:Zqsecret1@h/x", "postgresql:/app:Zqsecret1@h/app", "x"])
+    )
     head = ["--database", url] if draw(st.booleans()) else []
     return head + draw(st.lists(st.sampled_from(SUBCOMMANDS + FLAGS), max_size=6))
 

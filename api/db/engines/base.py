@@ -38,7 +38,8 @@ class Flavour:
     name: str  # postgres, mysql, mariadb, sqlite
     title: str  # PostgreSQL, MySQL, MariaDB, SQLite
     capabilities: Mapping[str, Any]  # flag -> value on a current server
-    version_gates: Mapping[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # flag -> (from, before)
+    # flag -> (from, before)
+    version_gates: Mapping[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)
     extension_gates: Mapping[str, str] = field(default_factory=dict)  # flag -> extension it needs
     min_version: tuple[int, ...] = (0,)  # oldest release preflight accepts without a warning
 
@@ -141,7 +142,9 @@ class Engine:
         try:
             return self.read_lock_holder()
         except peewee.DatabaseError as exc:  # the timeout error is raised anyway
-            logger.warning("could not read the migration lock holder: %s", classify_error(exc, self.name).message)
+            logger.warning(
+                "could not read the migration lock holder: %s", classify_error(exc, self.name).message
+            )
         return {}
 
     def lock_label(self) -> str:
@@ -195,7 +198,9 @@ class Engine:
         from api.db.error_handler import classify_error
 
         if self.database.is_closed() or self.database.connection() is not conn:
-            logger.warning("the connection that took the migration lock was swapped; releasing on the original one")
+            logger.warning(
+                "the connection that took the migration lock was swapped; releasing on the original one"
+            )
         try:
             released, statement = self.unlock(conn)
         except Exception as exc:  # a dead connection has released its session lock with it

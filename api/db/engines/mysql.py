@@ -447,7 +447,9 @@ class MySQLEngine(Engine):
 
     # -- authoring (rehearse) ----------------------------------------------------------------
 
-    scratch_privilege = "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+    scratch_privilege = (
+        "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+    )
 
     def scratch_name(self, token: str) -> str:
         return f"rehearse_{token}_{self.database.database}"[:64]
@@ -514,7 +516,10 @@ class MySQLEngine(Engine):
         self.database.execute_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
     def scratch_exists(self, name: str) -> bool:
-        return self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)) > 0
+        return (
+            self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            > 0
+        )
 
     # -- connections, pool and health --------------------------------------------------------
 

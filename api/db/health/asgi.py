@@ -73,7 +73,11 @@ class HealthASGIApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "lifespan":
-            await (self._lifespan_through(scope, receive, send) if self.fallback else self._lifespan(receive, send))
+            await (
+                self._lifespan_through(scope, receive, send)
+                if self.fallback
+                else self._lifespan(receive, send)
+            )
             return
         path = _relative_path(scope)
         if self.fallback is not None and (kind != "http" or path.rstrip("/") not in ROUTES):

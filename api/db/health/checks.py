@@ -91,7 +91,8 @@ class DatabaseHealth:
     pgvector_version: str | None
     migrations_checked: bool  # False when no migrations were declared to the check
     migrations_known: bool = True  # False when the migration state could not be read (database down)
-    migrations_pending: list[str] = field(default_factory=list)  # declared, not applied (running ones included)
+    # declared, not applied (running ones included)
+    migrations_pending: list[str] = field(default_factory=list)
     migrations_running: list[str] = field(default_factory=list)
     migrations_failed: list[str] = field(default_factory=list)
     migrations_applied: int = 0  # history rows with status success or skipped
@@ -229,7 +230,12 @@ class HealthChecker:
     ) -> None:
         for name, value, low in (("cache_ttl", cache_ttl, 0.0), ("timeout", timeout, 0.001),
                                  ("latency_threshold_ms", latency_threshold_ms, 0.0)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < low
+            ):
                 raise ConfigurationError(f"{name} is {value!r}: expected a number of at least {low:g}")
         self.db: Any = db
         self.engine = db_type(db)
@@ -290,7 +296,9 @@ class HealthChecker:
             if run is None:
                 run = self._running = _Run()
                 self.checks_total += 1
-                worker = threading.Thread(target=self._work, args=(run,), name="api.db-health-probe", daemon=True)
+                worker = threading.Thread(
+                    target=self._work, args=(run,), name="api.db-health-probe", daemon=True
+                )
                 worker.start()
         if run.done.wait(max(0.0, self.timeout - (time.monotonic() - arrived))) and run.health is not None:
             return run.health
@@ -362,7 +370,8 @@ class HealthChecker:
             return
         level = logging.DEBUG if error == self._failing else logging.WARNING
         logger.log(level, "health check of %s failed: %s", _name(self.db), error,
-                   extra={"event": "health_check", "check": "database", "status": "fail", "engine": self.engine})
+                   extra={"event": "health_check", "check": "database", "status": "fail",
+                          "engine": self.engine})
         self._failing = error
 
     def _probe(self, facts: _DatabaseFacts) -> None:
@@ -432,7 +441,9 @@ class HealthChecker:
             self.probe_db.close()
         except Exception as exc:  # the connection is broken already; closing it is best effort
             info = classify_error(exc, self.engine)
-            logger.debug("health probe of %s: close failed (%s): %s", _name(self.db), info.category.value, info.message)
+            logger.debug(
+                "health probe of %s: close failed (%s): %s", _name(self.db), info.category.value, info.message
+            )
 
     # ------------------------------------------------------------------ verdict
 
@@ -552,7 +563,11 @@ def _checker_for(db: peewee.Database, migrations: Iterable[MigrationLike] | None
                  latency_threshold_ms: float) -> HealthChecker:  # fmt: skip
     """The checker :func:`check_database_health` keeps on ``db``, so its probe connection and single-flight last."""
     items = None if migrations is None else list(migrations)
-    key = (None if items is None else tuple(m.name for m in plan_migrations(items)), timeout, latency_threshold_ms)
+    key = (
+        None if items is None else tuple(m.name for m in plan_migrations(items)),
+        timeout,
+        latency_threshold_ms,
+    )
     with _REGISTRY_LOCK:
         state = state_of(db)
         checkers: dict[Any, HealthChecker] = state.health_checkers

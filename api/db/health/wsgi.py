@@ -44,7 +44,8 @@ StartResponse = Callable[..., Any]
 LIVE, READY, DETAILED, METRICS = "/health/live", "/health/ready", "/health/detailed", "/metrics"
 ROUTES = (LIVE, READY, DETAILED, METRICS)
 ALLOWED_METHODS = ("GET", "HEAD")
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error",
             501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 
 
@@ -69,7 +70,9 @@ class HealthApp:
         latency_threshold_ms: float | None = None,
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ConfigurationError("token is empty: give a secret string, or None to leave /health/detailed open")
+            raise ConfigurationError(
+                "token is empty: give a secret string, or None to leave /health/detailed open"
+            )
         options: dict[str, Any] = {}
         if timeout is not None:
             options["timeout"] = timeout
@@ -83,7 +86,9 @@ class HealthApp:
         try:
             from api.db.health.metrics import MetricsEndpoint
         except ImportError as exc:  # the metrics extra is optional; /metrics says how to get it
-            self._metrics_missing = f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
+            self._metrics_missing = (
+                f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
+            )
             logger.warning("/metrics disabled: %s", self._metrics_missing)
         else:
             self._metrics = MetricsEndpoint(self.checker, details=self.expose_details)
@@ -100,7 +105,9 @@ class HealthApp:
         start_response(f"{status} {_REASONS[status]}", headers)
         return [] if method == "HEAD" else [body]
 
-    def respond(self, method: str, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
+    def respond(
+        self, method: str, path: str, environ: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
         """Status, headers and body for one request (``environ`` gives the HTTP_* headers); shared with ASGI."""
         if len(path) > 1:
             path = path.rstrip("/")
@@ -108,7 +115,9 @@ class HealthApp:
             if path not in ROUTES:
                 status, headers, body = _json(404, {"status": "not found", "paths": list(ROUTES)})
             elif method not in ALLOWED_METHODS:
-                status, headers, body = _json(405, {"status": "method not allowed", "allowed": list(ALLOWED_METHODS)})
+                status, headers, body = _json(
+                    405, {"status": "method not allowed", "allowed": list(ALLOWED_METHODS)}
+                )
                 headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
             else:
                 status, headers, body = self._route(path, environ)
@@ -150,11 +159,16 @@ class HealthApp:
 
 def _json(status: int, data: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
     body = redact_text(json.dumps(data, separators=(",", ":"), sort_keys=True)).encode()
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(body))),
+    ]
     return status, headers, body
 
 
-# The documented entry point: health_app(db, migrations=None, cache_ttl=5.0, expose_details=False, token=None).
+# The documented entry point: health_app(db, migrations=None, cache_ttl=5.0, expose_details=False,
+# token=None).
 health_app = HealthApp
 
 
@@ -220,7 +234,9 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for name in ("threads", "connection_limit", "backlog", "max_request_header_size"):
             if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"serve limit {name}={getattr(self, name)!r}: give a whole number >= 1")
+                raise ConfigurationError(
+                    f"serve limit {name}={getattr(self, name)!r}: give a whole number >= 1"
+                )
         for name in ("channel_timeout", "shutdown_timeout"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigurationError(f"serve limit {name}={getattr(self, name)!r}: give seconds > 0")
@@ -268,7 +284,8 @@ def serve_until_stopped(server: Any, limits: ServeLimits | None = None) -> None:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         while not stop.is_set():  # one poll at a time (at most asyncore_loop_timeout), then look at the flag
-            server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server), use_poll=True,
+            server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server),
+                                 use_poll=True,
                                  count=1)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C: the other way to stop
         stop.set()

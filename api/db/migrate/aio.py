@@ -50,7 +50,9 @@ def _migrate_on_twin(db: peewee.Database, migrations: list[Any], options: dict[s
         twin.close()
 
 
-def _migrate_in_thread(db: peewee.Database, migrations: list[Any], options: dict[str, Any]) -> MigrationReport:
+def _migrate_in_thread(
+    db: peewee.Database, migrations: list[Any], options: dict[str, Any]
+) -> MigrationReport:
     """``migrate_db`` holding one connection of the thread, returned to the pool at the end."""
     with db.connection_context():
         return migrate_db(db, migrations, **options)

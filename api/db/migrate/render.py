@@ -129,7 +129,9 @@ def _callable(value: Any, imports: Imports) -> str | None:
 
 def _argument(fld: peewee.Field, name: str, default: Any, imports: Imports) -> str | None:
     value = getattr(fld, name, _NO_DEFAULT)
-    if value is _NO_DEFAULT or (default is not _NO_DEFAULT and value == default and name not in ALWAYS_WRITTEN):
+    if value is _NO_DEFAULT or (
+        default is not _NO_DEFAULT and value == default and name not in ALWAYS_WRITTEN
+    ):
         return None
     if name == "default" and value is None:
         return None

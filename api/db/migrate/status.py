@@ -153,7 +153,9 @@ def repair_migration(db: peewee.Database, name: str, action: str) -> HistoryRow:
         else:
             tracker.record_migration(name, SUCCESS, f"marked applied by repair (was {row.status})")
             tracker.forget_digests()
-    logger.warning("repair: migration %s was %s, now %s", name, row.status, "cleared" if action == "clear" else SUCCESS)
+    logger.warning(
+        "repair: migration %s was %s, now %s", name, row.status, "cleared" if action == "clear" else SUCCESS
+    )
     return row
 
 
@@ -196,7 +198,9 @@ def accept_checksum(db: peewee.Database, migrations: Iterable[MigrationLike], na
         row = tracker.history_by_name().get(name)
         if row is None or not row.is_applied:
             status = "pending" if row is None else row.status
-            raise ConfigurationError(f"migration {name!r} is {status}; --accept-checksum needs an applied migration")
+            raise ConfigurationError(
+                f"migration {name!r} is {status}; --accept-checksum needs an applied migration"
+            )
         H = tracker.History
         H.update({H.checksum: migration.checksum}).where(H.migration_name == name).execute()
     logger.warning("repair: migration %s now recorded with checksum %s", name, migration.checksum[:12])

@@ -102,7 +102,9 @@ class PoolDiagnostics:
         utilization = stats["utilization_percent"]
         if utilization >= config.critical_percent:
             level = logging.CRITICAL
-            verdict = f"at or above {config.critical_percent:g}% (critical): requests will soon wait or time out"
+            verdict = (
+                f"at or above {config.critical_percent:g}% (critical): requests will soon wait or time out"
+            )
         elif utilization >= config.warning_percent:
             level = logging.WARNING
             verdict = f"at or above {config.warning_percent:g}% (warning)"
@@ -113,8 +115,10 @@ class PoolDiagnostics:
             level,
             "pool %s: %s%% in use (%s of %s, %s idle, %s waiting) %s; acquire wait p95 %.2f ms, "
             "timeouts %s, lost %s, leaks %s",
-            _name(self.db), utilization, stats["active"], stats["max"], stats["idle"], stats["waiting"], verdict,
-            stats["acquire_wait_ms_p95"], stats["acquisition_timeouts_total"], stats["connections_lost_total"],
+            _name(self.db), utilization, stats["active"], stats["max"], stats["idle"], stats["waiting"],
+            verdict,
+            stats["acquire_wait_ms_p95"], stats["acquisition_timeouts_total"],
+            stats["connections_lost_total"],
             stats["leaks_detected_total"],
             extra={
                 "event": "pool_health", "pool": _name(self.db), "utilization": round(utilization / 100, 4),
@@ -189,9 +193,13 @@ class HealthMonitor(threading.Thread):
                 if level < self._last_level:
                     logger.info("pool %s: utilization back below the warning threshold", _name(db))
                 self._last_level = level
-            except Exception as exc:  # the monitor must outlive a failed pass; the failure is classified and logged
+            except (
+                Exception
+            ) as exc:  # the monitor must outlive a failed pass; the failure is classified and logged
                 info = classify_error(exc)
-                logger.error("pool %s: health check failed (%s): %s", _name(db), info.category.value, info.message)
+                logger.error(
+                    "pool %s: health check failed (%s): %s", _name(db), info.category.value, info.message
+                )
             del db
 
 

@@ -71,7 +71,12 @@ def call_with_retry(
             info = classify_error(exc, db_type)
             if info.category in FATAL_CONFIGURATION:
                 hint = WHAT_TO_CHECK.get(info.category, "check the connection settings")
-                logger.error("connecting to %s failed (%s): %s; not retrying", target, info.category.value, info.message)
+                logger.error(
+                    "connecting to %s failed (%s): %s; not retrying",
+                    target,
+                    info.category.value,
+                    info.message,
+                )
                 raise ConnectionRejected(
                     f"cannot connect to {target}: {info.category.value}: {info.message}; {hint}", orig=exc
                 ) from exc
@@ -88,7 +93,8 @@ def call_with_retry(
                     target, attempt, info.category.value, info.message,
                 )  # fmt: skip
                 raise DatabaseUnavailable(
-                    f"cannot connect to {target} after {attempt} attempt(s): {info.category.value}: {info.message}; "
+                    f"cannot connect to {target} after {attempt} attempt(s): {info.category.value}: "
+                    f"{info.message}; "
                     "check that the server is running and reachable from here (host, port, firewall), "
                     "or raise DB_RETRY_MAX_ATTEMPTS / DB_RETRY_MAX_DELAY",
                     orig=exc,

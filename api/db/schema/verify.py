@@ -49,7 +49,8 @@ TYPE_FAMILIES: dict[type[peewee.Field], str] = {
 class SchemaDifference:
     """One way the live database differs from the models."""
 
-    kind: str  # missing_table, missing_column, type_mismatch, nullability, missing_index, missing_unique, extra_column
+    # missing_table, missing_column, type_mismatch, nullability, missing_index, missing_unique, extra_column
+    kind: str
     table: str
     column: str | None
     expected: str | None

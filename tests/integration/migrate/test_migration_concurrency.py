@@ -44,7 +44,13 @@ def _columns(url: str) -> set[str]:
 def test_eight_processes_boot_at_once(db_url: str) -> None:
     env = {**os.environ, "APIDB_SLOW": "0"}
     children = [
-        subprocess.Popen([sys.executable, CHILD, db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, CHILD, db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(8)
     ]
     reports = []
