@@ -118,7 +118,7 @@ def cmd_preflight(args: argparse.Namespace) -> int:
 
 
 def load_list(spec: str | None, option: str, example: str) -> list[Any]:
-    """Import ``module:ATTR`` named by ``option`` (the current directory is importable) and return it as a list.
+    """Import ``module:ATTR`` named by ``option`` (the current directory is importable) and return a list.
 
     ATTR may be dotted, and may name a callable that returns the list.
     """
@@ -377,7 +377,7 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print what the pending migrations would do (statements, locks, sizes, duration, warnings); runs nothing."""
+    """Print what the pending migrations would do (statements, locks, sizes, time, warnings); runs nothing."""
     from api.db.preview.analysis import format_bytes
     from api.db.preview.capture import strip_statement_settings
     from api.db.preview.preview import preview_migration
@@ -466,7 +466,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_makemigration(args: argparse.Namespace) -> int:
-    """Write a migration module from the models' difference with the database (exit 0; nothing to do: 0 too)."""
+    """Write a migration from the models' difference with the database (exit 0, also with nothing to do)."""
     from api.db.migrate.makemigration import make_migration, parse_rename
 
     models = load_models(args.models)
@@ -491,7 +491,7 @@ def cmd_makemigration(args: argparse.Namespace) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    """Run the pending migrations on a scratch copy and report durations, locks, errors; exit 1 on a failure."""
+    """Run the pending migrations on a scratch copy and report durations, locks, errors (exit 1: failed)."""
     from api.db.preview.rehearse import rehearse_migrations
 
     migrations = load_migrations(args.migrations)
@@ -705,7 +705,7 @@ def _add_arguments(parser: Any, arguments: Sequence[Arg | Exclusive]) -> None:
 
 
 def _global_options(suppress: bool) -> argparse.ArgumentParser:
-    """The global options; with ``suppress`` their defaults do not overwrite what came before the subcommand."""
+    """The global options; with ``suppress`` their defaults keep those given before the subcommand."""
     parser = argparse.ArgumentParser(add_help=False)
     for flags, options in GLOBAL_ARGUMENTS:
         parser.add_argument(*flags, **({**options, "default": argparse.SUPPRESS} if suppress else options))
@@ -765,7 +765,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; the exit code is 0 (done), 1 (a check failed) or 2 (an error, one line on stderr)."""
+    """Run one subcommand; the exit code is 0 (done), 1 (a check failed) or 2 (an error, a line on stderr)."""
     args = _parse(argv)
     if isinstance(args, int):
         return args

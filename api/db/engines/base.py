@@ -346,14 +346,14 @@ class Engine:
         return {**PEEWEE_BASE_TYPES, **cls.database_class.field_types}
 
     def column_type_sql(self, table: str, column: str) -> str | None:
-        """The column's full type as DDL would spell it (``varchar(20)``), read from the catalog; None: no column."""
+        """The column's full type as DDL spells it (``varchar(20)``), from the catalog; None: no column."""
         for meta in self.database.get_columns(table):
             if meta.name == column:
                 return str(meta.data_type)
         return None
 
     def column_default_sql(self, table: str, column: str) -> str | None:
-        """The column's default as an SQL expression (``'x'::character varying``), from the catalog; None: none."""
+        """The column's default as SQL (``'x'::character varying``) from the catalog, or None."""
         for meta in self.database.get_columns(table):
             if meta.name == column:
                 return None if meta.default is None else str(meta.default)
@@ -382,7 +382,7 @@ class Engine:
         raise NotImplementedError
 
     def create_scratch(self, name: str) -> None:
-        """Create the empty scratch database ``name`` on this server; ScratchDatabaseDenied without the privilege."""
+        """Create the empty scratch database ``name`` here; ScratchDatabaseDenied without the privilege."""
         raise NotImplementedError
 
     def open_scratch(self, name: str) -> peewee.Database:

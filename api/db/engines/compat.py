@@ -157,7 +157,7 @@ class DatabaseCompat:
         return _is_true(self.get(capability))
 
     def required_version(self, capability: str) -> str | None:
-        """``"MariaDB 10.3.2"``: the first version of this flavour with ``capability``, if a version gate exists."""
+        """``"MariaDB 10.3.2"``: the first version of the flavour with ``capability``, if one gates it."""
         _check_capability(capability)
         gate = VERSION_GATES.get(self.flavour, {}).get(capability)
         if gate is None:
@@ -188,7 +188,7 @@ class DatabaseCompat:
         return f"{capability} is not available on {self.name} at any version{where}"
 
     def require(self, capability: str) -> None:
-        """Raise :class:`UnsupportedCapability` (naming the version needed) unless ``capability`` is present."""
+        """Raise :class:`UnsupportedCapability` (naming the version needed) unless ``capability`` is there."""
         if not self.has(capability):
             raise UnsupportedCapability(
                 self.explain_missing(capability),

@@ -382,7 +382,7 @@ class PostgresEngine(Engine):
         return max(rows, 0), int(row[1])
 
     def column_type_sql(self, table: str, column: str) -> str | None:
-        """``format_type`` of the column: the type with its length or precision (``character varying(20)``)."""
+        """``format_type`` of the column: the type with length or precision (``character varying(20)``)."""
         row = self.database.execute_sql(
             "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attname = %s AND NOT a.attisdropped",

@@ -38,7 +38,7 @@ def _environ(scope: Scope, path: str) -> dict[str, Any]:
 
 
 def _relative_path(scope: Scope) -> str:
-    """The path below the mount point (Starlette keeps the full path in ``path``, the prefix in ``root_path``)."""
+    """The path below the mount point (Starlette: the full path in ``path``, the prefix in ``root_path``)."""
     path = str(scope.get("path") or "/")
     root = str(scope.get("root_path") or "")
     if root and path.startswith(root):

@@ -76,7 +76,7 @@ PROBE_IO_TIMEOUT = 2.0  # seconds; MySQL client-side read/write timeout of the p
 
 @dataclass
 class DatabaseHealth:
-    """The outcome of one check. ``error`` and ``server_version`` are details an endpoint shows only on request."""
+    """The outcome of one check. ``error`` and ``server_version`` are shown only on request."""
 
     status: str
     reachable: bool
@@ -107,7 +107,7 @@ class DatabaseHealth:
 
     @property
     def ready(self) -> bool:
-        """Fit for traffic: the database answers, no migration pending/running/failed, the pool not exhausted."""
+        """Fit for traffic: the database answers, no migration pending/running/failed, pool not exhausted."""
         return (
             self.reachable
             and not self.migrations_pending
@@ -264,7 +264,7 @@ class HealthChecker:
         return time.monotonic() - self.started
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: drop the inherited probe connection unclosed, forget the parent's run and cache."""
+        """In a forked child: drop the inherited probe connection unclosed, forget the parent's run, cache."""
         probe = self.probe_db
         if probe is not self.db and probe._state.conn is not None:
             forks.detach_descriptors([engine_for(self.db).connection_fileno(probe._state.conn)])
@@ -561,7 +561,7 @@ def _name(db: Any) -> str:
 
 def _checker_for(db: peewee.Database, migrations: Iterable[MigrationLike] | None, timeout: float,
                  latency_threshold_ms: float) -> HealthChecker:  # fmt: skip
-    """The checker :func:`check_database_health` keeps on ``db``, so its probe connection and single-flight last."""
+    """The checker :func:`check_database_health` keeps on ``db``, so its probe and single-flight last."""
     items = None if migrations is None else list(migrations)
     key = (
         None if items is None else tuple(m.name for m in plan_migrations(items)),
@@ -596,7 +596,7 @@ def check_database_health(
     timeout: float = DEFAULT_TIMEOUT,
     latency_threshold_ms: float = DEFAULT_LATENCY_THRESHOLD_MS,
 ) -> DatabaseHealth:
-    """Check ``db`` now (no cache) within ``timeout`` seconds: reachability, latency, pool, migrations, pgvector."""
+    """Check ``db`` now (no cache) within ``timeout`` s: reachability, latency, pool, migrations, pgvector."""
     return _checker_for(db, migrations, timeout, latency_threshold_ms).check(max_age=0.0)
 
 

@@ -104,7 +104,7 @@ def database_name(db: Any) -> str:
 
 
 class DatabaseCollector:
-    """A ``prometheus_client`` collector for one :class:`~api.db.health.checks.HealthChecker` and its database.
+    """A ``prometheus_client`` collector for one :class:`~api.db.health.checks.HealthChecker` and its db.
 
     ``pool=False`` leaves out the pool, query and check counters (multiprocess mode reads them from
     the processes' files instead). ``details=False`` leaves the ``version`` label of ``api_db_info``

@@ -297,7 +297,7 @@ def get_extended_diagnostics(
     uses_vectors: bool | None = None,
     workers: int | None = None,
 ) -> ExtendedPreflightReport:
-    """Gather and judge the preflight facts of ``database``; an unreachable server is a failed check, not an exception.
+    """Gather and judge the preflight facts of ``database``; an unreachable server fails a check.
 
     ``uses_vectors``: whether the application uses vector types (:func:`declares_vectors`); False turns a
     missing pgvector from a warning into a pass. ``workers``: processes each opening a pool of this

@@ -1,4 +1,4 @@
-"""``health_app``: a WSGI application with Kubernetes probes and Prometheus metrics, and a threaded server for it.
+"""``health_app``: a WSGI app with Kubernetes probes and Prometheus metrics, and a threaded server for it.
 
 =====================  ==========================================================
 ``GET /health/live``   200 while the process serves requests; never touches the database
@@ -108,7 +108,7 @@ class HealthApp:
     def respond(
         self, method: str, path: str, environ: dict[str, Any]
     ) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Status, headers and body for one request (``environ`` gives the HTTP_* headers); shared with ASGI."""
+        """Status, headers and body for one request (``environ`` has the HTTP_* headers); shared with ASGI."""
         if len(path) > 1:
             path = path.rstrip("/")
         try:
@@ -192,14 +192,14 @@ class _LoggingHandler(WSGIRequestHandler):
 
 
 def make_health_server(app: Any, host: str = "127.0.0.1", port: int = 8080) -> ThreadingWSGIServer:
-    """A threaded ``wsgiref`` server for ``app`` bound to ``host:port`` (port 0: any free port); not started."""
+    """A threaded ``wsgiref`` server for ``app`` bound to ``host:port`` (0: any free port); not started."""
     server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_LoggingHandler)
     assert isinstance(server, ThreadingWSGIServer)
     return server
 
 
 def run_until_stopped(server: ThreadingWSGIServer) -> None:
-    """``server.serve_forever()`` until Ctrl-C or, when called from the main thread, SIGTERM (a container stop)."""
+    """``server.serve_forever()`` until Ctrl-C or, from the main thread, SIGTERM (a container stop)."""
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
 
@@ -257,7 +257,7 @@ def _raise_file_limit(needed: int) -> None:
 
 def make_bounded_server(app: Any, host: str = "127.0.0.1", port: int = 8080,
                         limits: ServeLimits | None = None) -> Any:
-    """A ``waitress`` server for ``app`` with ``limits``; bound to ``host:port`` (0: any free port), not started."""
+    """A ``waitress`` server for ``app`` with ``limits`` on ``host:port`` (0: any free port), not started."""
     limits = limits or ServeLimits()
     try:
         from waitress.server import create_server
@@ -274,7 +274,7 @@ def make_bounded_server(app: Any, host: str = "127.0.0.1", port: int = 8080,
 
 
 def serve_until_stopped(server: Any, limits: ServeLimits | None = None) -> None:
-    """Run a :func:`make_bounded_server` server until Ctrl-C or SIGTERM (from the main thread), then close it."""
+    """Run a :func:`make_bounded_server` server until Ctrl-C or SIGTERM (main thread only), then close it."""
     limits = limits or ServeLimits()
     stop = threading.Event()
     previous: Any = None

@@ -235,7 +235,7 @@ def add_column_verdict(
     kwargs: dict[str, Any],
     statement: str | None = None,
 ) -> Adoption:
-    """add_column: the column is in effect, and so is its index (created now when only the index is missing)."""
+    """add_column: the column is in effect, and so is its index (created now if only the index is missing)."""
     table, column, fld = _add_column_args(args, kwargs)
     if fld is None:
         return NOT_IN_EFFECT
@@ -380,7 +380,10 @@ _SQL_OBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 # Other schema objects, whose existence the engine reads from its catalog (Engine.schema_object_exists).
-_KINDS = r"(view|materialized\s+view|function|procedure|trigger|constraint\s+trigger|sequence|type|extension|schema)"
+_KINDS = (
+    r"(view|materialized\s+view|function|procedure|trigger|constraint\s+trigger|sequence|type|extension"
+    r"|schema)"
+)
 _CREATE_OTHER = re.compile(
     rf"^create\s+(?:or\s+replace\s+)?(?:definer\s*=\s*\S+\s+)?(?:temp\s+|temporary\s+)?{_KINDS}\s+"
     rf"(?:if\s+not\s+exists\s+)?{_NAME}",

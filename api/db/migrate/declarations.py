@@ -180,7 +180,7 @@ def _quick_arity_ok(fn: Any) -> bool:
 
 
 def _quick_names(items: list[Any]) -> list[str] | None:
-    """The names of ``items`` when the whole list is obviously valid (the common case at every boot), else None.
+    """The names of ``items`` when the whole list is plainly valid (the usual case at boot), else None.
 
     Whole-list operations in C (map, set, attrgetter) instead of a Python loop of
     checks: a fraction of a microsecond a migration. None sends the list through

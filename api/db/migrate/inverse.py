@@ -100,7 +100,8 @@ def _column_state(db: peewee.Database, table: str, column: str) -> Entry:
     engine = engine_for(db)
     meta = _column(db, table, column)
     return {"table": table, "column": column, "type": engine.column_type_sql(table, column),
-            "null": True if meta is None else bool(meta.null), "default": engine.column_default_sql(table, column)}  # fmt: skip
+            "null": True if meta is None else bool(meta.null),
+            "default": engine.column_default_sql(table, column)}  # fmt: skip
 
 
 def _alter_column_type(db: peewee.Database, a: dict[str, Any]) -> Entry:

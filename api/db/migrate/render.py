@@ -154,7 +154,7 @@ def _foreign_key_arguments(fld: peewee.ForeignKeyField, frozen: dict[type, str])
 def field_source(
     fld: peewee.Field, imports: Imports, frozen: dict[type, str], *, in_model: bool = True
 ) -> str:
-    """The constructor call that builds ``fld`` again; ``in_model``: inside a class (column_name if unusual)."""
+    """The constructor call that builds ``fld`` again; ``in_model``: in a class (column_name if unusual)."""
     cls = type(fld)
     args: list[str] = []
     if isinstance(fld, peewee.ForeignKeyField):

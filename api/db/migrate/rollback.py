@@ -69,7 +69,10 @@ class RollbackReport:
 
     def summary(self) -> str:
         names = ", ".join(self.rolled_back) or "nothing"
-        return f"{self.engine}: rolled back {len(self.rolled_back)} migration(s) ({names}) in {self.duration_ms:.1f} ms"
+        return (
+            f"{self.engine}: rolled back {len(self.rolled_back)} migration(s) ({names}) "
+            f"in {self.duration_ms:.1f} ms"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return {"engine": self.engine, "rolled_back": list(self.rolled_back),
@@ -109,7 +112,7 @@ def down_for(migration: Migration, row: HistoryRow) -> RollbackStep:
 def rollback_steps(
     planned: Sequence[Migration], history: dict[str, HistoryRow], *, to: str | None, steps: int | None
 ) -> list[RollbackStep]:
-    """The applied migrations to undo, newest first, each with its way back (raises before anything changes)."""
+    """The applied migrations to undo, newest first, each with its way back (raises before any change)."""
     names = [m.name for m in planned]
     _check_choice(names, to, steps)
     applied = [m for m in planned if m.name in history and history[m.name].is_applied]

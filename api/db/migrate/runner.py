@@ -556,7 +556,7 @@ def _groups(pending: Sequence[Migration], atomic: str) -> list[list[Migration]]:
 
 
 def verify_models(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> list[str]:
-    """The differences between ``models`` and ``db`` that may break the application (``migrate_db(verify=...)``)."""
+    """The differences between ``models`` and ``db`` that may break the app (``migrate_db(verify=...)``)."""
     return [str(d) for d in verify_schema(db, models).differences if d.severity == "error"]
 
 

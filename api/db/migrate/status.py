@@ -98,7 +98,7 @@ def migration_status(db: peewee.Database, migrations: Iterable[MigrationLike]) -
 
 
 def migration_state(db: peewee.Database, migrations: Iterable[MigrationLike]) -> dict[str, list[str]]:
-    """Names by state: ``pending``, ``running``, ``failed`` (declared) and ``unknown`` (recorded, not declared)."""
+    """Names by state: ``pending``, ``running``, ``failed`` (declared), ``unknown`` (recorded, undeclared)."""
     state: dict[str, list[str]] = {"pending": [], "running": [], "failed": [], "unknown": []}
     for line in migration_status(db, migrations):
         if not line.declared:

@@ -164,7 +164,7 @@ def _check_server_url(url: str, parts: SplitResult, raw: str) -> None:
         raise InvalidDatabaseURL(f"the {raw}:// URL names no host: use {raw}://host[:port]/dbname")
 
 def _check_file_path(path: str, shown: str) -> None:
-    """A database file's directory must exist (SQLite would fail later with "unable to open database file")."""
+    """A database file's directory must exist (else SQLite fails later: "unable to open database file")."""
     if not path or path == ":memory:" or path.startswith("file:"):
         return
     if "@" in path:  # user:password@host written into a file URL: never echo it

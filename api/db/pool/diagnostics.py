@@ -96,7 +96,7 @@ class PoolDiagnostics:
         return stats
 
     def log_pool_health(self) -> int:
-        """Log the stats at INFO, WARNING (``warning_percent``) or CRITICAL (``critical_percent``); return the level."""
+        """Log stats at INFO, WARNING (``warning_percent``), CRITICAL (``critical_percent``); return it."""
         stats = self.get_pool_stats()
         config = self.config
         utilization = stats["utilization_percent"]
@@ -139,7 +139,7 @@ class PoolDiagnostics:
         return QueryMonitor.install(self.db, slow_query_ms=threshold)
 
     def get_query_performance(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The ``limit`` slowest normalized statements (by p95): sql, count, errors, window, mean/p95/max ms."""
+        """The ``limit`` slowest statements (by p95): sql, count, errors, window, mean/p95/max ms."""
         monitor = state_of(self.db).query_monitor
         if not isinstance(monitor, QueryMonitor):
             return []
@@ -162,7 +162,7 @@ def _name(db: Any) -> str:
 
 
 class HealthMonitor(threading.Thread):
-    """Logs a database's pool health periodically; holds it weakly; stops on ``close()`` or ``db.close_all()``."""
+    """Logs pool health periodically; holds it weakly; ``close()``, ``db.close_all()`` stop it."""
 
     def __init__(self, db: peewee.Database, interval: float) -> None:
         if interval <= 0:
@@ -204,7 +204,7 @@ class HealthMonitor(threading.Thread):
 
 
 def start_health_monitoring(db: peewee.Database, interval: float = HEALTH_CHECK_INTERVAL) -> HealthMonitor:
-    """Start a named daemon thread logging ``db``'s pool health every ``interval`` seconds; ``.close()`` stops it."""
+    """Start a daemon thread logging ``db``'s pool health every ``interval`` seconds; ``close()`` stops it."""
     monitor = HealthMonitor(db, interval)
     state_of(db).on_close.append(monitor.close)
     monitor.start()

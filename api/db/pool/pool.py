@@ -128,7 +128,7 @@ def changes_session(sql: str) -> bool:
 
 
 def _frames(frame: Any, limit: int) -> list[tuple[Any, int]]:
-    """(code, instruction offset) of ``frame`` and its callers: cheap; lines are resolved only when reported."""
+    """(code, instruction offset) of ``frame`` and its callers: cheap; lines are found only when reported."""
     frames: list[tuple[Any, int]] = []
     while frame is not None and len(frames) < limit:
         frames.append((frame.f_code, frame.f_lasti))
@@ -237,7 +237,7 @@ class PoolCounters:
             self.wait_sum += wait
 
     def wait_histogram(self) -> tuple[list[tuple[float, int]], float, int]:
-        """Cumulative ``(upper bound, count)`` pairs ending with ``(inf, total)``, the sum of waits, the total."""
+        """Cumulative ``(upper bound, count)`` pairs up to ``(inf, total)``, the sum of waits, the total."""
         with self.lock:
             counts, total_wait = list(self.wait_buckets), self.wait_sum
         cumulative: list[tuple[float, int]] = []
@@ -358,7 +358,7 @@ class InstrumentedPool(PooledDatabase):
             return conn
 
     def _claim(self, deadline: float) -> _Idle | None:
-        """An idle connection, or None for a reserved slot to open one; waiters are served first come, first served.
+        """An idle connection, or None for a reserved slot to open one; waiters are served in arrival order.
 
         Either way the slot is counted in ``_opening`` until the caller records the checkout.
         Uncontended (nobody waiting) this is one lock round; otherwise the caller queues.
@@ -543,7 +543,7 @@ class InstrumentedPool(PooledDatabase):
         return False
 
     def connection(self) -> Any:
-        """The raw driver connection; what is done with it is not seen, so its session is reset on check-in."""
+        """The raw driver connection; what is done with it is unseen, so its session is reset on check-in."""
         conn = super().connection()
         self._mark_dirty()
         return conn
@@ -682,7 +682,7 @@ class InstrumentedPool(PooledDatabase):
         )
 
     def _reset_after_fork(self) -> None:
-        """Empty pool state with new locks: a lock held by a parent thread at fork time is never released here."""
+        """Empty pool state with new locks: one a parent thread held at fork time is never released here."""
         self._pool_lock = threading.RLock()
         self._pool_available = threading.Condition(self._pool_lock)
         self._lock = threading.Lock()
@@ -766,7 +766,7 @@ class InstrumentedPool(PooledDatabase):
             self._close_raw(conn)
 
     def fill_to_minimum(self) -> int:
-        """Open connections until ``min_connections`` exist; one attempt each, failures logged. Returns how many."""
+        """Open connections up to ``min_connections``; one try each, failures logged. Returns how many."""
         opened = 0
         while True:
             with self._pool_lock:

@@ -63,7 +63,8 @@ BACKFILL = "backfill"
 UNANALYSED = "unanalysed"
 MISSING_TABLE = "missing_table"
 DATA_LOSS = "data_loss"
-_DROP = re.compile(r"^\s*(?:DROP\s+TABLE|ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN\s+)?(?!INDEX|CONSTRAINT|FOREIGN|DEFAULT|NOT|PRIMARY)\S)",
+_DROP = re.compile(r"^\s*(?:DROP\s+TABLE|ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN\s+)?"
+                   r"(?!INDEX|CONSTRAINT|FOREIGN|DEFAULT|NOT|PRIMARY)\S)",
                    re.IGNORECASE)
 
 
@@ -130,7 +131,7 @@ class MigrationPreview:
 
     @property
     def sql_statements(self) -> list[str]:
-        """The statements in order, without MariaDB's per-statement lock-wait prefix (``statements[i].sql`` keeps it)."""
+        """The statements in order, without MariaDB's lock-wait prefix (``statements[i].sql`` keeps it)."""
         return [strip_statement_settings(s.sql) for s in self.statements]
 
     @property

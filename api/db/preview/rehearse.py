@@ -128,7 +128,7 @@ def _run_pending(scratch: peewee.Database, planned: list[Migration]) -> list[Reh
 
 
 def _drop(engine: Engine, name: str, report: RehearsalReport) -> None:
-    """Drop the scratch database; a failure is logged with what to run by hand, never raised over the cause."""
+    """Drop the scratch database; failing, log with what to run by hand, not raised over the cause."""
     try:
         engine.drop_scratch(name)
         report.scratch_dropped = not engine.scratch_exists(name)

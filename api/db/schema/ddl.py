@@ -85,7 +85,7 @@ class LockSettings:
             raise ConfigurationError(f"retries must be an integer >= 0, got {self.retries!r}")
 
     def pause(self, attempt: int) -> float:
-        """Seconds to sleep after failed attempt number ``attempt`` (1-based): exponential, capped, jittered."""
+        """Seconds to sleep after failed attempt ``attempt`` (from 1): exponential, capped, jittered."""
         base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
         return base * random.uniform(0.5, 1.0)
 
@@ -468,7 +468,7 @@ _PG_NO_TRANSACTION_SQL = re.compile(
 
 
 class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
-    """PostgreSQL: ``lock_timeout`` per statement, CONCURRENTLY indexes, USING casts, NOT VALID foreign keys."""
+    """PostgreSQL: ``lock_timeout`` per statement, CONCURRENTLY indexes, USING casts, NOT VALID FKs."""
 
     serves = PostgresEngine
     # playhouse inlines REFERENCES in ADD COLUMN, which validates every row under a SHARE ROW

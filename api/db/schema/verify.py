@@ -120,7 +120,7 @@ Add = Callable[[SchemaDifference], None]
 
 
 def type_label(family: str, declared: Any) -> str:
-    """How every difference names a type: the family, then the column type when it says more (``char (VARCHAR)``)."""
+    """How differences name a type: the family, then the column type if it says more (``char (VARCHAR)``)."""
     raw = str(declared or "").strip()
     return family if not raw or raw.lower() == family.lower() else f"{family} ({raw})"
 
