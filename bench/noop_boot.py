@@ -142,7 +142,10 @@ def tool_peewee_migrate(url: str, n: int, work: Path) -> tuple[Callable[[], Any]
 
     directory = work / "peewee_migrate"
     directory.mkdir()
-    body = "def migrate(migrator, database, *, fake=False):\n    pass\n\n\ndef rollback(migrator, database, *, fake=False):\n    pass\n"
+    body = (
+        "def migrate(migrator, database, *, fake=False):\n    pass\n\n\n"
+        "def rollback(migrator, database, *, fake=False):\n    pass\n"
+    )
     for i in range(1, n + 1):
         (directory / f"{i:03d}_m.py").write_text(body)
     db = connect(url)

@@ -235,7 +235,7 @@ SOURCES = ("env", "local", "container", "embedded")
 
 
 def discovery_sources() -> set[str]:
-    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (comma list of env,local,container,embedded), else all."""
+    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (of env,local,container,embedded), else all."""
     raw = os.environ.get("TEST_ENGINE_SOURCES", "")
     names = {part.strip() for part in raw.split(",") if part.strip()} or set(SOURCES)
     unknown = names - set(SOURCES)

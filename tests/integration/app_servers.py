@@ -46,7 +46,7 @@ def request(url: str, method: str = "GET", timeout: float = 10.0, headers: dict[
 def running(
     command: list[str], env: dict[str, str], base: str, log: Path, timeout: float = 60.0
 ) -> Iterator[None]:
-    """Start ``command`` in a process group of its own; wait for ``/health/live``; stop the group at the end."""
+    """Start ``command`` in its own process group; wait for ``/health/live``; stop the group at the end."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,

@@ -82,7 +82,10 @@ def test_unreachable_host_with_no_retry_fails_fast_in_one_line() -> None:
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/pipe.db"
-    shell = f"{sys.executable} -m api.db --database {url} info --json | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    shell = (
+        f"{sys.executable} -m api.db --database {url} info --json | head -c 1 >/dev/null; "
+        "echo ${PIPESTATUS[0]}"
+    )
     for _ in range(5):  # the race depends on timing: try a few times
         result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
         assert result.stdout.strip() == "0" and "Broken pipe" not in result.stderr, result.stderr

@@ -64,7 +64,8 @@ def urls(draw: st.DrawFn) -> tuple[str, str]:
     host = draw(st.sampled_from(["127.0.0.1", "db.internal", "[::1]", "localhost"]))
     port = draw(st.sampled_from(["", ":5432", ":3306", ":0", ":99999", ":x1"]))
     written = quote(password, safe="") if draw(st.booleans()) else password
-    url = f"{draw(st.sampled_from(SCHEMES))}://{user}:{written}@{host}{port}/{draw(st.text(NAME_CHARS, max_size=6))}"
+    scheme = draw(st.sampled_from(SCHEMES))
+    url = f"{scheme}://{user}:{written}@{host}{port}/{draw(st.text(NAME_CHARS, max_size=6))}"
     mutation = draw(st.sampled_from(["none", "delete", "insert", "replace", "truncate", "slashes", "at"]))
     if mutation != "none" and url:
         i = draw(st.integers(0, len(url) - 1))

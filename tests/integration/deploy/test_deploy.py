@@ -1,5 +1,6 @@
-"""deploy/: Kubernetes manifests valid against the offline schemas of kubernetes-validate, alert rules
-that fire under promtool on series shaped like a real scrape, a dashboard that queries only exported metrics."""
+"""deploy/: Kubernetes manifests valid against the offline schemas of kubernetes-validate, alert
+rules that fire under promtool on series shaped like a real scrape, a dashboard that queries only
+exported metrics."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ TEMPLATE = re.compile(r"{{\s*\$(labels\.(\w+)|value)[^}]*}}")
 
 
 def _render(text: str, alert: str, labels: dict[str, str]) -> str:
-    """The annotation as Prometheus renders it: ``$labels.x`` from ``labels``, ``$value`` from :data:`VALUES`."""
+    """The annotation as Prometheus renders it: ``$labels.x`` from ``labels``, ``$value`` from ``VALUES``."""
     return TEMPLATE.sub(lambda m: labels[m.group(2)] if m.group(2) else VALUES[alert], text)
 
 

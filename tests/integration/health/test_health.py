@@ -1,4 +1,4 @@
-"""Health probes and /metrics over real HTTP, against real servers: outages, migrations, cache, metrics, secrets."""
+"""Health probes and /metrics over real HTTP on real servers: outages, migrations, cache, metrics, secrets."""
 
 from __future__ import annotations
 
@@ -63,7 +63,7 @@ def request(address: str, path: str, method: str = "GET", headers: dict[str, str
 
 
 def wait_for_status(address: str, path: str, expected: int, within: float) -> tuple[float, list[Response]]:
-    """Poll ``path`` until it answers ``expected``; (seconds it took, every response). Fails after ``within``."""
+    """Poll ``path`` until it answers ``expected``: (seconds taken, responses). Fails after ``within``."""
     started = time.monotonic()
     seen: list[Response] = []
     while time.monotonic() - started < within:
@@ -316,7 +316,7 @@ def secret_free(bodies: list[bytes], *secrets: str) -> None:
 
 @pytest.fixture
 def password_url(engine: Engine, db_url: str) -> Iterator[tuple[str, str]]:
-    """A URL with a password for the fresh database: PostgreSQL trusts any password; on MariaDB a user of our own."""
+    """A URL with a password for the fresh database: PostgreSQL trusts any; MariaDB gets our own user."""
     password = "pw-" + uuid.uuid4().hex
     if engine.family == "postgres":
         yield with_password(db_url, password), password

@@ -1,4 +1,4 @@
-"""``python -m api.db serve`` under 1,500 idle and slow clients: live answers fast, memory bounded, SIGTERM stops it."""
+"""``python -m api.db serve`` with 1,500 idle or slow clients: fast live, bounded memory, SIGTERM stops it."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The deploy-control subcommands end to end: migrate --to, rollback, sql, mark-applied, repair, status --check."""
+"""Deploy subcommands end to end: migrate --to, rollback, sql, mark-applied, repair, status --check."""
 
 from __future__ import annotations
 

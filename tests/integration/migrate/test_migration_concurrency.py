@@ -110,7 +110,7 @@ def test_process_killed_mid_migration_is_repaired_by_next_boot(
 
 @pytest.mark.engines("postgres")
 def test_killed_during_a_long_statement_releases_the_lock_quickly(db_url: str, tmp_path: Path) -> None:
-    """The server notices the dead client (client_connection_check_interval) instead of finishing pg_sleep(60)."""
+    """The server notices the dead client (client_connection_check_interval) before pg_sleep(60) ends."""
     marker = tmp_path / "inside"
     child = subprocess.Popen(
         [sys.executable, CHILD, db_url, str(marker)],

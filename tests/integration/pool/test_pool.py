@@ -1,4 +1,4 @@
-"""The instrumented pool on real servers: bounded waits, killed sessions, retries, leaks, session reset, load."""
+"""The instrumented pool on real servers: bounded waits, killed sessions, retries, leaks, resets, load."""
 
 from __future__ import annotations
 
@@ -312,7 +312,7 @@ def _assert_rejected(url: str, password: str, caplog: pytest.LogCaptureFixture) 
 
 @pytest.fixture(scope="module")
 def scram_postgres() -> Iterator[tuple[str, str]]:
-    """Our own PostgreSQL (embedded) with password authentication; yields (socket dir, password) of role apidb_pw."""
+    """Our own PostgreSQL (embedded) with password auth; yields (socket dir, password) of role apidb_pw."""
     with engines.private_postgres("pool") as server:
         password = "pw-" + uuid.uuid4().hex
         server.psql(f"CREATE ROLE apidb_pw LOGIN PASSWORD '{password}'")
@@ -403,7 +403,8 @@ def test_health_thresholds_and_monitor_thread(pool_factory: Any, caplog: pytest.
     assert diagnostics.log_pool_health() == logging.INFO
     database.close_all()
     assert monitor.stopped and not monitor.is_alive()
-    assert not [t for t in threading.enumerate() if t.name.startswith("api.db-pool-maintenance[") and "@" not in t.name
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith("api.db-pool-maintenance[") and "@" not in t.name
                 and t.is_alive() and state_of(database).url in t.name]  # fmt: skip
     config = log_connection_config(database)
     assert config["pool"]["max_connections"] == 5
@@ -517,7 +518,7 @@ def _ride_out_restart(server: Any, caplog: pytest.LogCaptureFixture) -> None:
 def test_thread_that_keeps_its_connection_recovers_after_a_kill(
     pool_factory: Any, engine: Engine, db_url: str
 ) -> None:
-    """An application that never closes (peewee autoconnect) gets a new connection after one failed statement."""
+    """An application that never closes (peewee autoconnect) gets a new connection after one failed query."""
     app_name = f"apidb-keep-{uuid.uuid4().hex[:8]}"
     database = pool_factory(max_connections=2, app_name=app_name)
     assert database.execute_sql("SELECT 1").fetchone()[0] == 1  # autoconnect; the thread keeps it

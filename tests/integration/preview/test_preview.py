@@ -1,4 +1,4 @@
-"""preview_migration on real servers: nothing changes, the SQL is what a real run sends, warnings, estimates."""
+"""preview_migration on real servers: nothing changes, the SQL is what a run sends, warnings, estimates."""
 
 from __future__ import annotations
 

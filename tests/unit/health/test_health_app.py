@@ -1,4 +1,4 @@
-"""health_app and HealthChecker without a server: settings validation, routing of the WSGI callable, JSON shapes."""
+"""health_app and HealthChecker without a server: settings validation, WSGI routing, JSON shapes."""
 
 from __future__ import annotations
 

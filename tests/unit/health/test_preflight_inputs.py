@@ -1,4 +1,5 @@
-"""Preflight inputs without a server: vector detection, workers x pool headroom, WEB_CONCURRENCY; plan's missing table."""
+"""Preflight inputs without a server: vector detection, workers x pool headroom, WEB_CONCURRENCY;
+plan's missing table."""
 
 from __future__ import annotations
 

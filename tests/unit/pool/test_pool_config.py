@@ -1,4 +1,4 @@
-"""Pool and retry settings: environment, presets, precedence and every validation error; backoff arithmetic."""
+"""Pool and retry settings: environment, presets, precedence, every validation error; backoff arithmetic."""
 
 from __future__ import annotations
 
