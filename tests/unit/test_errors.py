@@ -167,12 +167,8 @@ def test_mysql_1091_is_refined_by_message(message: str, category: ErrorCategory)
     ("code", "message", "statement", "category"),
     [
         ("42P07", 'relation "t_name" already exists', "CREATE INDEX t_name ON t (n)", C.DUPLICATE_INDEX),
-        (
-            "42P07",
-            'relation "t_name" already exists',
-            "CREATE UNIQUE INDEX t_name ON t (n)",
-            C.DUPLICATE_INDEX,
-        ),
+        ("42P07", 'relation "t_name" already exists', "CREATE UNIQUE INDEX t_name ON t (n)",
+         C.DUPLICATE_INDEX),
         ("42P07", 'relation "t" already exists', "CREATE TABLE t (a int)", C.DUPLICATE_TABLE),
         ("42P01", 'relation "t" does not exist', "DROP INDEX t", C.MISSING_INDEX),
     ],

@@ -53,11 +53,8 @@ SYNC_INTERVAL = 1.0  # seconds between two syncs of a process's counters into th
 
 # (metric name without prefix, get_pool_stats key, help) for gauges and counters read straight from the stats.
 POOL_GAUGES: tuple[tuple[str, str, str], ...] = (
-    (
-        "pool_connections_max",
-        "max",
-        "Largest number of connections the pool may hold (POOL_MAX_CONNECTIONS).",
-    ),
+    ("pool_connections_max", "max",
+     "Largest number of connections the pool may hold (POOL_MAX_CONNECTIONS)."),
     ("pool_connections_min", "min", "Connections the pool keeps open (POOL_MIN_CONNECTIONS)."),
     ("pool_connections_active", "active", "Connections checked out of the pool now."),
     ("pool_connections_idle", "idle", "Open connections waiting in the pool now."),
@@ -65,19 +62,13 @@ POOL_GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 POOL_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("pool_acquisitions", "acquisitions_total", "Connections handed out by the pool."),
-    (
-        "pool_acquisition_timeouts",
-        "acquisition_timeouts_total",
-        "Checkouts that gave up after POOL_ACQUIRE_TIMEOUT.",
-    ),
+    ("pool_acquisition_timeouts", "acquisition_timeouts_total",
+     "Checkouts that gave up after POOL_ACQUIRE_TIMEOUT."),
     ("pool_connections_created", "connections_created_total", "Connections opened by the pool."),
     ("pool_connections_closed", "connections_closed_total", "Connections closed by the pool."),
     ("pool_connections_lost", "connections_lost_total", "Connections found broken and discarded."),
-    (
-        "pool_connections_reclaimed",
-        "connections_reclaimed_total",
-        "Connections taken back from threads that ended.",
-    ),
+    ("pool_connections_reclaimed", "connections_reclaimed_total",
+     "Connections taken back from threads that ended."),
     ("pool_leaks_detected", "leaks_detected_total", "Checkouts held longer than POOL_LEAK_THRESHOLD."),
     ("queries", "queries_total", "Statements executed (query monitoring on)."),
     ("slow_queries", "slow_queries_total", "Statements slower than DB_SLOW_QUERY_MS."),
@@ -183,26 +174,14 @@ class DatabaseCollector:
         started = set(health.migrations_running) | set(health.migrations_failed)
         pending = [n for n in health.migrations_pending if n not in started]
         values = (
-            (
-                "migrations_applied",
-                "Migrations recorded success or skipped (NaN: unknown).",
-                health.migrations_applied,
-            ),
-            (
-                "migrations_pending",
-                "Declared migrations not applied, running or failed (NaN: unknown).",
-                len(pending),
-            ),
-            (
-                "migrations_running",
-                "Migrations recorded running (NaN: unknown).",
-                len(health.migrations_running),
-            ),
-            (
-                "migrations_failed",
-                "Migrations recorded failed (NaN: unknown).",
-                len(health.migrations_failed),
-            ),
+            ("migrations_applied", "Migrations recorded success or skipped (NaN: unknown).",
+             health.migrations_applied),
+            ("migrations_pending", "Declared migrations not applied, running or failed (NaN: unknown).",
+             len(pending)),
+            ("migrations_running", "Migrations recorded running (NaN: unknown).",
+             len(health.migrations_running)),
+            ("migrations_failed", "Migrations recorded failed (NaN: unknown).",
+             len(health.migrations_failed)),
         )
         for name, doc, value in values:
             yield self._gauge(name, doc, value if known else math.nan)

@@ -45,8 +45,7 @@ LIVE, READY, DETAILED, METRICS = "/health/live", "/health/ready", "/health/detai
 ROUTES = (LIVE, READY, DETAILED, METRICS)
 ALLOWED_METHODS = ("GET", "HEAD")
 _REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
-            500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
+            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 
 
 class HealthApp:

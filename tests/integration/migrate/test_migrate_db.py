@@ -99,10 +99,8 @@ def test_adopts_a_database_that_already_has_the_changes(db: Any) -> None:
         db,
         [
             ("create_doc", lambda m: m.sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50))")),
-            (
-                "add_doc_source_type",
-                lambda m: m.add_column("doc", "source_type", CharField(max_length=64, null=True)),
-            ),
+            ("add_doc_source_type",
+             lambda m: m.add_column("doc", "source_type", CharField(max_length=64, null=True))),
             ("rename_doc_pages", lambda m: m.rename_column("doc", "pages", "page_count")),
             ("drop_doc_legacy", lambda m: m.drop_column("doc", "legacy")),
             ("add_doc_lang", lambda m: m.add_column("doc", "lang", CharField(max_length=8, null=True))),

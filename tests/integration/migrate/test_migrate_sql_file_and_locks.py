@@ -145,10 +145,8 @@ def test_verify_reports_model_differences(db: Any) -> None:
 
     Thing._meta.database = db
     migrations = [
-        (
-            "create_thing",
-            lambda m: m.sql("CREATE TABLE thing (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL)"),
-        )
+        ("create_thing",
+         lambda m: m.sql("CREATE TABLE thing (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL)"))
     ]
     report = migrate_db(db, migrations, verify=[Thing])
     assert any("missing_column thing.size" in d for d in report.schema_differences)

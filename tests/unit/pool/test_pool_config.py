@@ -91,20 +91,14 @@ def test_every_preset_is_valid(preset: str) -> None:
         ({"DB_RETRY_INITIAL_DELAY": "-1"}, "DB_RETRY_INITIAL_DELAY is '-1'"),
         ({"DB_RETRY_MULTIPLIER": "0.5"}, "DB_RETRY_MULTIPLIER is '0.5'"),
         ({"DB_RETRY_JITTER": "maybe"}, "DB_RETRY_JITTER is 'maybe': expected true or false"),
-        (
-            {"POOL_MIN_CONNECTIONS": "10", "POOL_MAX_CONNECTIONS": "5"},
-            "POOL_MIN_CONNECTIONS (10) is above POOL_MAX_CONNECTIONS (5)",
-        ),
-        (
-            {"DB_RETRY_INITIAL_DELAY": "60"},
-            "DB_RETRY_INITIAL_DELAY (60.0) is above DB_RETRY_MAX_DELAY (30.0)",
-        ),
+        ({"POOL_MIN_CONNECTIONS": "10", "POOL_MAX_CONNECTIONS": "5"},
+         "POOL_MIN_CONNECTIONS (10) is above POOL_MAX_CONNECTIONS (5)"),
+        ({"DB_RETRY_INITIAL_DELAY": "60"},
+         "DB_RETRY_INITIAL_DELAY (60.0) is above DB_RETRY_MAX_DELAY (30.0)"),
         ({"POOL_WARNING_PERCENT": "99"}, "POOL_WARNING_PERCENT (99.0) must not exceed POOL_CRITICAL_PERCENT"),
         ({"POOL_PRESET": "huge"}, "unknown pool preset 'huge'"),
-        (
-            {"POOL_RESET_SESSION": "sometimes"},
-            "POOL_RESET_SESSION is 'sometimes': expected one of auto, always, never",
-        ),
+        ({"POOL_RESET_SESSION": "sometimes"},
+         "POOL_RESET_SESSION is 'sometimes': expected one of auto, always, never"),
     ],
 )
 def test_every_validation_error_names_the_variable(env: dict[str, str], fragment: str) -> None:

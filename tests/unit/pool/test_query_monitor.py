@@ -12,19 +12,13 @@ from api.db.pool.querymon import WINDOW, QueryMonitor, normalize_sql
     ("sql", "shape"),
     [
         ("SELECT * FROM users WHERE email = 'alice@example.com'", "SELECT * FROM users WHERE email = ?"),
-        (
-            "SELECT * FROM t WHERE name = 'O''Brien' AND age > 42",
-            "SELECT * FROM t WHERE name = ? AND age > ?",
-        ),
-        (
-            'SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = %s LIMIT %s',
-            'SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = ? LIMIT ?',
-        ),
+        ("SELECT * FROM t WHERE name = 'O''Brien' AND age > 42",
+         "SELECT * FROM t WHERE name = ? AND age > ?"),
+        ('SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = %s LIMIT %s',
+         'SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = ? LIMIT ?'),
         ("SELECT 1 FROM t WHERE id IN (1, 2, 3, 4)", "SELECT ? FROM t WHERE id IN (...)"),
-        (
-            "INSERT INTO `t` (`a`, `b`) VALUES (%s, %s), (%s, %s)",
-            "INSERT INTO `t` (`a`, `b`) VALUES (...), ...",
-        ),
+        ("INSERT INTO `t` (`a`, `b`) VALUES (%s, %s), (%s, %s)",
+         "INSERT INTO `t` (`a`, `b`) VALUES (...), ..."),
         ("SELECT   x\n  FROM t2\tWHERE v = -3.5e2", "SELECT x FROM t2 WHERE v = ?"),
         ("SELECT pg_sleep(0.3), E'secret\\'s'", "SELECT pg_sleep(?), ?"),
         ("UPDATE t SET a = $1 WHERE b = :name", "UPDATE t SET a = ? WHERE b = ?"),

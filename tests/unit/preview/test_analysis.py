@@ -58,22 +58,12 @@ def test_postgres_tables_and_breaking_changes() -> None:
         ("ALTER TABLE `item` ADD COLUMN `size` INTEGER", "mariadb", (10, 11, 6), "INSTANT", False),
         ("ALTER TABLE `item` ADD COLUMN `size` INTEGER", "mysql", (5, 7, 44), "INPLACE", True),
         ("ALTER TABLE `item` MODIFY `size` VARCHAR(10)", "mysql", (8, 0, 36), "COPY", True),
-        (
-            "CREATE INDEX `i` ON `item` (`kind`) ALGORITHM=INPLACE LOCK=NONE",
-            "mariadb",
-            (10, 11),
-            "INPLACE",
-            False,
-        ),
+        ("CREATE INDEX `i` ON `item` (`kind`) ALGORITHM=INPLACE LOCK=NONE", "mariadb", (10, 11), "INPLACE",
+         False),
         ("ALTER TABLE `item` DROP COLUMN `size`", "mysql", (8, 0, 28), "INPLACE", True),
         ("ALTER TABLE `item` DROP COLUMN `size`", "mysql", (8, 0, 29), "INSTANT", False),
-        (
-            "ALTER TABLE `a` ADD CONSTRAINT `fk` FOREIGN KEY (`b`) REFERENCES `b` (`id`)",
-            "mysql",
-            (8, 0),
-            "COPY",
-            True,
-        ),
+        ("ALTER TABLE `a` ADD CONSTRAINT `fk` FOREIGN KEY (`b`) REFERENCES `b` (`id`)", "mysql", (8, 0),
+         "COPY", True),
     ],
 )
 def test_mysql_algorithms(
