@@ -68,8 +68,7 @@ def fill(db: peewee.Database, engine: str, flavour: str, table: str, rows: int) 
         db.execute_sql("SET SESSION cte_max_recursion_depth = %s", (rows + 1,))
         db.execute_sql(
             f"INSERT INTO {table} WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < "
-            f"{rows}) "
-            "SELECT n, n %% 1000 FROM s"
+            f"{rows}) SELECT n, n %% 1000 FROM s"
         )
     return time.perf_counter() - started
 

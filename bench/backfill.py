@@ -112,8 +112,7 @@ def main(argv: list[str] | None = None) -> int:
           "writer latency p50 / p99 / max\n")  # fmt: skip
     print("| server | writer alone | m.backfill (batches of "
           f"{args.batch_size:,}) | rows/s | longest batch | writer during m.backfill | single UPDATE | "
-          "rows/s "
-          "| writer during the single UPDATE |")  # fmt: skip
+          "rows/s | writer during the single UPDATE |")  # fmt: skip
     print("|" + "---|" * 9)
     for r in results.values():
         print(

@@ -305,8 +305,7 @@ def main(argv: list[str] | None = None) -> int:
                "client CPU us",
                "CPU vs diag. off", "acquire p50 us", "acquire p95 us", "pool's own p95 us"]  # fmt: skip
     print(f"{args.iterations} checkouts x {args.rounds} rounds, {args.threads} thread(s), pool of "
-          f"{POOL_SIZE}; "
-          "each checkout: SELECT 1 + one indexed read; best round of each variant")  # fmt: skip
+          f"{POOL_SIZE}; each checkout: SELECT 1 + one indexed read; best round of each variant")  # fmt: skip
     print(_table(headers, rows))
     print()
     print(_table(["diagnostic piece (no server)", "CPU us per call"], component_costs()))

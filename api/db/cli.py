@@ -401,16 +401,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
             for s in preview.statements
         ]
-        headers = (
-            "migration",
-            "table",
-            "lock",
-            "blocks writes",
-            "rewrite",
-            "rows / size",
-            "estimate",
-            "statement",
-        )
+        headers = ("migration", "table", "lock", "blocks writes", "rewrite", "rows / size", "estimate",
+                   "statement")
         text = (
             f"{preview.engine} {preview.server_version}: {len(preview.pending)} pending migration(s), "
             f"{len(preview.statements)} statement(s), estimated {preview.estimated_duration}, "

@@ -127,18 +127,8 @@ def test_split_sql_raises_only_its_typed_error(pieces: list[str]) -> None:
         pass
 
 
-WHOLE = [
-    "SELECT 1",
-    "'a;b'",
-    "'it''s'",
-    '"c;d"',
-    "`e;f`",
-    "/* p; */",
-    "$$ q; $$",
-    "$t$ r; $t$",
-    "x",
-    "-- n;o\n",
-]
+WHOLE = ["SELECT 1", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "/* p; */", "$$ q; $$", "$t$ r; $t$", "x",
+         "-- n;o\n"]
 
 
 @st.composite
@@ -167,18 +157,8 @@ def test_plan_migrations_raises_only_declaration_errors(items: list[tuple[object
         pass
 
 
-SUBCOMMANDS = [
-    "info",
-    "preflight",
-    "migrate",
-    "status",
-    "history",
-    "validate",
-    "repair",
-    "plan",
-    "verify",
-    "bogus",
-]
+SUBCOMMANDS = ["info", "preflight", "migrate", "status", "history", "validate", "repair", "plan", "verify",
+               "bogus"]
 FLAGS = ["--json", "--check", "--help", "-v", "--atomic", "each", "--lock-timeout", "0", "x",
          "--mark-applied",
          "--clear", "--models", "nosuch:MODELS", "--migrations", "nosuch_module:M", "api.db:nothing", "--",

@@ -183,8 +183,7 @@ def index_conflict(index: Any, table: str, columns: Sequence[str], unique: bool)
     wanted = f"{table} ({', '.join(columns)}){' UNIQUE' if unique else ''}"
     return SchemaConflict(
         f"index name {index.name} is already taken by the index {describe_index(index)}, not one on "
-        f"{wanted}: "
-        "drop or rename that index, or give the new one another name (add_index(..., name=...))",
+        f"{wanted}: drop or rename that index, or give the new one another name (add_index(..., name=...))",
         category="duplicate_index",
         table=table,
     )

@@ -29,14 +29,8 @@ from api.db.engines.postgres import PG_LOCK_KEY
 
 logger = logging.getLogger(__name__)
 
-__all__ = [
-    "LOCK_NAMESPACE",
-    "PG_LOCK_KEY",
-    "describe_holder",
-    "lock_holder",
-    "migration_lock",
-    "mysql_lock_name",
-]
+__all__ = ["LOCK_NAMESPACE", "PG_LOCK_KEY", "describe_holder", "lock_holder", "migration_lock",
+           "mysql_lock_name"]
 
 
 def lock_holder(database: peewee.Database) -> dict[str, Any]:

@@ -159,8 +159,7 @@ class _Planner:
                 fld = fld.clone()
                 fld.null = True
                 note = (f"{table}.{column} is NOT NULL without a default in the model: added nullable; fill "
-                        "it "
-                        f"(m.backfill or an UPDATE), then m.add_not_null({table!r}, {column!r})")
+                        f"it (m.backfill or an UPDATE), then m.add_not_null({table!r}, {column!r})")
             source = field_source(fld, self.plan.imports, self.plan.frozen_names, in_model=False)
             self.add(
                 f"add_column_{table}_{column}", f"m.add_column({table!r}, {column!r}, {source})", note=note

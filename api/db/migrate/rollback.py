@@ -204,8 +204,7 @@ class _Rollback:
         )
         return MigrationError(
             f"rollback of migration {step.name!r} failed at {operation}: {info.category.value}: "
-            f"{info.message}"
-            f"{where}; {advice}",
+            f"{info.message}{where}; {advice}",
             migration=step.name, category=info.category.value, statement=statement, orig=info.orig,
         )  # fmt: skip
 

@@ -266,8 +266,7 @@ def _check_relations(config: DatabaseConfig) -> None:
     if pool.min_connections > pool.max_connections:
         raise ConfigurationError(
             f"POOL_MIN_CONNECTIONS ({pool.min_connections}) is above POOL_MAX_CONNECTIONS "
-            f"({pool.max_connections}): "
-            "lower the minimum or raise the maximum"
+            f"({pool.max_connections}): lower the minimum or raise the maximum"
         )
     if retry.initial_delay > retry.max_delay:
         raise ConfigurationError(

@@ -292,19 +292,8 @@ class DataBaseModel(peewee.Model):
 # --- type translation ---------------------------------------------------------------------------
 
 # When several peewee types share one native type, the first listed wins on the way back.
-_PREFERRED_KEYS = (
-    "VARCHAR",
-    "TEXT",
-    "INT",
-    "BIGINT",
-    "BOOL",
-    "DATETIME",
-    "DOUBLE",
-    "DECIMAL",
-    "BLOB",
-    "UUID",
-    "AUTO",
-)
+_PREFERRED_KEYS = ("VARCHAR", "TEXT", "INT", "BIGINT", "BOOL", "DATETIME", "DOUBLE", "DECIMAL", "BLOB",
+                   "UUID", "AUTO")
 
 
 def _engine(name: str) -> type[Engine]:

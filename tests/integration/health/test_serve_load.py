@@ -104,8 +104,7 @@ def test_live_answers_fast_under_slow_clients_and_sigterm_stops(
     median = sorted(latencies)[len(latencies) // 2]
     print(f"\n{CLIENTS} slow clients: /health/live p50 {median * 1e3:.1f} ms, "
           f"max {worst * 1e3:.1f} ms; RSS {rss_before / 1024:.1f} MiB idle, {rss_loaded / 1024:.1f} MiB "
-          "loaded; "
-          f"SIGTERM stopped it in {stopped:.2f} s")  # fmt: skip
+          f"loaded; SIGTERM stopped it in {stopped:.2f} s")  # fmt: skip
     assert median < LIVE_BUDGET_S, (
         f"/health/live took {median * 1e3:.0f} ms (median) with {CLIENTS} slow clients"
     )

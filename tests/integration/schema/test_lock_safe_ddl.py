@@ -427,8 +427,7 @@ def test_foreign_key_added_not_valid_then_validated(
     assert any(s.endswith("NOT VALID") for s in statements)
     assert any("VALIDATE CONSTRAINT" in s for s in statements)
     assert db.execute_sql("SELECT bool_and(convalidated) FROM pg_constraint WHERE conrelid = "
-                          "'items'::regclass "
-                          "AND contype = 'f'").fetchone()[0] is True
+                          "'items'::regclass AND contype = 'f'").fetchone()[0] is True
     with pytest.raises(peewee.IntegrityError):
         db.execute_sql("UPDATE items SET parent_id = 99 WHERE id = 1")
 

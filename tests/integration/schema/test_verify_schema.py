@@ -57,8 +57,7 @@ def test_each_kind_of_drift_is_found(db) -> None:
     # size as text, body NOT NULL, no token column, and one column the models don't know.
     db.execute_sql(
         "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, title VARCHAR(200) NOT "
-        "NULL,"
-        " body TEXT NOT NULL, size TEXT NOT NULL, ratio REAL NOT NULL, public SMALLINT NOT NULL,"
+        "NULL, body TEXT NOT NULL, size TEXT NOT NULL, ratio REAL NOT NULL, public SMALLINT NOT NULL,"
         " created TIMESTAMP NOT NULL, legacy_flag INTEGER)"
         if db_kind(db) != "mysql"
         else "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, title VARCHAR(200) "
