@@ -131,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         )
         results[engine] = run_engine(engine, urls[engine], args.rows, args.small)
 
-    print(f"\nadd_column(CharField(null=False, default='pending')) on a table of {args.rows:,} rows, one run "
-          "each\n")
+    print(f"\nadd_column(CharField(null=False, default='pending')) on a table of {args.rows:,} rows, "
+          "one run each\n")
     header = (f"| server | playhouse.migrate, {args.rows:,} rows | api.db, {args.rows:,} rows | speed-up "
               f"| api.db, {args.small:,} rows | api.db {args.rows:,} / {args.small:,} |")
     print(header)

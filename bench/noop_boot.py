@@ -286,8 +286,8 @@ def main() -> int:
         headers = ["tool"]
         for n in sizes:
             headers += [f"median ms @{n}", f"best ms @{n}", f"vs api.db @{n}"]
-        print(f"\n== no-op boot on {engine} ({', '.join(map(str, sizes))} migrations applied, nothing "
-              "pending) ==")
+        print(f"\n== no-op boot on {engine} ({', '.join(map(str, sizes))} migrations applied, "
+              "nothing pending) ==")
         print(format_table(headers, rows))
         trips = ", ".join(f"{n}: {ROUND_TRIPS.get((SERVERS[engine], n), '?')}" for n in sizes)
         print(f"api.db statements sent per no-op boot, by number of migrations: {trips}")

@@ -254,8 +254,8 @@ def cmd_repair(args: argparse.Namespace) -> int:
         with opened(args) as database:
             old, new = accept_checksum(database, load_migrations(args.migrations), args.name)
         _emit(args, {"name": args.name, "was": old, "checksum": new},
-              f"{args.name}: checksum {old[:12] or '-'} replaced by {new[:12]}; it is no longer reported as "
-              "changed")
+              f"{args.name}: checksum {old[:12] or '-'} replaced by {new[:12]}; "
+              "it is no longer reported as changed")
         return 0
     action = "clear" if args.clear else "mark-applied"
     with opened(args) as database:

@@ -36,15 +36,15 @@ FLAGS: dict[str, str] = {
     "json_functions": "SQL functions that read JSON text (json_extract, ->>)",
     "auto_increment": "an AUTO_INCREMENT / AUTOINCREMENT column attribute",
     "sequence_support": "CREATE SEQUENCE objects and nextval()",
-    "type_casting": "'full': any cast incl. ::type and ALTER COLUMN ... USING; 'limited': CAST to a few "
-                    "types",
-    "max_varchar": "largest n VARCHAR(n) accepts, in characters (utf8mb4 on MySQL/MariaDB); None: not "
-                   "enforced",
+    "type_casting": "'full': any cast incl. ::type and ALTER COLUMN ... USING; 'limited': "
+                    "CAST to a few types",
+    "max_varchar": "largest n VARCHAR(n) accepts, in characters (utf8mb4 on MySQL/MariaDB); None: "
+                   "not enforced",
     "transactional_ddl": "DDL inside a transaction is rolled back with it",
     "advisory_locks": "named application locks held by a session (pg_advisory_lock, GET_LOCK)",
     "add_column_if_not_exists": "ALTER TABLE ... ADD COLUMN IF NOT EXISTS",
-    "instant_add_column": "ADD COLUMN with a constant DEFAULT (also NOT NULL) changes metadata only, no "
-                          "table rewrite",
+    "instant_add_column": "ADD COLUMN with a constant DEFAULT (also NOT NULL) changes metadata only, "
+                          "no table rewrite",
     "concurrent_index": "an index can be built while writers keep writing",
     "lock_timeout_setting": "the setting that bounds how long a statement waits for a lock",
     "max_identifier_length": "longest table/column/index name; None: no limit",

@@ -274,8 +274,8 @@ class SqliteEngine(Engine):
                 if table not in whole and not table.startswith("sqlite_"):
                     quoted = '"' + table.replace('"', '""') + '"'
                     scratch.execute_sql(
-                        f"DELETE FROM {quoted} WHERE rowid NOT IN (SELECT rowid FROM {quoted} LIMIT "
-                        f"{int(rows)})"
+                        f"DELETE FROM {quoted} WHERE rowid NOT IN "
+                        f"(SELECT rowid FROM {quoted} LIMIT {int(rows)})"
                     )
         finally:
             scratch.close()

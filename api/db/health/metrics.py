@@ -360,8 +360,8 @@ class MetricsEndpoint:
                 from api.db.exceptions import ConfigurationError
 
                 raise ConfigurationError(
-                    f"{MULTIPROC_ENV}={path} is not a directory: create it (empty, shared by the workers) or "
-                    "unset it"
+                    f"{MULTIPROC_ENV}={path} is not a directory: create it (empty, shared by the workers) "
+                    "or unset it"
                 )
             MultiProcessCollector(self.registry, path=path)
             self.registry.register(DatabaseCollector(checker, pool=False, details=details))

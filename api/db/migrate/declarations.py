@@ -250,8 +250,8 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
     """
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         raise MigrationDeclarationError(
-            "migrations must be a list of Migration(name, fn) or (name, fn[, down]) tuples, not "
-            f"{type(migrations).__name__}"
+            "migrations must be a list of Migration(name, fn) or (name, fn[, down]) tuples, "
+            f"not {type(migrations).__name__}"
         )
     problems: list[str] = []
     planned: list[Migration] = []

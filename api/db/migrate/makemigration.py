@@ -117,8 +117,8 @@ class _Planner:
         adds = {(f.model._meta.table_name, f.column_name) for f in self.diff.add_columns}
         for (table, old), new in self.renames.items():
             if (table, old) not in drops:
-                raise ConfigurationError(f"--rename {table}.{old}:{new}: the database has no column "
-                                         f"{table}.{old} "
+                raise ConfigurationError(f"--rename {table}.{old}:{new}: "
+                                         f"the database has no column {table}.{old} "
                                          "that the models lack; check the table and the old name")
             if (table, new) not in adds:
                 raise ConfigurationError(f"--rename {table}.{old}:{new}: the models have no new column "
@@ -181,8 +181,8 @@ class _Planner:
         table, column = difference.table, str(difference.column)
         fld = self._model_field(table, column)
         if isinstance(fld, peewee.ForeignKeyField):
-            self.plan.undecided.append(f"foreign key column {table}.{column}: {difference.actual} in the "
-                                       "database, "
+            self.plan.undecided.append(f"foreign key column {table}.{column}: "
+                                       f"{difference.actual} in the database, "
                                        f"{difference.expected} in the models: change its type by hand")
             return
         source = field_source(fld, self.plan.imports, self.plan.frozen_names, in_model=False)
@@ -331,8 +331,8 @@ def render_module(plan: MigrationPlan, *, source_spec: str, prefix: str = "") ->
     ]
     parts = classes + functions
     if classes:
-        parts[0] = ("# Frozen copies of the models as they are now: a later model change cannot alter "
-                    "these.\n\n\n"
+        parts[0] = ("# Frozen copies of the models as they are now: "
+                    "a later model change cannot alter these.\n\n\n"
                     + parts[0])
     comments = [f"# - {text}" for text in plan.undecided + plan.imports.notes]
     if comments:

@@ -70,8 +70,8 @@ class RollbackReport:
     def summary(self) -> str:
         names = ", ".join(self.rolled_back) or "nothing"
         return (
-            f"{self.engine}: rolled back {len(self.rolled_back)} migration(s) ({names}) "
-            f"in {self.duration_ms:.1f} ms"
+            f"{self.engine}: rolled back {len(self.rolled_back)} migration(s) "
+            f"({names}) in {self.duration_ms:.1f} ms"
         )
 
     def to_dict(self) -> dict[str, Any]:

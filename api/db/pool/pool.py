@@ -485,8 +485,8 @@ class InstrumentedPool(PooledDatabase):
         )
         return (
             f"no connection free in pool {self.target} after waiting {timeout:g}s: "
-            f"pool size {self._max_connections}, {len(self._in_use)} in use, {self._waiting} other(s) "
-            "waiting; "
+            f"pool size {self._max_connections}, {len(self._in_use)} in use, "
+            f"{self._waiting} other(s) waiting; "
             f"{held}. Return connections promptly (use db.connection_context()), raise POOL_MAX_CONNECTIONS, "
             "or set POOL_LEAK_THRESHOLD to report connections held too long"
         )

@@ -93,8 +93,8 @@ def call_with_retry(
                     target, attempt, info.category.value, info.message,
                 )  # fmt: skip
                 raise DatabaseUnavailable(
-                    f"cannot connect to {target} after {attempt} attempt(s): {info.category.value}: "
-                    f"{info.message}; "
+                    f"cannot connect to {target} after {attempt} attempt(s): "
+                    f"{info.category.value}: {info.message}; "
                     "check that the server is running and reachable from here (host, port, firewall), "
                     "or raise DB_RETRY_MAX_ATTEMPTS / DB_RETRY_MAX_DELAY",
                     orig=exc,

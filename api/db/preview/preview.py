@@ -580,8 +580,8 @@ def _incomplete(review: _Review) -> list[PreviewWarning]:
     return [
         PreviewWarning(
             INCOMPLETE,
-            f"could not be previewed to its end ({failure}); statements captured before that point are "
-            "listed. "
+            f"could not be previewed to its end ({failure}); "
+            "statements captured before that point are listed. "
             "A step that depends on an earlier one having run (introspecting a column just added) cannot see "
             "its effect in a preview",
             name,

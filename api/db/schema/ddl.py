@@ -358,8 +358,8 @@ class LockSafeMixin(SchemaMigrator):
         if self._needs_expression_default(fld):
             since = self.db_engine.expression_default_since
             if self.compat.version is not None and self.compat.version < since:
-                logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; adding %s.%s the "
-                               "slow "
+                logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; "
+                               "adding %s.%s the slow "
                                "way (UPDATE of every row)", fld.field_type, column_name, table, column_name)
                 return list(self._playhouse("add_column")(table, column_name, fld, allow_not_null))
             literal = f"({literal})"  # MySQL 8.0.13+: TEXT/BLOB/JSON defaults must be expressions
@@ -609,8 +609,8 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
         if MySQLEngine.set_statement(self.compat.flavour):
             # SET STATEMENT scopes the settings to this one statement: nothing to restore.
             database.execute_sql(
-                f"SET STATEMENT lock_wait_timeout={seconds}, innodb_lock_wait_timeout={seconds} FOR "
-                f"{step.sql}",
+                f"SET STATEMENT lock_wait_timeout={seconds}, "
+                f"innodb_lock_wait_timeout={seconds} FOR {step.sql}",
                 step.params,
             )
             return

@@ -102,6 +102,6 @@ def render_literal(value: Any, engine: str, *, backslash_escapes: bool = True) -
         return _quote_text(text, engine_class, backslash_escapes)
     raise UnrenderableDefault(
         f"cannot write a default of type {type(value).__name__} as a SQL literal; use a constant "
-        "str/int/float/Decimal/bool/date/time/datetime/UUID/bytes/dict/list, or a peewee SQL('...') "
-        "expression"
+        "str/int/float/Decimal/bool/date/time/datetime/UUID/bytes/dict/list, "
+        "or a peewee SQL('...') expression"
     )

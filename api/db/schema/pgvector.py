@@ -121,8 +121,8 @@ def check_pgvector_compatibility(version: str | Version) -> CompatibilityResult:
     shown = version_text(parsed)
     if parsed in KNOWN_BAD:
         raise IncompatibleExtensionError(
-            f"pgvector {shown} must not be used: {KNOWN_BAD[parsed]}; upgrade to "
-            f"{version_text(NEWEST_TESTED)}"
+            f"pgvector {shown} must not be used: {KNOWN_BAD[parsed]}; "
+            f"upgrade to {version_text(NEWEST_TESTED)}"
         )
     result = CompatibilityResult(shown, Support.UNTESTED, True)
     for rule in PGVECTOR_MATRIX:
@@ -251,7 +251,7 @@ def check_pgvector(database: peewee.Database) -> CompatibilityResult:
     if available and parse_version(available) != parse_version(installed):
         result.update_pending = True
         result.warnings.append(
-            f"pgvector {installed} is installed but {available} is available: ALTER EXTENSION vector UPDATE "
-            "is pending"
+            f"pgvector {installed} is installed but {available} is available: "
+            "ALTER EXTENSION vector UPDATE is pending"
         )
     return result

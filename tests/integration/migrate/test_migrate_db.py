@@ -93,8 +93,8 @@ def test_apply_then_reapply_runs_no_ddl(db: Any) -> None:
 
 
 def test_adopts_a_database_that_already_has_the_changes(db: Any) -> None:
-    db.execute_sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50), source_type VARCHAR(64), "
-                   "page_count INTEGER)")
+    db.execute_sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50), "
+                   "source_type VARCHAR(64), page_count INTEGER)")
     report = migrate_db(
         db,
         [

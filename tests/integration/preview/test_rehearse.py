@@ -24,8 +24,8 @@ BASE = [
     Migration("create_task", lambda m: m.sql(
         "CREATE TABLE task (id INTEGER PRIMARY KEY, name VARCHAR(40), n INTEGER)")),
     Migration("create_note", lambda m: m.sql(
-        "CREATE TABLE note (id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES task (id), body "
-        "VARCHAR(80))")),
+        "CREATE TABLE note (id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES task (id), "
+        "body VARCHAR(80))")),
 ]
 PENDING = [
     Migration("add_priority", lambda m: m.add_column("task", "priority", IntegerField(default=0))),

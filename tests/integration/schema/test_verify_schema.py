@@ -60,8 +60,8 @@ def test_each_kind_of_drift_is_found(db) -> None:
         "NULL, body TEXT NOT NULL, size TEXT NOT NULL, ratio REAL NOT NULL, public SMALLINT NOT NULL,"
         " created TIMESTAMP NOT NULL, legacy_flag INTEGER)"
         if db_kind(db) != "mysql"
-        else "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, title VARCHAR(200) "
-             "NOT NULL,"
+        else "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, "
+             "title VARCHAR(200) NOT NULL,"
         " body TEXT NOT NULL, size TEXT NOT NULL, ratio DOUBLE NOT NULL, public BOOL NOT NULL,"
         " created DATETIME NOT NULL, legacy_flag INTEGER)"
     )
