@@ -134,8 +134,8 @@ def bench_engine(engine: str, base_url: str, requests: int) -> list[list[str]]:
         rows[-2][-1] = f"{checks} database check(s) in {requests + 2} requests"
         in_process = timed(warm.checker.check, requests)
         row("  check() alone, warm, no HTTP", in_process,
-            f"p50 {percentile(in_process, 50) * 1e3:.1f} us, p99 {percentile(in_process, 99) * 1e3:.1f} "
-            "us")  # fmt: skip
+            f"p50 {percentile(in_process, 50) * 1e3:.1f} us, "
+            f"p99 {percentile(in_process, 99) * 1e3:.1f} us")  # fmt: skip
         warm.close()
 
         cold = health_app(database, MIGRATIONS, cache_ttl=0.0)

@@ -193,8 +193,8 @@ class _Rollback:
         where = f"; statement: {statement}" if statement else ""
         if progress:
             advice = ("MySQL/MariaDB cannot roll DDL back: what was undone stays undone and the row stays "
-                      "rolling_back; fix the cause and call rollback_db() again, it resumes "
-                      "there")  # fmt: skip
+                      "rolling_back; fix the cause and call rollback_db() again, "
+                      "it resumes there")  # fmt: skip
             self.write(step.name, ROLLING_BACK, f"rollback failed: {info.message}", None,
                        self.report.operations.get(step.name, 0))  # fmt: skip
         else:

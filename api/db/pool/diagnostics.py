@@ -193,9 +193,7 @@ class HealthMonitor(threading.Thread):
                 if level < self._last_level:
                     logger.info("pool %s: utilization back below the warning threshold", _name(db))
                 self._last_level = level
-            except (
-                Exception
-            ) as exc:  # the monitor must outlive a failed pass; the failure is classified and logged
+            except Exception as exc:  # outlive a failed pass; the failure is classified and logged
                 info = classify_error(exc)
                 logger.error(
                     "pool %s: health check failed (%s): %s", _name(db), info.category.value, info.message
