@@ -554,8 +554,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--workers", type=int, default=None,
                 help="processes sharing the server, each with its own pool (default: $WEB_CONCURRENCY, 1)"),
             arg("--models", metavar="MODULE:ATTR", default=None,
-                help="the application's models: pgvector is checked only when they or the migrations use "
-                     "vectors"),
+                help="the application's models: "
+                     "pgvector is checked only when they or the migrations use vectors"),
         ),
         cmd_preflight,
     ),

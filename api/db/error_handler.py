@@ -185,8 +185,8 @@ SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
 # specific "database ... does not exist" precedes the generic "does not exist").
 MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
     (
-        r"password authentication failed|access denied for user|authentication failed|role \S+ does not "
-        r"exist",
+        r"password authentication failed|access denied for user|authentication failed"
+        r"|role \S+ does not exist",
         C.AUTHENTICATION,
     ),
     (r"database \S+ does not exist|unknown database", C.UNKNOWN_DATABASE),

@@ -478,8 +478,8 @@ class InstrumentedPool(PooledDatabase):
             if isinstance(checkout, Checkout) and (oldest is None or checkout.started < oldest.started):
                 oldest = checkout
         held = (
-            f"the oldest was checked out {oldest.age:.1f}s ago by thread {oldest.thread.name!r} at "
-            f"{oldest.call_site}"
+            f"the oldest was checked out {oldest.age:.1f}s ago "
+            f"by thread {oldest.thread.name!r} at {oldest.call_site}"
             if oldest is not None
             else "none is held by a known caller"
         )

@@ -359,8 +359,8 @@ class LockSafeMixin(SchemaMigrator):
             since = self.db_engine.expression_default_since
             if self.compat.version is not None and self.compat.version < since:
                 logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; "
-                               "adding %s.%s the slow "
-                               "way (UPDATE of every row)", fld.field_type, column_name, table, column_name)
+                               "adding %s.%s the slow way (UPDATE of every row)",
+                               fld.field_type, column_name, table, column_name)
                 return list(self._playhouse("add_column")(table, column_name, fld, allow_not_null))
             literal = f"({literal})"  # MySQL 8.0.13+: TEXT/BLOB/JSON defaults must be expressions
         literal = _escape_percent(self.database, literal)

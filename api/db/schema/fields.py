@@ -92,8 +92,8 @@ def _identifier_warning(
         FieldWarning(
             model, owner, compat.flavour, "identifier_too_long",
             f"{model + '.' if model else ''}{owner}: {kind} name {name!r} is {size} {unit}, "
-            f"over {compat.name}'s "
-            f"limit of {limit}; {consequence}. Shorten it (column_name= / table_name= / index name=)",
+            f"over {compat.name}'s limit of {limit}; {consequence}. "
+            "Shorten it (column_name= / table_name= / index name=)",
         )
     ]
 

@@ -170,8 +170,8 @@ def test_max_index_key_bytes(db: peewee.Database, compat: DatabaseCompat) -> Non
     db.execute_sql("CREATE INDEX keys_c ON keys (c)")
     noise = "".join(uuid.uuid4().hex for _ in range(200))  # 6400 incompressible characters
     if limit is None:
-        db.execute_sql("INSERT INTO keys (c) VALUES (%s)" if db.param == "%s" else "INSERT INTO keys "
-                                                                                   "(c) VALUES (?)",
+        db.execute_sql("INSERT INTO keys (c) VALUES (%s)" if db.param == "%s"
+                       else "INSERT INTO keys (c) VALUES (?)",
                        (noise * 10,))
         return
     insert = "INSERT INTO keys (c) VALUES (%s)"
