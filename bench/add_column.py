@@ -67,8 +67,9 @@ def fill(db: peewee.Database, engine: str, flavour: str, table: str, rows: int) 
     else:
         db.execute_sql("SET SESSION cte_max_recursion_depth = %s", (rows + 1,))
         db.execute_sql(
-            f"INSERT INTO {table} WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < "
-            f"{rows}) SELECT n, n %% 1000 FROM s"
+            f"INSERT INTO {table} "
+            f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows}) "
+            "SELECT n, n %% 1000 FROM s"
         )
     return time.perf_counter() - started
 

@@ -81,8 +81,7 @@ def _drop_index(db: peewee.Database, a: dict[str, Any]) -> Entry:
     if " where " in (index.sql or "").lower():
         return {"op": IRREVERSIBLE}
     return {"op": "add_index", "table": a["table"], "columns": list(index.columns),
-            "unique": bool(index.unique),
-            "name": index.name}  # fmt: skip
+            "unique": bool(index.unique), "name": index.name}  # fmt: skip
 
 
 def _create_tables(db: peewee.Database, a: dict[str, Any]) -> Entry:
@@ -136,8 +135,8 @@ class InverseRecorder:
     def __init__(self, seed: Sequence[Entry] | None = None) -> None:
         self.entries: list[Entry] = list(seed or ())
 
-    def before(self, db: peewee.Database, migrator: Any, index: int, op: tuple[str, Sequence[Any], dict[str,
-                                                                                                        Any]],
+    def before(self, db: peewee.Database, migrator: Any, index: int,
+               op: tuple[str, Sequence[Any], dict[str, Any]],
                description: str) -> None:  # fmt: skip
         """Record the inverse of operation ``index`` (name, args, kwargs) before it runs."""
         if index < len(self.entries):  # recorded by an earlier, interrupted run of the same migration

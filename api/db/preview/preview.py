@@ -348,8 +348,8 @@ def _plan(
         preview.statements.append(
             PlannedStatement(
                 statement.migration, statement.sql, statement.params, table, effect.kind, effect.lock,
-                effect.blocks_writes, effect.rewrites_table, rows, size, estimate_duration(effect.kind, rows,
-                                                                                           size),
+                effect.blocks_writes, effect.rewrites_table, rows, size,
+                estimate_duration(effect.kind, rows, size),
             )
         )
     preview.estimated_duration = _total(preview.statements)
