@@ -101,9 +101,9 @@ def test_routes_methods_and_token(db: Any) -> None:
     token = "tok-" + uuid.uuid4().hex
     with served(health_app(db, token=token)) as address:
         status, headers, body, _ = request(address, "/health/live")
-        assert (status, body) == (200, b'{"status":"alive"}') and headers[
-            "Content-Type"
-        ] == "application/json"
+        assert (
+            (status, body) == (200, b'{"status":"alive"}') and headers["Content-Type"] == "application/json"
+        )
         assert request(address, "/health/live/")[0] == 200
         assert request(address, "/health/ready")[0] == 200  # the token guards /health/detailed only
         head = request(address, "/health/ready", method="HEAD")
