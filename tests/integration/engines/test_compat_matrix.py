@@ -239,10 +239,9 @@ def test_auto_increment(db: peewee.Database, compat: DatabaseCompat) -> None:
         if _works(db, ddl):
             db.execute_sql("INSERT INTO counter (v) VALUES (10)")
             db.execute_sql("INSERT INTO counter (v) VALUES (20)")
-            observed = [r[0] for r in db.execute_sql("SELECT id FROM counter ORDER BY v").fetchall()] == [
-                1,
-                2,
-            ]
+            observed = (
+                [r[0] for r in db.execute_sql("SELECT id FROM counter ORDER BY v").fetchall()] == [1, 2]
+            )
             break
     assert observed == compat.get("auto_increment")
 

@@ -33,11 +33,8 @@ def test_deploy_control_commands(db_url: str, capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, *base, "rollback", "--steps", "2", "--dry-run")
     assert code == 0 and "editor_and_rename" in out and "retype_title" in out and "nothing changed" in out
     code, out, _ = run(capsys, *base, "rollback", "--to", "age_and_index", "--json")
-    assert code == 0 and json.loads(out)["rolled_back"] == [
-        "editor_and_rename",
-        "retype_title",
-        "rename_and_relax",
-    ]
+    assert code == 0 and json.loads(out)["rolled_back"] == ["editor_and_rename", "retype_title",
+                                                            "rename_and_relax"]
     code, out, _ = run(capsys, *base, "status", "--check")
     assert code == 1 and out.count("rolled_back") == 3
 
