@@ -52,10 +52,7 @@ def test_missing_database_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
 def test_global_options_before_or_after_the_subcommand(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
     assert (args.json, args.database, args.migrations, args.command) == (
-        True,
-        "sqlite:///x.db",
-        "m:M",
-        "status",
+        True, "sqlite:///x.db", "m:M", "status"
     )
 
 

@@ -195,9 +195,7 @@ def test_peewee_wrapper_is_unwrapped_and_original_kept() -> None:
 
 def test_classify_starts_with_the_triple_of_the_design() -> None:
     assert StandardErrorHandler.classify(MyError(1060, "Duplicate column name 'a'"), "mysql")[:3] == (
-        C.DUPLICATE_COLUMN,
-        True,
-        True,
+        C.DUPLICATE_COLUMN, True, True
     )
     assert StandardErrorHandler.classify(MyError(1170, "BLOB/TEXT column used in key"), "mysql")[:3] == (
         C.INCOMPATIBLE_TYPE,

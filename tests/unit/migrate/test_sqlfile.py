@@ -41,8 +41,7 @@ def test_dollar_in_identifier_is_not_a_body() -> None:
 
 def test_mysql_backslash_escape() -> None:
     assert split_sql(r"INSERT INTO t VALUES ('a\'; b'); SELECT 1") == [
-        r"INSERT INTO t VALUES ('a\'; b')",
-        "SELECT 1",
+        r"INSERT INTO t VALUES ('a\'; b')", "SELECT 1"
     ]
 
 

@@ -35,9 +35,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert config.pool == PoolConfig()
     assert (config.pool.min_connections, config.pool.max_connections) == (5, 100)
     assert (config.pool.acquire_timeout, config.pool.max_lifetime, config.pool.idle_timeout) == (
-        30,
-        3600,
-        600,
+        30, 3600, 600
     )
     assert config.pool.leak_threshold == 0
     assert config.retry == RetryConfig(

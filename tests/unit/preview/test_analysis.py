@@ -35,10 +35,7 @@ PG = [
 def test_postgres_lock_modes(sql: str, kind: str, lock: str, blocks: bool, rewrites: bool) -> None:
     effect = analyze_statement(sql, "postgres")
     assert (effect.kind, effect.lock, effect.blocks_writes, effect.rewrites_table) == (
-        kind,
-        lock,
-        blocks,
-        rewrites,
+        kind, lock, blocks, rewrites
     )
 
 
@@ -78,10 +75,7 @@ def test_mysql_algorithms(
 def test_sqlite_every_write_takes_the_database_lock() -> None:
     copy = analyze_statement('INSERT INTO "t__tmp__" ("a") SELECT "a" FROM "t"', "sqlite")
     assert (copy.kind, copy.table, copy.rewrites_table, copy.lock) == (
-        "rewrite",
-        "t",
-        True,
-        "database write lock",
+        "rewrite", "t", True, "database write lock"
     )
     assert analyze_statement('ALTER TABLE "t" DROP COLUMN "a"', "sqlite").rewrites_table
 
@@ -128,10 +122,7 @@ def test_estimates_grow_with_size_and_say_why() -> None:
 
 def test_postgres_type_changes_that_need_no_rewrite() -> None:
     assert pg_type_change('ALTER TABLE "t" ALTER COLUMN "name" TYPE VARCHAR(200)') == (
-        "name",
-        "varchar",
-        200,
-        False,
+        "name", "varchar", 200, False
     )
     assert pg_type_change('ALTER TABLE "t" ALTER COLUMN "n" TYPE INTEGER USING "n"::INTEGER') == (
         "n", "integer", None, True)
