@@ -39,14 +39,8 @@ def test_every_problem_is_reported_at_once() -> None:
         )
     text = str(caught.value)
     assert text.startswith("6 invalid")
-    for fragment in (
-        "duplicate name",
-        "non-empty string",
-        "must be callable",
-        "holds 255",
-        "only argument",
-        "#6",
-    ):
+    for fragment in ("duplicate name", "non-empty string", "must be callable", "holds 255", "only argument",
+                     "#6"):
         assert fragment in text
     assert isinstance(caught.value, ConfigurationError)
 
