@@ -235,12 +235,14 @@ SOURCES = ("env", "local", "container", "embedded")
 
 
 def discovery_sources() -> set[str]:
-    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (comma list of env,local,container,embedded), else all."""
+    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (of env,local,container,embedded), else all."""
     raw = os.environ.get("TEST_ENGINE_SOURCES", "")
     names = {part.strip() for part in raw.split(",") if part.strip()} or set(SOURCES)
     unknown = names - set(SOURCES)
     if unknown:
-        raise ValueError(f"TEST_ENGINE_SOURCES names unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}")
+        raise ValueError(
+            f"TEST_ENGINE_SOURCES names unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}"
+        )
     return names
 
 
@@ -262,7 +264,9 @@ def required_engines() -> set[str]:
     names = {part.strip() for part in raw.split(",") if part.strip()}
     unknown = names - set(ALL_ENGINES)
     if unknown:
-        raise ValueError(f"REQUIRE_ENGINES names unknown engines {sorted(unknown)}; known: {', '.join(ALL_ENGINES)}")
+        raise ValueError(
+            f"REQUIRE_ENGINES names unknown engines {sorted(unknown)}; known: {', '.join(ALL_ENGINES)}"
+        )
     return names
 
 

@@ -327,7 +327,7 @@ class MySQLEngine(Engine):
         on = [name for name in MYSQL_READ_ONLY_VARIABLES if values.get(name) in ("ON", "1")]
         return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} ON" if on else None
     def _program_name(self, conn_id: Any) -> str | None:
-        """The holder's ``program_name`` connect attribute; None where performance_schema is off (MariaDB default)."""
+        """The holder's ``program_name`` connect attribute; None if performance_schema is off (MariaDB)."""
         try:
             row = self.database.execute_sql(
                 "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs "
@@ -403,7 +403,7 @@ class MySQLEngine(Engine):
         return None if row is None else str(row[0])
 
     def column_default_sql(self, table: str, column: str) -> str | None:
-        """The default as an expression: MySQL shows literals unquoted (MariaDB quotes them), expressions marked."""
+        """The default as SQL: MySQL shows literals unquoted (MariaDB quotes them), expressions marked."""
         row = self.database.execute_sql(
             "SELECT COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS "
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
@@ -474,7 +474,9 @@ class MySQLEngine(Engine):
 
     # -- authoring (rehearse) ----------------------------------------------------------------
 
-    scratch_privilege = "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+    scratch_privilege = (
+        "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+    )
 
     def scratch_name(self, token: str) -> str:
         return f"rehearse_{token}_{self.database.database}"[:64]
@@ -518,7 +520,7 @@ class MySQLEngine(Engine):
         ).fetchall())  # fmt: skip
 
     def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
-        """CREATE TABLE ... LIKE per table (+ INSERT ... SELECT ... LIMIT), then the foreign keys LIKE omits."""
+        """CREATE TABLE ... LIKE per table (+ INSERT ... SELECT ... LIMIT), then foreign keys LIKE drops."""
         source, tables = self.database.database, sorted(self.database.get_tables())
         scratch.connect(reuse_if_open=True)
         try:
@@ -541,7 +543,10 @@ class MySQLEngine(Engine):
         self.database.execute_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
     def scratch_exists(self, name: str) -> bool:
-        return self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)) > 0
+        return (
+            self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            > 0
+        )
 
     # -- connections, pool and health --------------------------------------------------------
 

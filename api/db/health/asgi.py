@@ -38,7 +38,7 @@ def _environ(scope: Scope, path: str) -> dict[str, Any]:
 
 
 def _relative_path(scope: Scope) -> str:
-    """The path below the mount point (Starlette keeps the full path in ``path``, the prefix in ``root_path``)."""
+    """The path below the mount point (Starlette: the full path in ``path``, the prefix in ``root_path``)."""
     path = str(scope.get("path") or "/")
     root = str(scope.get("root_path") or "")
     if root and path.startswith(root):
@@ -73,7 +73,11 @@ class HealthASGIApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "lifespan":
-            await (self._lifespan_through(scope, receive, send) if self.fallback else self._lifespan(receive, send))
+            await (
+                self._lifespan_through(scope, receive, send)
+                if self.fallback
+                else self._lifespan(receive, send)
+            )
             return
         path = _relative_path(scope)
         if self.fallback is not None and (kind != "http" or path.rstrip("/") not in ROUTES):

@@ -360,7 +360,9 @@ class Migrator:
 
     def _backfill(self, spec: BackfillSpec, index: int) -> BackfillStats | None:
         if not self.planning:
-            Backfill.check_declaration(self.migration, self.atomic, self._db.transaction_depth() > self.base_depth)
+            Backfill.check_declaration(
+                self.migration, self.atomic, self._db.transaction_depth() > self.base_depth
+            )
         with self.log.capture(self._db):
             job = Backfill(self._db, self.schema_migrator, spec, self.migration, self._batch_writer(index))
             if self.planning:
@@ -382,7 +384,9 @@ class Migrator:
             return None
         return lambda key: on_batch(index, key)
 
-    def run_operation(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation) -> None:
+    def run_operation(
+        self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation
+    ) -> None:
         """Run ``operation`` now, through the schema migrator, with the already-applied rules."""
         self._run(name, args, lambda: self.schema_migrator.migrate(operation), kwargs)
 

@@ -189,7 +189,9 @@ def _check_settings(lock_timeout: float, atomic: str, on_unknown: str) -> None:
     if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout > 0:
         raise ConfigurationError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
     if atomic not in ATOMIC_MODES:
-        raise ConfigurationError(f"atomic must be one of {', '.join(map(repr, ATOMIC_MODES))}, got {atomic!r}")
+        raise ConfigurationError(
+            f"atomic must be one of {', '.join(map(repr, ATOMIC_MODES))}, got {atomic!r}"
+        )
     if on_unknown not in ON_UNKNOWN_MODES:
         raise ConfigurationError(
             f"on_unknown must be one of {', '.join(map(repr, ON_UNKNOWN_MODES))}, got {on_unknown!r}"
@@ -330,7 +332,9 @@ class _Run:
 
         m = Migrator(
             self.db,
-            make_schema_migrator(self.db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries),
+            make_schema_migrator(
+                self.db, lock_timeout=migration.lock_timeout, retries=migration.lock_retries
+            ),
             migration=migration.name,
             resume_after=resume_after,
             on_progress=on_progress,
@@ -466,7 +470,9 @@ class _Run:
             return False
         except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # the error raised says everything
             logger.error(
-                "could not record migration %s as failed: %s", migration.name, classify_error(exc, self.engine).message
+                "could not record migration %s as failed: %s",
+                migration.name,
+                classify_error(exc, self.engine).message,
             )
         return True
 
@@ -558,7 +564,7 @@ def _groups(pending: Sequence[Migration], atomic: str) -> list[list[Migration]]:
 
 
 def verify_models(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> list[str]:
-    """The differences between ``models`` and ``db`` that may break the application (``migrate_db(verify=...)``)."""
+    """The differences between ``models`` and ``db`` that may break the app (``migrate_db(verify=...)``)."""
     return [str(d) for d in verify_schema(db, models).differences if d.severity == "error"]
 
 
@@ -615,12 +621,13 @@ def migrate_db(
             else:
                 planned = plan_migrations(items)
                 refuse_read_only(db)
-                with lock_span(db, migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl)) as held:
+                lock_cm = migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl)
+                with lock_span(db, lock_cm) as held:
                     handle: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
                     report.lock, report.lock_reason, tracker.lock = held.strategy, held.reason, held
                     _migrate_locked(
-                        db, tracker, planned, digest, report, lock=handle, atomic=atomic, on_unknown=on_unknown,
-                        last=last,
+                        db, tracker, planned, digest, report, lock=handle, atomic=atomic,
+                        on_unknown=on_unknown, last=last,
                     )
             if verify is not None:
                 report.schema_differences = verify_models(db, verify)  # each logged by verify_schema
@@ -681,7 +688,8 @@ def _migrate_locked(
     pending = [m for m in pending if m in reached]
     if pending:
         logger.info("%d pending migration(s): %s", len(pending), ", ".join(m.name for m in pending),
-                    extra={"event": "pending", "migrations": [m.name for m in pending], "engine": report.engine})
+                    extra={"event": "pending", "migrations": [m.name for m in pending],
+                           "engine": report.engine})
         _apply_pending(_Run(db, tracker, report, lock), pending, history, atomic)
     if not report.unknown and len(pending) == len(report.pending_before):
         tracker.record_digest(digest)
@@ -704,7 +712,9 @@ def _check_unknown(
     logger.warning("%s", text)
 
 
-def _check_drift(history: dict[str, HistoryRow], planned: Sequence[Migration], report: MigrationReport) -> None:
+def _check_drift(
+    history: dict[str, HistoryRow], planned: Sequence[Migration], report: MigrationReport
+) -> None:
     """Applied migrations whose definition changed since: reported and logged, never re-run."""
     for migration in planned:
         row = history.get(migration.name)
@@ -718,7 +728,9 @@ def _check_drift(history: dict[str, HistoryRow], planned: Sequence[Migration], r
         )
 
 
-def _apply_pending(run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str) -> None:
+def _apply_pending(
+    run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str
+) -> None:
     """Transactional engines: groups in transactions; otherwise each migration resumably on its own."""
     if not run.transactional:
         for migration in pending:

@@ -74,7 +74,7 @@ DATA_CHANGE = re.compile(r"^(?:INSERT|UPDATE|DELETE|REPLACE|MERGE|WITH)\b", re.I
 
 
 def is_data_change(sql: str) -> bool:
-    """``INSERT`` / ``UPDATE`` / ``DELETE`` / ``REPLACE`` / ``MERGE`` / ``WITH ...``, after leading comments."""
+    """``INSERT``, ``UPDATE``, ``DELETE``, ``REPLACE``, ``MERGE`` or ``WITH ...``, after leading comments."""
     return DATA_CHANGE.match(strip_leading_comments(sql)) is not None
 
 
