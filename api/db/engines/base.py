@@ -452,9 +452,26 @@ class Engine:
         """The name (a path on SQLite) of a rehearsal's scratch database beside this one."""
         raise NotImplementedError
 
+    def scratch_create_sql(self, name: str) -> str:
+        """The statement that creates the empty scratch database ``name``."""
+        raise NotImplementedError
+
     def create_scratch(self, name: str) -> None:
         """Create the empty scratch database ``name`` here; ScratchDatabaseDenied without the privilege."""
-        raise NotImplementedError
+        from api.db.error_handler import ErrorCategory, classify_error
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        try:
+            self.database.execute_sql(self.scratch_create_sql(name))
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.name)
+            if info.category is ErrorCategory.PERMISSION_DENIED:
+                raise ScratchDatabaseDenied(
+                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs "
+                    f"{self.scratch_privilege}: grant it, or rehearse as a user that has it",
+                    privilege=self.scratch_privilege.split()[0], orig=exc,
+                ) from exc
+            raise
 
     def open_scratch(self, name: str) -> peewee.Database:
         """An unpooled database on the scratch ``name``, with this database's connection settings."""

@@ -481,25 +481,12 @@ class MySQLEngine(Engine):
     def scratch_name(self, token: str) -> str:
         return f"rehearse_{token}_{self.database.database}"[:64]
 
-    def create_scratch(self, name: str) -> None:
-        from api.db.error_handler import ErrorCategory, classify_error
-        from api.db.exceptions import ScratchDatabaseDenied
-
+    def scratch_create_sql(self, name: str) -> str:
         charset, collation = self.database.execute_sql(
             "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
             "WHERE SCHEMA_NAME = DATABASE()"
         ).fetchone()
-        try:
-            self.database.execute_sql(f"CREATE DATABASE `{name}` CHARACTER SET {charset} COLLATE {collation}")
-        except peewee.DatabaseError as exc:
-            info = classify_error(exc, self.name)
-            if info.category is ErrorCategory.PERMISSION_DENIED:
-                raise ScratchDatabaseDenied(
-                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs "
-                    f"{self.scratch_privilege}: grant it, or rehearse as a user that has it",
-                    privilege="CREATE", orig=exc,
-                ) from exc
-            raise
+        return f"CREATE DATABASE `{name}` CHARACTER SET {charset} COLLATE {collation}"
 
     def open_scratch(self, name: str) -> peewee.Database:
         return peewee.MySQLDatabase(name, thread_safe=False, **self.database.connect_params)

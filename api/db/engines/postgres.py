@@ -504,28 +504,15 @@ class PostgresEngine(Engine):
 
     # -- authoring (rehearse) ----------------------------------------------------------------
 
-    scratch_privilege = "CREATEDB (ALTER ROLE <user> CREATEDB)"
+    scratch_privilege = "CREATEDB privilege (ALTER ROLE <user> CREATEDB)"
     # pg_dump of the server's major version; another one can be named here.
     pg_dump_env = "API_DB_PG_DUMP"
 
     def scratch_name(self, token: str) -> str:
         return f"rehearse_{token}_{self.database.database}"[:63]
 
-    def create_scratch(self, name: str) -> None:
-        from api.db.error_handler import ErrorCategory, classify_error
-        from api.db.exceptions import ScratchDatabaseDenied
-
-        try:
-            self.database.execute_sql(f'CREATE DATABASE "{name}"')
-        except peewee.DatabaseError as exc:
-            info = classify_error(exc, self.name)
-            if info.category is ErrorCategory.PERMISSION_DENIED:
-                raise ScratchDatabaseDenied(
-                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs the "
-                    f"{self.scratch_privilege} privilege: grant it, or rehearse as a role that has it",
-                    privilege="CREATEDB", orig=exc,
-                ) from exc
-            raise
+    def scratch_create_sql(self, name: str) -> str:
+        return f'CREATE DATABASE "{name}"'
 
     def open_scratch(self, name: str) -> peewee.Database:
         return peewee.PostgresqlDatabase(name, thread_safe=False, **self.database.connect_params)

@@ -793,17 +793,18 @@ class InstrumentedPool(PooledDatabase):
             opened += 1
 
 
-class _Maintenance(threading.Thread):
-    """Runs ``maintain()`` on a pool it references weakly, until stopped or the pool is gone."""
+class Periodic(threading.Thread):
+    """A named daemon thread that runs ``step`` every ``interval`` seconds on an object it references weakly.
 
-    def __init__(self, pool: InstrumentedPool) -> None:
-        super().__init__(name=f"api.db-pool-maintenance[{pool.target}]", daemon=True)
-        self._pool = weakref.ref(pool)
+    It stops when ``stop()`` is called or the object is gone; a failing step is classified and logged
+    by ``failed`` and the next one runs on time.
+    """
+
+    def __init__(self, name: str, target: Any, interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target = weakref.ref(target)
         self._stop_event = threading.Event()
-        config = pool.pool_config
-        self.interval = min(1.0, config.idle_timeout / 2)
-        if config.leak_threshold > 0:
-            self.interval = max(0.05, min(self.interval, config.leak_threshold / 4))
+        self.interval = interval
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -814,20 +815,39 @@ class _Maintenance(threading.Thread):
         first = True
         while first or not self._stop_event.wait(self.interval):
             first = False
-            pool = self._pool()
-            if pool is None:
+            target = self._target()
+            if target is None:
                 return
             try:
-                pool.maintain()
-            except Exception as exc:  # keep maintaining; the failure is classified and logged
-                info = classify_error(exc, pool._engine_name())
-                logger.error(
-                    "pool %s: maintenance pass failed (%s): %s",
-                    pool.target,
-                    info.category.value,
-                    info.message,
-                )
-            del pool
+                self.step(target)
+            except Exception as exc:  # keep going; the failure is classified and logged
+                self.failed(target, exc)
+            del target
+
+    def step(self, target: Any) -> None:
+        raise NotImplementedError
+
+    def failed(self, target: Any, exc: Exception) -> None:
+        raise NotImplementedError
+
+
+class _Maintenance(Periodic):
+    """Runs ``maintain()`` on a pool until stopped or the pool is gone."""
+
+    def __init__(self, pool: InstrumentedPool) -> None:
+        config = pool.pool_config
+        interval = min(1.0, config.idle_timeout / 2)
+        if config.leak_threshold > 0:
+            interval = max(0.05, min(interval, config.leak_threshold / 4))
+        super().__init__(f"api.db-pool-maintenance[{pool.target}]", pool, interval)
+
+    def step(self, target: Any) -> None:
+        target.maintain()
+
+    def failed(self, target: Any, exc: Exception) -> None:
+        info = classify_error(exc, target._engine_name())
+        logger.error("pool %s: maintenance pass failed (%s): %s", target.target, info.category.value,
+                     info.message)  # fmt: skip
 
 
 class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase):
