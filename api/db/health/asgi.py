@@ -59,10 +59,12 @@ class HealthASGIApp:
         *,
         timeout: float | None = None,
         latency_threshold_ms: float | None = None,
+        ready_on_replica: bool = True,
         fallback: ASGIApp | None = None,
     ) -> None:
         self.wsgi = HealthApp(db, migrations, cache_ttl, expose_details, token, timeout=timeout,
-                              latency_threshold_ms=latency_threshold_ms)  # fmt: skip
+                              latency_threshold_ms=latency_threshold_ms,
+                              ready_on_replica=ready_on_replica)  # fmt: skip
         self.checker = self.wsgi.checker
         self.fallback = fallback
 
