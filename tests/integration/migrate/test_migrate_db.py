@@ -7,7 +7,6 @@ import logging
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,29 +28,9 @@ from api.db.migrate.runner import make_schema_migrator
 from api.db.migrate.status import pending_migrations, repair_migration, validate_migrations
 from api.db.migrate.tracker import MigrationTracker
 
-from engines import Engine, admin_cursor
+from engines import Engine, admin_cursor, history, statements
 
 DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
-
-
-@contextlib.contextmanager
-def statements(db: Any) -> Iterator[list[str]]:
-    """Every SQL statement sent through ``db`` while active (peewee's query hooks)."""
-    seen: list[str] = []
-
-    def hook(event: Any) -> None:
-        seen.append(event.sql)
-
-    db.query_hooks.append(hook)
-    try:
-        yield seen
-    finally:
-        db.query_hooks.remove(hook)
-
-
-def history(db: Any) -> dict[str, Any]:
-    with db.connection_context():
-        return {r.migration_name: r for r in MigrationTracker(db).get_migration_history()}
 
 
 def columns(db: Any, table: str) -> set[str]:

@@ -18,7 +18,7 @@ from api.db.exceptions import DatabaseUnavailable, PoolTimeout
 from api.db.pool.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 
 import engines
-from engines import Engine, admin_cursor
+from engines import Engine, admin_cursor, kill_sessions, pool_sessions
 
 pytestmark = pytest.mark.engines("postgres", "mysql")
 
@@ -101,29 +101,7 @@ def test_exhaustion_raises_pool_timeout_after_the_configured_wait(pool_factory: 
     assert stats["active"] == 0 and stats["idle"] == 2
 
 
-def _pool_sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
-    database = db_url.rsplit("/", 1)[1]
-    with admin_cursor(engine) as cur:
-        if engine.family == "postgres":
-            cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
-                (database, app_name + "@%"),  # connect() names sessions APP_NAME@host:pid
-            )
-        else:
-            cur.execute(
-                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-                (database,),
-            )
-        return [int(row[0]) for row in cur.fetchall()]
 
-
-def _kill(engine: Engine, ids: list[int]) -> None:
-    with admin_cursor(engine) as cur:
-        for session in ids:
-            if engine.family == "postgres":
-                cur.execute("SELECT pg_terminate_backend(%s)", (session,))
-            else:
-                cur.execute(f"KILL {int(session)}")
 
 
 def test_killed_sessions_are_replaced_on_next_checkout(
@@ -143,16 +121,16 @@ def test_killed_sessions_are_replaced_on_next_checkout(
         thread.start()
     for thread in threads:
         thread.join(10)
-    sessions = _pool_sessions(engine, db_url, app_name)
+    sessions = pool_sessions(engine, db_url, app_name)
     assert len(sessions) == 4
-    _kill(engine, sessions)
+    kill_sessions(engine, sessions)
     time.sleep(0.1)  # let the server finish closing them
     for _ in range(6):
         with database.connection_context():
             assert database.execute_sql("SELECT 1").fetchone()[0] == 1
     stats = PoolDiagnostics(database).get_pool_stats()
     assert stats["connections_lost_total"] >= 1
-    assert not set(_pool_sessions(engine, db_url, app_name)) & set(sessions)
+    assert not set(pool_sessions(engine, db_url, app_name)) & set(sessions)
 
 
 def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
@@ -165,7 +143,7 @@ def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's own error is the point
         with database.atomic():
             database.execute_sql("INSERT INTO events (id, note) VALUES (1, 'first')")
-            _kill(engine, _pool_sessions(engine, db_url, app_name))
+            kill_sessions(engine, pool_sessions(engine, db_url, app_name))
             time.sleep(0.1)
             database.execute_sql("INSERT INTO events (id, note) VALUES (2, 'second')")
     from api.db.error_handler import ErrorCategory, classify_error
@@ -526,14 +504,14 @@ def test_thread_that_keeps_its_connection_recovers_after_a_kill(
     app_name = f"apidb-keep-{uuid.uuid4().hex[:8]}"
     database = pool_factory(max_connections=2, app_name=app_name)
     assert database.execute_sql("SELECT 1").fetchone()[0] == 1  # autoconnect; the thread keeps it
-    _kill(engine, _pool_sessions(engine, db_url, app_name))
+    kill_sessions(engine, pool_sessions(engine, db_url, app_name))
     time.sleep(0.1)
     assert database.execute_sql("SELECT 2").fetchone()[0] == 2
     assert database.execute_sql("SELECT 3").fetchone()[0] == 3
     database.close()
     with database.connection_context():  # the same inside a connection_context() block
         database.execute_sql("SELECT 4")
-        _kill(engine, _pool_sessions(engine, db_url, app_name))
+        kill_sessions(engine, pool_sessions(engine, db_url, app_name))
         time.sleep(0.1)
         assert database.execute_sql("SELECT 5").fetchone()[0] == 5
         assert database.execute_sql("SELECT 6").fetchone()[0] == 6
