@@ -50,7 +50,9 @@ def scratch_database(engine: str, base_url: str) -> Iterator[str]:
     try:
         yield _with_database(base_url, name)
     finally:
-        admin.execute_sql(f"DROP DATABASE IF EXISTS {quoted}" + (" WITH (FORCE)" if engine == "postgres" else ""))
+        admin.execute_sql(
+            f"DROP DATABASE IF EXISTS {quoted}" + (" WITH (FORCE)" if engine == "postgres" else "")
+        )
         admin.close_all()
 
 
@@ -65,7 +67,8 @@ def fill(db: peewee.Database, engine: str, flavour: str, table: str, rows: int) 
     else:
         db.execute_sql("SET SESSION cte_max_recursion_depth = %s", (rows + 1,))
         db.execute_sql(
-            f"INSERT INTO {table} WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows}) "
+            f"INSERT INTO {table} "
+            f"WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s WHERE n < {rows}) "
             "SELECT n, n %% 1000 FROM s"
         )
     return time.perf_counter() - started
@@ -92,7 +95,9 @@ def run_engine(engine: str, url: str, rows: int, small: int) -> dict[str, Any]:
             theirs = SchemaMigrator.from_database(db)
             ours_small = timed(lambda: ours.migrate(ours.add_column("small", "status_ours", new_field())))
             ours_big = timed(lambda: ours.migrate(ours.add_column("big", "status_ours", new_field())))
-            theirs_big = timed(lambda: theirs.migrate(theirs.add_column("big", "status_playhouse", new_field())))
+            theirs_big = timed(
+                lambda: theirs.migrate(theirs.add_column("big", "status_playhouse", new_field()))
+            )
             same = db.execute_sql(
                 "SELECT count(*) FROM big WHERE status_ours = 'pending' AND status_playhouse = 'pending'"
             ).fetchone()[0]
@@ -120,10 +125,15 @@ def main(argv: list[str] | None = None) -> int:
     urls = {"postgres": args.postgres_url, "mysql": args.mysql_url}
     results = {}
     for engine in [e.strip() for e in args.engines.split(",") if e.strip()]:
-        print(f"[{engine}] filling {args.rows:,} + {args.small:,} rows server-side ...", file=sys.stderr, flush=True)
+        print(
+            f"[{engine}] filling {args.rows:,} + {args.small:,} rows server-side ...",
+            file=sys.stderr,
+            flush=True,
+        )
         results[engine] = run_engine(engine, urls[engine], args.rows, args.small)
 
-    print(f"\nadd_column(CharField(null=False, default='pending')) on a table of {args.rows:,} rows, one run each\n")
+    print(f"\nadd_column(CharField(null=False, default='pending')) on a table of {args.rows:,} rows, "
+          "one run each\n")
     header = (f"| server | playhouse.migrate, {args.rows:,} rows | api.db, {args.rows:,} rows | speed-up "
               f"| api.db, {args.small:,} rows | api.db {args.rows:,} / {args.small:,} |")
     print(header)

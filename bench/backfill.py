@@ -111,8 +111,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nSET counter = counter + 1 on {args.rows:,} rows, a writer updating random rows meanwhile; "
           "writer latency p50 / p99 / max\n")  # fmt: skip
     print("| server | writer alone | m.backfill (batches of "
-          f"{args.batch_size:,}) | rows/s | longest batch | writer during m.backfill | single UPDATE | rows/s "
-          "| writer during the single UPDATE |")  # fmt: skip
+          f"{args.batch_size:,}) | rows/s | longest batch | writer during m.backfill | single UPDATE | "
+          "rows/s | writer during the single UPDATE |")  # fmt: skip
     print("|" + "---|" * 9)
     for r in results.values():
         print(

@@ -8,7 +8,8 @@ column ``c<i>`` (the same ``ALTER TABLE t ADD COLUMN c<i> INTEGER`` from every t
 * api.db            ``migrate_db(db, MIGRATIONS)`` (``atomic="all"``, the default) and ``atomic="each"``
 * alembic           ``command.upgrade(config, "head")`` on an open connection, ``op.add_column``
 * peewee-migrate    ``Router(db, migrate_dir=dir).run()``, ``migrator.sql``
-* playhouse         ``playhouse.migrations.Runner(db, dir).up()``, ``migrator.migrate(migrator.add_column(...))``
+* playhouse         ``playhouse.migrations.Runner(db, dir).up()``,
+                    ``migrator.migrate(migrator.add_column(...))``
 * yoyo              ``apply_migrations(to_apply(read_migrations(dir)))`` under its lock
 
 Each configuration runs ``--repeat`` times (a fresh database each time); the table gives the best and
@@ -45,7 +46,8 @@ from api.db.cli import format_table  # noqa: E402
 from api.db.migrate.declarations import Migration  # noqa: E402
 
 # setup(url, n, workdir, count) -> (apply, close): apply is timed; count collects the statements sent
-Tool = Callable[[str, int, Path, list[str] | None], tuple[Callable[[], Any], Callable[[], None]]]
+Setup = tuple[Callable[[], Any], Callable[[], None]]
+Tool = Callable[[str, int, Path, list[str] | None], Setup]
 DDL = "ALTER TABLE t ADD COLUMN c{i} INTEGER"
 
 
@@ -60,7 +62,7 @@ def _hooked(db: Any, count: list[str] | None) -> None:
         db.query_hooks.append(lambda event: count.append(event.sql))
 
 
-def tool_raw(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Callable[[], Any], Callable[[], None]]:
+def tool_raw(url: str, n: int, work: Path, count: list[str] | None) -> Setup:
     db = connect(url)
     conn = db.connection()
     if hasattr(conn, "autocommit") and not callable(conn.autocommit):
@@ -79,7 +81,7 @@ def tool_raw(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Cal
 
 
 def _api_db(atomic: str) -> Tool:
-    def tool(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Callable[[], Any], Callable[[], None]]:
+    def tool(url: str, n: int, work: Path, count: list[str] | None) -> Setup:
         def add(i: int) -> Any:
             return lambda m: m.add_column("t", f"c{i}", peewee.IntegerField(null=True))
 
@@ -97,7 +99,7 @@ def _api_db(atomic: str) -> Tool:
     return tool
 
 
-def tool_alembic(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Callable[[], Any], Callable[[], None]]:
+def tool_alembic(url: str, n: int, work: Path, count: list[str] | None) -> Setup:
     from alembic import command
     from alembic.config import Config
     from sqlalchemy import create_engine, event
@@ -114,7 +116,8 @@ def tool_alembic(url: str, n: int, work: Path, count: list[str] | None) -> tuple
     for i in range(n):
         down = f"'r{i - 1:04d}'" if i else "None"
         (directory / "versions" / f"r{i:04d}_m.py").write_text(
-            f"import sqlalchemy as sa\nfrom alembic import op\n\nrevision = 'r{i:04d}'\ndown_revision = {down}\n"
+            "import sqlalchemy as sa\nfrom alembic import op\n\n"
+            f"revision = 'r{i:04d}'\ndown_revision = {down}\n"
             "branch_labels = None\ndepends_on = None\n\n\n"
             f"def upgrade():\n    op.add_column('t', sa.Column('c{i}', sa.Integer))\n\n\n"
             "def downgrade():\n    pass\n"
@@ -139,7 +142,7 @@ def tool_alembic(url: str, n: int, work: Path, count: list[str] | None) -> tuple
     return apply, close
 
 
-def tool_peewee_migrate(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Callable[[], Any], Callable[[], None]]:  # noqa: E501
+def tool_peewee_migrate(url: str, n: int, work: Path, count: list[str] | None) -> Setup:
     from peewee_migrate import Router
 
     directory = work / "peewee_migrate"
@@ -160,7 +163,7 @@ def tool_peewee_migrate(url: str, n: int, work: Path, count: list[str] | None) -
     return apply, db.close_all
 
 
-def tool_playhouse(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Callable[[], Any], Callable[[], None]]:  # noqa: E501
+def tool_playhouse(url: str, n: int, work: Path, count: list[str] | None) -> Setup:
     from playhouse.migrations import Runner
 
     directory = work / "playhouse"
@@ -179,13 +182,14 @@ def tool_playhouse(url: str, n: int, work: Path, count: list[str] | None) -> tup
     return apply, db.close_all
 
 
-def tool_yoyo(url: str, n: int, work: Path, count: list[str] | None) -> tuple[Callable[[], Any], Callable[[], None]]:
+def tool_yoyo(url: str, n: int, work: Path, count: list[str] | None) -> Setup:
     from yoyo import get_backend, read_migrations
 
     directory = work / "yoyo"
     directory.mkdir()
     for i in range(n):
-        (directory / f"{i:04d}_m.py").write_text(f"from yoyo import step\n\nsteps = [step('{DDL.format(i=i)}')]\n")
+        text = f"from yoyo import step\n\nsteps = [step('{DDL.format(i=i)}')]\n"
+        (directory / f"{i:04d}_m.py").write_text(text)
     backend = get_backend(url)
     logging.getLogger("yoyo").setLevel(logging.WARNING)
     if count is not None:
@@ -292,7 +296,8 @@ def main() -> int:
         print(f"\n## {engine}: first boot, seconds (best and median of {args.repeat})\n")
         print(format_table(["N", "tool", "best s", "median s", "best / fastest peer", "best / floor"], rows))
         counts = [[name, f"{per_migration(engine, TOOLS[name], min(sizes)):.2f}"] for name in chosen]
-        print(f"\n## {engine}: statements per migration beyond its DDL (from N={min(sizes)} and {2 * min(sizes)})\n")
+        small = min(sizes)
+        print(f"\n## {engine}: statements per migration beyond its DDL (from N={small} and {2 * small})\n")
         print(format_table(["tool", "statements"], counts))
         print(f"\n## {engine}: no-op boot at 100 declared migrations against SELECT 1, microseconds\n")
         print(format_table(["engine", "call", "median us", "best us", "median / SELECT 1", "statements"],

@@ -101,7 +101,9 @@ def hand_written_app(db: Any) -> Callable[..., list[bytes]]:
 
 def bench_engine(engine: str, base_url: str, requests: int) -> list[list[str]]:
     name = f"apidb_bench_health_{uuid.uuid4().hex[:8]}"
-    _admin(engine, base_url, f'CREATE DATABASE "{name}"' if engine == "postgres" else f"CREATE DATABASE `{name}`")
+    _admin(
+        engine, base_url, f'CREATE DATABASE "{name}"' if engine == "postgres" else f"CREATE DATABASE `{name}`"
+    )
     url = _with_database(base_url, name)
     database = connect(url, environ={}, min_connections=0)
     rows: list[list[str]] = []
@@ -116,15 +118,24 @@ def bench_engine(engine: str, base_url: str, requests: int) -> list[list[str]]:
         warm = health_app(database, MIGRATIONS, cache_ttl=60.0)
         with served(warm) as address:
             assert get(address, "/health/ready")[0] == 200
-            row("live (HTTP transport only)", timed(lambda: get(address, "/health/live"), requests), "no check at all")
+            row(
+                "live (HTTP transport only)",
+                timed(lambda: get(address, "/health/live"), requests),
+                "no check at all",
+            )
             row("ready, warm cache", timed(lambda: get(address, "/health/ready"), requests))
             size = get(address, "/metrics")[1]
-            row("metrics scrape (warm cache)", timed(lambda: get(address, "/metrics"), requests), f"{size} bytes")
+            row(
+                "metrics scrape (warm cache)",
+                timed(lambda: get(address, "/metrics"), requests),
+                f"{size} bytes",
+            )
             checks = warm.checker.checks_total
         rows[-2][-1] = f"{checks} database check(s) in {requests + 2} requests"
         in_process = timed(warm.checker.check, requests)
         row("  check() alone, warm, no HTTP", in_process,
-            f"p50 {percentile(in_process, 50) * 1e3:.1f} us, p99 {percentile(in_process, 99) * 1e3:.1f} us")  # fmt: skip
+            f"p50 {percentile(in_process, 50) * 1e3:.1f} us, "
+            f"p99 {percentile(in_process, 99) * 1e3:.1f} us")  # fmt: skip
         warm.close()
 
         cold = health_app(database, MIGRATIONS, cache_ttl=0.0)
@@ -132,7 +143,11 @@ def bench_engine(engine: str, base_url: str, requests: int) -> list[list[str]]:
             row("ready, cold cache", timed(lambda: get(address, "/health/ready"), requests),
                 "full check on the kept probe connection")  # fmt: skip
         direct = timed(lambda: cold.checker.check(max_age=0.0), requests)
-        row("  check() alone, no HTTP", direct, f"db part {cold.checker.last.check_duration_ms:.2f} ms" if cold.checker.last else "")
+        row(
+            "  check() alone, no HTTP",
+            direct,
+            f"db part {cold.checker.last.check_duration_ms:.2f} ms" if cold.checker.last else "",
+        )
         cold.close()
 
         def fresh_app(environ: dict[str, Any], start_response: Callable[..., Any]) -> list[bytes]:
@@ -151,7 +166,13 @@ def bench_engine(engine: str, base_url: str, requests: int) -> list[list[str]]:
                 "pool checkout + SELECT 1 only")  # fmt: skip
     finally:
         database.close_all()
-        _admin(engine, base_url, f'DROP DATABASE IF EXISTS "{name}"' if engine == "postgres" else f"DROP DATABASE IF EXISTS `{name}`")
+        _admin(
+            engine,
+            base_url,
+            f'DROP DATABASE IF EXISTS "{name}"'
+            if engine == "postgres"
+            else f"DROP DATABASE IF EXISTS `{name}`",
+        )
     return rows
 
 

@@ -142,7 +142,10 @@ def tool_peewee_migrate(url: str, n: int, work: Path) -> tuple[Callable[[], Any]
 
     directory = work / "peewee_migrate"
     directory.mkdir()
-    body = "def migrate(migrator, database, *, fake=False):\n    pass\n\n\ndef rollback(migrator, database, *, fake=False):\n    pass\n"
+    body = (
+        "def migrate(migrator, database, *, fake=False):\n    pass\n\n\n"
+        "def rollback(migrator, database, *, fake=False):\n    pass\n"
+    )
     for i in range(1, n + 1):
         (directory / f"{i:03d}_m.py").write_text(body)
     db = connect(url)
@@ -233,7 +236,9 @@ def time_calls(boot: Callable[[], Any]) -> list[float]:
     boot()  # warm-up: imports, prepared plans, first pool checkout
     samples: list[float] = []
     started = time.perf_counter()
-    while len(samples) < MAX_CALLS and (len(samples) < MIN_CALLS or time.perf_counter() - started < TIME_BUDGET):
+    while len(samples) < MAX_CALLS and (
+        len(samples) < MIN_CALLS or time.perf_counter() - started < TIME_BUDGET
+    ):
         t0 = time.perf_counter()
         boot()
         samples.append((time.perf_counter() - t0) * 1000)
@@ -244,7 +249,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="100,900")
     parser.add_argument("--engines", default="postgres,mariadb")
-    parser.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of: " + ", ".join(TOOLS))
+    parser.add_argument(
+        "--tools", default=",".join(TOOLS), help="comma-separated subset of: " + ", ".join(TOOLS)
+    )
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
     engines = args.engines.split(",")
@@ -279,7 +286,8 @@ def main() -> int:
         headers = ["tool"]
         for n in sizes:
             headers += [f"median ms @{n}", f"best ms @{n}", f"vs api.db @{n}"]
-        print(f"\n== no-op boot on {engine} ({', '.join(map(str, sizes))} migrations applied, nothing pending) ==")
+        print(f"\n== no-op boot on {engine} ({', '.join(map(str, sizes))} migrations applied, "
+              "nothing pending) ==")
         print(format_table(headers, rows))
         trips = ", ".join(f"{n}: {ROUND_TRIPS.get((SERVERS[engine], n), '?')}" for n in sizes)
         print(f"api.db statements sent per no-op boot, by number of migrations: {trips}")

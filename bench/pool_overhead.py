@@ -79,13 +79,16 @@ def _variants(engine: str, url: str) -> dict[str, Callable[[], Any]]:
         return connect(url, environ={}, min_connections=0, max_connections=POOL_SIZE, diagnostics=False)
 
     def on() -> Any:
-        db = connect(url, environ={}, min_connections=0, max_connections=POOL_SIZE, diagnostics=True, leak_threshold=60)
+        db = connect(
+            url, environ={}, min_connections=0, max_connections=POOL_SIZE, diagnostics=True, leak_threshold=60
+        )
         db.bench_monitor = start_health_monitoring(db, interval=1.0)
         return db
 
     def always() -> Any:
         return connect(
-            url, environ={}, min_connections=0, max_connections=POOL_SIZE, diagnostics=True, leak_threshold=60,
+            url, environ={}, min_connections=0, max_connections=POOL_SIZE, diagnostics=True,
+            leak_threshold=60,
             reset_session="always",
         )  # fmt: skip
 
@@ -154,7 +157,9 @@ def _loop(db: Any, iterations: int, acquire: list[float]) -> None:
 def _round(db: Any, iterations: int, threads: int) -> tuple[float, float, list[float]]:
     """Wall time, this process's CPU time (all threads) and the acquire times of one round."""
     acquire: list[float] = []
-    workers = [threading.Thread(target=_loop, args=(db, iterations // threads, acquire)) for _ in range(threads)]
+    workers = [
+        threading.Thread(target=_loop, args=(db, iterations // threads, acquire)) for _ in range(threads)
+    ]
     started, cpu_started = time.perf_counter(), time.process_time()
     for worker in workers:
         worker.start()
@@ -234,7 +239,9 @@ def component_costs(samples: int = 50_000) -> list[list[str]]:
     from api.db.pool.querymon import QueryMonitor
 
     monitor = QueryMonitor()
-    event = QueryEvent('SELECT "t1"."name" FROM "bench_items" AS "t1" WHERE ("t1"."id" = %s)', (1,), 0.0002, None)
+    event = QueryEvent(
+        'SELECT "t1"."name" FROM "bench_items" AS "t1" WHERE ("t1"."id" = %s)', (1,), 0.0002, None
+    )
 
     def per_call(action: Callable[[], Any]) -> float:
         best = float("inf")
@@ -294,10 +301,11 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[list[str]] = []
     for engine in args.engines.split(","):
         rows.extend(bench_engine(engine, SERVERS[engine], args.iterations, args.rounds, args.threads))
-    headers = ["engine", "variant", "checkouts/s", "us/checkout", "vs playhouse", "vs diag. off", "client CPU us",
+    headers = ["engine", "variant", "checkouts/s", "us/checkout", "vs playhouse", "vs diag. off",
+               "client CPU us",
                "CPU vs diag. off", "acquire p50 us", "acquire p95 us", "pool's own p95 us"]  # fmt: skip
-    print(f"{args.iterations} checkouts x {args.rounds} rounds, {args.threads} thread(s), pool of {POOL_SIZE}; "
-          "each checkout: SELECT 1 + one indexed read; best round of each variant")  # fmt: skip
+    print(f"{args.iterations} checkouts x {args.rounds} rounds, {args.threads} thread(s), pool of "
+          f"{POOL_SIZE}; each checkout: SELECT 1 + one indexed read; best round of each variant")  # fmt: skip
     print(_table(headers, rows))
     print()
     print(_table(["diagnostic piece (no server)", "CPU us per call"], component_costs()))

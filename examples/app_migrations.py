@@ -36,7 +36,9 @@ MIGRATIONS = [
     Migration("create_file_and_task", lambda m: m.create_tables(File, Task), description="the first tables"),
     Migration(
         "add_file_source_type",
-        lambda m: m.add_column("file", "source_type", CharField(max_length=128, null=False, default="", index=True)),
+        lambda m: m.add_column(
+            "file", "source_type", CharField(max_length=128, null=False, default="", index=True)
+        ),
     ),
     ("rename_task_duration", lambda m: m.rename_column("task", "process_duation", "process_duration")),
     ("add_task_priority", lambda m: m.add_column("task", "priority", IntegerField(null=False, default=0))),

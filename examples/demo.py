@@ -92,7 +92,12 @@ def main() -> int:
     preflight = get_extended_diagnostics(database, migration_state=lambda db: migration_state(db, MIGRATIONS))
     print()
     print(f"preflight: {'ok' if preflight.ok else 'FAILED'}")
-    print(format_table(("level", "check", "detail"), [(c.level.value.upper(), c.name, c.detail) for c in preflight.checks]))
+    print(
+        format_table(
+            ("level", "check", "detail"),
+            [(c.level.value.upper(), c.name, c.detail) for c in preflight.checks],
+        )
+    )
     health = check_database_health(database, MIGRATIONS)
     print(f"health: {health.status}, ready={health.ready}, latency {health.latency_ms or 0:.2f} ms, "
           f"pgvector {health.pgvector_version or 'not installed'}")  # fmt: skip

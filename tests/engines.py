@@ -235,12 +235,14 @@ SOURCES = ("env", "local", "container", "embedded")
 
 
 def discovery_sources() -> set[str]:
-    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (comma list of env,local,container,embedded), else all."""
+    """Which discovery steps to try: ``$TEST_ENGINE_SOURCES`` (of env,local,container,embedded), else all."""
     raw = os.environ.get("TEST_ENGINE_SOURCES", "")
     names = {part.strip() for part in raw.split(",") if part.strip()} or set(SOURCES)
     unknown = names - set(SOURCES)
     if unknown:
-        raise ValueError(f"TEST_ENGINE_SOURCES names unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}")
+        raise ValueError(
+            f"TEST_ENGINE_SOURCES names unknown sources {sorted(unknown)}; known: {', '.join(SOURCES)}"
+        )
     return names
 
 
@@ -262,7 +264,9 @@ def required_engines() -> set[str]:
     names = {part.strip() for part in raw.split(",") if part.strip()}
     unknown = names - set(ALL_ENGINES)
     if unknown:
-        raise ValueError(f"REQUIRE_ENGINES names unknown engines {sorted(unknown)}; known: {', '.join(ALL_ENGINES)}")
+        raise ValueError(
+            f"REQUIRE_ENGINES names unknown engines {sorted(unknown)}; known: {', '.join(ALL_ENGINES)}"
+        )
     return names
 
 
@@ -297,3 +301,53 @@ def private_postgres(purpose: str) -> Iterator[Any]:
     finally:
         server.cleanup()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def pool_sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
+    """The server sessions of the test database opened by a pool named ``app_name`` (APP_NAME@host:pid)."""
+    database = db_url.rsplit("/", 1)[1]
+    with admin_cursor(engine) as cur:
+        if engine.family == "postgres":
+            cur.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
+                (database, app_name + "@%"),
+            )
+        else:
+            cur.execute(
+                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
+                (database,),
+            )
+        return [int(row[0]) for row in cur.fetchall()]
+
+
+def kill_sessions(engine: Engine, ids: list[int]) -> None:
+    """End these server sessions from outside (pg_terminate_backend, KILL)."""
+    with admin_cursor(engine) as cur:
+        for session in ids:
+            if engine.family == "postgres":
+                cur.execute("SELECT pg_terminate_backend(%s)", (session,))
+            else:
+                cur.execute(f"KILL {int(session)}")
+
+
+@contextlib.contextmanager
+def statements(db: Any) -> Iterator[list[str]]:
+    """Every SQL statement sent through ``db`` while active (peewee's query hooks)."""
+    seen: list[str] = []
+
+    def hook(event: Any) -> None:
+        seen.append(event.sql)
+
+    db.query_hooks.append(hook)
+    try:
+        yield seen
+    finally:
+        db.query_hooks.remove(hook)
+
+
+def history(db: Any) -> dict[str, Any]:
+    """The migration_history rows of ``db`` by name."""
+    from api.db.migrate.tracker import MigrationTracker
+
+    with db.connection_context():
+        return {r.migration_name: r for r in MigrationTracker(db).get_migration_history()}

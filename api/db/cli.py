@@ -102,19 +102,23 @@ def cmd_preflight(args: argparse.Namespace) -> int:
         ("pool size", report.connection_pool_size),
         (
             "server connections",
-            f"{report.current_connections} of {report.server_max_connections}" if report.server_max_connections else "-",
+            f"{report.current_connections} of {report.server_max_connections}"
+            if report.server_max_connections
+            else "-",
         ),
         ("timeouts", ", ".join(f"{k}={v}" for k, v in report.timeouts.items()) or "-"),
         ("extensions", ", ".join(f"{k} {v}" for k, v in sorted(report.installed_extensions.items())) or "-"),
     ]
     checks = [(c.level.value.upper(), c.name, c.detail) for c in report.checks]
-    text = format_table(("fact", "value"), facts) + "\n\n" + format_table(("level", "check", "detail"), checks)
+    text = (
+        format_table(("fact", "value"), facts) + "\n\n" + format_table(("level", "check", "detail"), checks)
+    )
     _emit(args, report.to_dict(), text)
     return 0 if report.ok else 1
 
 
 def load_list(spec: str | None, option: str, example: str) -> list[Any]:
-    """Import ``module:ATTR`` named by ``option`` (the current directory is importable) and return it as a list.
+    """Import ``module:ATTR`` named by ``option`` (the current directory is importable) and return a list.
 
     ATTR may be dotted, and may name a callable that returns the list.
     """
@@ -186,7 +190,11 @@ def cmd_status(args: argparse.Namespace) -> int:
         )
         for line in lines
     ]
-    _emit(args, [line.to_dict() for line in lines], format_table(("name", "status", "applied_at", "duration", "drift"), rows))
+    _emit(
+        args,
+        [line.to_dict() for line in lines],
+        format_table(("name", "status", "applied_at", "duration", "drift"), rows),
+    )
     if args.check and any(line.declared and (line.status not in ("success", "skipped") or line.drift)
                           for line in lines):  # fmt: skip
         return 1
@@ -246,12 +254,15 @@ def cmd_repair(args: argparse.Namespace) -> int:
         with opened(args) as database:
             old, new = accept_checksum(database, load_migrations(args.migrations), args.name)
         _emit(args, {"name": args.name, "was": old, "checksum": new},
-              f"{args.name}: checksum {old[:12] or '-'} replaced by {new[:12]}; it is no longer reported as changed")
+              f"{args.name}: checksum {old[:12] or '-'} replaced by {new[:12]}; "
+              "it is no longer reported as changed")
         return 0
     action = "clear" if args.clear else "mark-applied"
     with opened(args) as database:
         before = repair_migration(database, args.name, action)
-    outcome = "cleared: the next migrate_db() runs it again" if action == "clear" else "marked applied (success)"
+    outcome = (
+        "cleared: the next migrate_db() runs it again" if action == "clear" else "marked applied (success)"
+    )
     _emit(
         args,
         {"name": args.name, "was": before.status, "action": action},
@@ -272,7 +283,9 @@ def cmd_rollback(args: argparse.Namespace) -> int:
             text = (format_table(("would roll back", "how"), rows) if rows else "nothing to roll back")
             _emit(args, {"plan": [s.name for s in steps]}, text + "\n(dry run: nothing changed)")
             return 0
-        report = rollback_db(database, migrations, to=args.to, steps=args.steps, lock_timeout=args.lock_timeout)
+        report = rollback_db(
+            database, migrations, to=args.to, steps=args.steps, lock_timeout=args.lock_timeout
+        )
     _emit(args, report.to_dict(), report.summary())
     return 0
 
@@ -296,7 +309,11 @@ def cmd_mark_applied(args: argparse.Namespace) -> int:
     migrations = load_migrations(args.migrations)
     with opened(args) as database:
         mark_applied(database, migrations, args.name, args.reason)
-    _emit(args, {"name": args.name, "reason": args.reason}, f"{args.name}: recorded as applied, not run ({args.reason})")
+    _emit(
+        args,
+        {"name": args.name, "reason": args.reason},
+        f"{args.name}: recorded as applied, not run ({args.reason})",
+    )
     return 0
 
 
@@ -344,7 +361,10 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
         app.close()
         raise
     host, port = bound_address(server)
-    print(redact_text(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}"), flush=True)
+    print(
+        redact_text(f"serving health endpoints of {state_of(database).url} on http://{host}:{port}"),
+        flush=True,
+    )
     print(f"  /health/live  /health/ready  /health/detailed  /metrics  ({limits.threads} threads, "
           f"{limits.connection_limit} connections, {limits.channel_timeout:g}s idle timeout; Ctrl-C stops)",
           flush=True)  # fmt: skip
@@ -357,7 +377,7 @@ def _serve(args: argparse.Namespace, database: Any, migrations: list[Any] | None
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Print what the pending migrations would do (statements, locks, sizes, duration, warnings); runs nothing."""
+    """Print what the pending migrations would do (statements, locks, sizes, time, warnings); runs nothing."""
     from api.db.preview.analysis import format_bytes
     from api.db.preview.capture import strip_statement_settings
     from api.db.preview.preview import preview_migration
@@ -381,7 +401,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
             )
             for s in preview.statements
         ]
-        headers = ("migration", "table", "lock", "blocks writes", "rewrite", "rows / size", "estimate", "statement")
+        headers = ("migration", "table", "lock", "blocks writes", "rewrite", "rows / size", "estimate",
+                   "statement")
         text = (
             f"{preview.engine} {preview.server_version}: {len(preview.pending)} pending migration(s), "
             f"{len(preview.statements)} statement(s), estimated {preview.estimated_duration}, "
@@ -420,7 +441,13 @@ def cmd_verify(args: argparse.Namespace) -> int:
             report = verify_schema(database, models)
     if report.differences:
         rows = [
-            (d.severity.upper(), d.kind, f"{d.table}.{d.column}" if d.column else d.table, d.expected, d.actual)
+            (
+                d.severity.upper(),
+                d.kind,
+                f"{d.table}.{d.column}" if d.column else d.table,
+                d.expected,
+                d.actual,
+            )
             for d in report.differences
         ]
         text = format_table(("severity", "difference", "where", "expected", "found"), rows)
@@ -431,7 +458,7 @@ def cmd_verify(args: argparse.Namespace) -> int:
 
 
 def cmd_makemigration(args: argparse.Namespace) -> int:
-    """Write a migration module from the models' difference with the database (exit 0; nothing to do: 0 too)."""
+    """Write a migration from the models' difference with the database (exit 0, also with nothing to do)."""
     from api.db.migrate.makemigration import make_migration, parse_rename
 
     models = load_models(args.models)
@@ -445,8 +472,10 @@ def cmd_makemigration(args: argparse.Namespace) -> int:
     else:
         text = "no changes: the models match the database; nothing written"
     if result.undecided:
-        text += "\nnot generated (decide, then rerun with --rename / --allow-drop or add by hand):\n" + "\n".join(
-            f"  {line}" for line in result.undecided)
+        text += (
+            "\nnot generated (decide, then rerun with --rename / --allow-drop or add by hand):\n"
+            + "\n".join(f"  {line}" for line in result.undecided)
+        )
     data = {"path": result.path, "migrations": list(result.migrations), "undecided": list(result.undecided),
             "notes": list(result.notes)}
     _emit(args, data, text)
@@ -454,7 +483,7 @@ def cmd_makemigration(args: argparse.Namespace) -> int:
 
 
 def cmd_rehearse(args: argparse.Namespace) -> int:
-    """Run the pending migrations on a scratch copy and report durations, locks, errors; exit 1 on a failure."""
+    """Run the pending migrations on a scratch copy and report durations, locks, errors (exit 1: failed)."""
     from api.db.preview.rehearse import rehearse_migrations
 
     migrations = load_migrations(args.migrations)
@@ -525,7 +554,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--workers", type=int, default=None,
                 help="processes sharing the server, each with its own pool (default: $WEB_CONCURRENCY, 1)"),
             arg("--models", metavar="MODULE:ATTR", default=None,
-                help="the application's models: pgvector is checked only when they or the migrations use vectors"),
+                help="the application's models: "
+                     "pgvector is checked only when they or the migrations use vectors"),
         ),
         cmd_preflight,
     ),
@@ -635,7 +665,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
             arg("--models", metavar="MODULE:ATTR", required=True,
                 help="a list of models, e.g. myapp.models:MODELS"),
             arg("--name", default=None, help="module name (NAME.py) and prefix of each migration's name"),
-            arg("--out", metavar="PATH", default=None, help="the file to write (default NAME.py); never overwritten"),
+            arg("--out", metavar="PATH", default=None,
+                help="the file to write (default NAME.py); never overwritten"),
             arg("--rename", metavar="TABLE.OLD:NEW", action="append",
                 help="a column renamed, not dropped and added (repeatable)"),
             arg("--allow-drop", action="store_true",
@@ -647,7 +678,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
         "rehearse",
         "apply pending migrations on a scratch copy: real durations, locks, errors (exit 1 on a failure)",
         (
-            arg("--rows", type=int, default=0, help="rows of each table to copy (0; the history is copied whole)"),
+            arg("--rows", type=int, default=0,
+                help="rows of each table to copy (0; the history is copied whole)"),
         ),
         cmd_rehearse,
     ),
@@ -665,7 +697,7 @@ def _add_arguments(parser: Any, arguments: Sequence[Arg | Exclusive]) -> None:
 
 
 def _global_options(suppress: bool) -> argparse.ArgumentParser:
-    """The global options; with ``suppress`` their defaults do not overwrite what came before the subcommand."""
+    """The global options; with ``suppress`` their defaults keep those given before the subcommand."""
     parser = argparse.ArgumentParser(add_help=False)
     for flags, options in GLOBAL_ARGUMENTS:
         parser.add_argument(*flags, **({**options, "default": argparse.SUPPRESS} if suppress else options))
@@ -704,7 +736,8 @@ def _configure_logging(verbose: int, log_format: str = "text") -> None:
     configure_logging(level, log_format)
     if verbose == 0:
         logging.getLogger("api.db.pool.retry").addFilter(_ShownByTheCLI())
-        logging.getLogger("api.db.health.preflight").setLevel(logging.ERROR)  # the report table shows each check
+        # the report table shows each check
+        logging.getLogger("api.db.health.preflight").setLevel(logging.ERROR)
 
 
 def _quiet_broken_pipe() -> int:
@@ -724,7 +757,7 @@ def _parse(argv: Sequence[str] | None) -> argparse.Namespace | int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run one subcommand; the exit code is 0 (done), 1 (a check failed) or 2 (an error, one line on stderr)."""
+    """Run one subcommand; the exit code is 0 (done), 1 (a check failed) or 2 (an error, a line on stderr)."""
     args = _parse(argv)
     if isinstance(args, int):
         return args

@@ -190,7 +190,8 @@ SQLITE_MESSAGES: list[tuple[str, ErrorCategory]] = [
 # specific "database ... does not exist" precedes the generic "does not exist").
 MESSAGE_FALLBACKS: list[tuple[str, ErrorCategory]] = [
     (
-        r"password authentication failed|access denied for user|authentication failed|role \S+ does not exist",
+        r"password authentication failed|access denied for user|authentication failed"
+        r"|role \S+ does not exist",
         C.AUTHENTICATION,
     ),
     (r"database \S+ does not exist|unknown database", C.UNKNOWN_DATABASE),
@@ -513,7 +514,9 @@ def _rename_done(op: str, db: Any, table: str | None, old_name: str | None, new_
             present = _lower_names(db.get_tables())
     except Exception as introspection_error:  # classify, log, and answer "not proven"
         logger.warning(
-            "could not introspect %s to check a finished rename: %s", table or "tables", describe(introspection_error)
+            "could not introspect %s to check a finished rename: %s",
+            table or "tables",
+            describe(introspection_error),
         )
         return False
     return old_name.lower() not in present and new_name.lower() in present

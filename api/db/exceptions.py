@@ -152,7 +152,7 @@ class MigrationError(ApiDbError, RuntimeError):
 
 
 class MigrationLockTimeout(ApiDbError, TimeoutError):
-    """The migration lock stayed held by another session for longer than ``lock_timeout``; names the holder."""
+    """The migration lock stayed held by another session beyond ``lock_timeout``; names the holder."""
 
     def __init__(self, message: str, *, holder: dict[str, object] | None = None) -> None:
         super().__init__(message)

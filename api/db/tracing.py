@@ -235,7 +235,7 @@ def traced(
 
 @contextlib.contextmanager
 def lock_span(db: peewee.Database, lock: contextlib.AbstractContextManager[Any]) -> Iterator[Any]:
-    """Hold ``lock`` for the block (yielding what it yields); a ``migration_lock`` span covers only the wait."""
+    """Hold ``lock`` for the block (yielding what it yields); a ``migration_lock`` span times the wait."""
     with contextlib.ExitStack() as stack:
         try:
             strategy = engine_class(db).lock_strategy

@@ -32,7 +32,9 @@ def free_port() -> int:
 def request(url: str, method: str = "GET", timeout: float = 10.0, headers: dict[str, str] | None = None
             ) -> tuple[int, bytes, dict[str, str]]:  # fmt: skip
     """(status, body, headers); HTTP errors are answers, not exceptions."""
-    req = urllib.request.Request(url, method=method, data=b"" if method == "POST" else None, headers=headers or {})
+    req = urllib.request.Request(
+        url, method=method, data=b"" if method == "POST" else None, headers=headers or {}
+    )
     try:
         with urllib.request.urlopen(req, timeout=timeout) as response:
             return response.status, response.read(), dict(response.headers)
@@ -41,8 +43,10 @@ def request(url: str, method: str = "GET", timeout: float = 10.0, headers: dict[
 
 
 @contextlib.contextmanager
-def running(command: list[str], env: dict[str, str], base: str, log: Path, timeout: float = 60.0) -> Iterator[None]:
-    """Start ``command`` in a process group of its own; wait for ``/health/live``; stop the group at the end."""
+def running(
+    command: list[str], env: dict[str, str], base: str, log: Path, timeout: float = 60.0
+) -> Iterator[None]:
+    """Start ``command`` in its own process group; wait for ``/health/live``; stop the group at the end."""
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
     with open(log, "wb") as out:
         proc = subprocess.Popen(command, cwd=ROOT, env=full_env, stdout=out, stderr=subprocess.STDOUT,
@@ -51,12 +55,16 @@ def running(command: list[str], env: dict[str, str], base: str, log: Path, timeo
         deadline = time.monotonic() + timeout
         while True:
             if proc.poll() is not None:
-                raise AssertionError(f"{command[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"{command[0]} exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
+                )
             with contextlib.suppress(OSError):
                 if request(base + "/health/live", timeout=2)[0] == 200:
                     break
             if time.monotonic() > deadline:
-                raise AssertionError(f"{command[0]} did not answer within {timeout}s:\n{log.read_text()[-3000:]}")
+                raise AssertionError(
+                    f"{command[0]} did not answer within {timeout}s:\n{log.read_text()[-3000:]}"
+                )
             time.sleep(0.2)
         yield
     finally:

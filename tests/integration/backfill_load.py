@@ -27,8 +27,8 @@ def fill_counter_table(db: peewee.Database, table: str, rows: int) -> float:
     elif flavour == "mysql":
         db.execute_sql("SET SESSION cte_max_recursion_depth = %s", (rows + 1,))
         db.execute_sql(
-            f"INSERT INTO {table} (id, counter) WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM s "
-            f"WHERE n < {rows}) SELECT n, 0 FROM s"
+            f"INSERT INTO {table} (id, counter) WITH RECURSIVE s(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM "
+            f"s WHERE n < {rows}) SELECT n, 0 FROM s"
         )
     else:
         with db.atomic():

@@ -36,7 +36,8 @@ def _slow_second(m: object) -> None:
 MIGRATIONS = [
     ("create_item", lambda m: m.sql("CREATE TABLE item (id INTEGER PRIMARY KEY, name VARCHAR(20))")),
     Migration("add_size_and_label", _slow_second),
-    ("add_kind", lambda m: m.add_column("item", "kind", CharField(max_length=20, null=False, default="plain"))),
+    ("add_kind",
+     lambda m: m.add_column("item", "kind", CharField(max_length=20, null=False, default="plain"))),
     ("index_kind", lambda m: m.add_index("item", ("kind",))),
 ]
 

@@ -1,4 +1,4 @@
-"""Six migrations covering every reversible operation of ``m``, and a child process that migrates or rolls back.
+"""Six migrations covering every reversible operation of ``m``, and a child process migrating or rolling back.
 
 ``python rollback_app.py URL migrate|rollback`` prints its report as JSON (the lock tests start two at once).
 """

@@ -13,7 +13,9 @@ from api.db.cli import build_parser, main
 
 
 def test_help_lists_every_subcommand() -> None:
-    result = subprocess.run([sys.executable, "-m", "api.db", "--help"], capture_output=True, text=True, check=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "api.db", "--help"], capture_output=True, text=True, check=True
+    )
     parser = build_parser()
     subparsers = next(a for a in parser._actions if a.dest == "command")
     names = list(subparsers.choices)  # type: ignore[union-attr]
@@ -49,7 +51,9 @@ def test_missing_database_url(monkeypatch: pytest.MonkeyPatch, capsys: pytest.Ca
 )
 def test_global_options_before_or_after_the_subcommand(argv: list[str]) -> None:
     args = build_parser().parse_args(argv)
-    assert (args.json, args.database, args.migrations, args.command) == (True, "sqlite:///x.db", "m:M", "status")
+    assert (args.json, args.database, args.migrations, args.command) == (
+        True, "sqlite:///x.db", "m:M", "status"
+    )
 
 
 def test_global_option_after_the_subcommand_does_not_reset_one_before() -> None:
@@ -75,7 +79,10 @@ def test_unreachable_host_with_no_retry_fails_fast_in_one_line() -> None:
 
 def test_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/pipe.db"
-    shell = f"{sys.executable} -m api.db --database {url} info --json | head -c 1 >/dev/null; echo ${{PIPESTATUS[0]}}"
+    shell = (
+        f"{sys.executable} -m api.db --database {url} info --json | head -c 1 >/dev/null; "
+        "echo ${PIPESTATUS[0]}"
+    )
     for _ in range(5):  # the race depends on timing: try a few times
         result = subprocess.run(["bash", "-c", shell], capture_output=True, text=True, timeout=60)
         assert result.stdout.strip() == "0" and "Broken pipe" not in result.stderr, result.stderr

@@ -146,7 +146,9 @@ def test_every_fallback_row_has_a_sample() -> None:
         ("42704", 'type "nope" does not exist', C.MISSING_OBJECT),
     ],
 )
-def test_postgres_shared_codes_are_refined_by_message(code: str, message: str, category: ErrorCategory) -> None:
+def test_postgres_shared_codes_are_refined_by_message(
+    code: str, message: str, category: ErrorCategory
+) -> None:
     assert classify_error(PgError(code, message), "postgres").category == category
 
 
@@ -166,12 +168,15 @@ def test_mysql_1091_is_refined_by_message(message: str, category: ErrorCategory)
     ("code", "message", "statement", "category"),
     [
         ("42P07", 'relation "t_name" already exists', "CREATE INDEX t_name ON t (n)", C.DUPLICATE_INDEX),
-        ("42P07", 'relation "t_name" already exists', "CREATE UNIQUE INDEX t_name ON t (n)", C.DUPLICATE_INDEX),
+        ("42P07", 'relation "t_name" already exists', "CREATE UNIQUE INDEX t_name ON t (n)",
+         C.DUPLICATE_INDEX),
         ("42P07", 'relation "t" already exists', "CREATE TABLE t (a int)", C.DUPLICATE_TABLE),
         ("42P01", 'relation "t" does not exist', "DROP INDEX t", C.MISSING_INDEX),
     ],
 )
-def test_statement_settles_what_the_message_cannot(code: str, message: str, statement: str, category: ErrorCategory) -> None:
+def test_statement_settles_what_the_message_cannot(
+    code: str, message: str, statement: str, category: ErrorCategory
+) -> None:
     assert classify_error(PgError(code, message), "postgres", statement).category == category
 
 
@@ -190,7 +195,9 @@ def test_peewee_wrapper_is_unwrapped_and_original_kept() -> None:
 
 
 def test_classify_starts_with_the_triple_of_the_design() -> None:
-    assert StandardErrorHandler.classify(MyError(1060, "Duplicate column name 'a'"), "mysql")[:3] == (C.DUPLICATE_COLUMN, True, True)
+    assert StandardErrorHandler.classify(MyError(1060, "Duplicate column name 'a'"), "mysql")[:3] == (
+        C.DUPLICATE_COLUMN, True, True
+    )
     assert StandardErrorHandler.classify(MyError(1170, "BLOB/TEXT column used in key"), "mysql")[:3] == (
         C.INCOMPATIBLE_TYPE,
         True,
@@ -208,7 +215,9 @@ def test_message_never_shows_a_password() -> None:
 
 def test_handle_migration_error_levels(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level("DEBUG", logger="api.db.error_handler")
-    assert StandardErrorHandler.handle_migration_error(MyError(1060, "Duplicate column name 'a'"), "t", "a", "add_column", "mysql")
+    assert StandardErrorHandler.handle_migration_error(
+        MyError(1060, "Duplicate column name 'a'"), "t", "a", "add_column", "mysql"
+    )
     assert caplog.records[-1].levelname == "INFO"
     assert StandardErrorHandler.handle_migration_error(
         MyError(1170, "BLOB/TEXT column 'a' used in key"), "t", "a", "add_index", "mysql"
@@ -238,7 +247,9 @@ def test_handle_migration_error_levels(caplog: pytest.LogCaptureFixture) -> None
         ("rename_column", MyError(1054, "Unknown column 'a'"), None, False),  # no db: cannot prove it
     ],
 )
-def test_already_applied_rules(operation: str, exc: BaseException, statement: str | None, expected: bool) -> None:
+def test_already_applied_rules(
+    operation: str, exc: BaseException, statement: str | None, expected: bool
+) -> None:
     engine = "mysql" if isinstance(exc, MyError) else "postgres"
     assert already_applied(exc, operation, db_type=engine, statement=statement) is expected
 
@@ -247,4 +258,6 @@ def test_sql_already_applied_sees_past_leading_comments() -> None:
     exc = PgError("42P07", 'relation "doc" already exists')
     statement = "-- the documents table\n/* created by 001 */\n  CREATE TABLE doc (id int)"
     assert already_applied(exc, "sql", db_type="postgres", statement=statement)
-    assert not already_applied(exc, "sql", db_type="postgres", statement="-- note\nINSERT INTO doc VALUES (1)")
+    assert not already_applied(
+        exc, "sql", db_type="postgres", statement="-- note\nINSERT INTO doc VALUES (1)"
+    )

@@ -31,7 +31,8 @@ except ImportError:
 PACKAGE = Path(__file__).resolve().parents[2] / "api" / "db"
 # Text that messages may legitimately contain: a password window found here is not an echo.
 BOILERPLATE = "".join(
-    (PACKAGE / name).read_text() for name in ("pool/connect.py", "pool/config.py", "redact.py", "exceptions.py")
+    (PACKAGE / name).read_text()
+    for name in ("pool/connect.py", "pool/config.py", "redact.py", "exceptions.py")
 )
 FAST = settings(deadline=None, derandomize=True, database=None, suppress_health_check=list(HealthCheck))
 
@@ -63,7 +64,8 @@ def urls(draw: st.DrawFn) -> tuple[str, str]:
     host = draw(st.sampled_from(["127.0.0.1", "db.internal", "[::1]", "localhost"]))
     port = draw(st.sampled_from(["", ":5432", ":3306", ":0", ":99999", ":x1"]))
     written = quote(password, safe="") if draw(st.booleans()) else password
-    url = f"{draw(st.sampled_from(SCHEMES))}://{user}:{written}@{host}{port}/{draw(st.text(NAME_CHARS, max_size=6))}"
+    scheme = draw(st.sampled_from(SCHEMES))
+    url = f"{scheme}://{user}:{written}@{host}{port}/{draw(st.text(NAME_CHARS, max_size=6))}"
     mutation = draw(st.sampled_from(["none", "delete", "insert", "replace", "truncate", "slashes", "at"]))
     if mutation != "none" and url:
         i = draw(st.integers(0, len(url) - 1))
@@ -103,7 +105,8 @@ def test_url_errors_never_echo_the_password(case: tuple[str, str]) -> None:
             # A URL that parsed registered its password: any text holding it is masked. (A mutation may
             # have moved it into the user name, where it is no password: nothing to register then.)
             if _password_of(url) == password:
-                assert password not in redact.redact_text(f"failed statement: OPTIONS (password '{password}')")
+                text = f"failed statement: OPTIONS (password '{password}')"
+                assert password not in redact.redact_text(text)
 
 
 def _password_of(url: str) -> str | None:
@@ -122,7 +125,8 @@ def test_the_url_run_was_large_enough() -> None:
         assert seen["urls"] >= 2000 and seen["leaks"] == 0
 
 
-SQL_PIECES = ["SELECT 1", " ", "\n", ";", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "-- n;o\n", "/* p; */", "$$ q; $$",
+SQL_PIECES = ["SELECT 1", " ", "\n", ";", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "-- n;o\n", "/* p; */",
+              "$$ q; $$",
               "$t$ r; $t$", "'", '"', "`", "/*", "$$", "$t$", "--", "\\", "x", "$1", "a$b"]  # fmt: skip
 
 
@@ -135,7 +139,8 @@ def test_split_sql_raises_only_its_typed_error(pieces: list[str]) -> None:
         pass
 
 
-WHOLE = ["SELECT 1", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "/* p; */", "$$ q; $$", "$t$ r; $t$", "x", "-- n;o\n"]
+WHOLE = ["SELECT 1", "'a;b'", "'it''s'", '"c;d"', "`e;f`", "/* p; */", "$$ q; $$", "$t$ r; $t$", "x",
+         "-- n;o\n"]
 
 
 @st.composite
@@ -164,15 +169,20 @@ def test_plan_migrations_raises_only_declaration_errors(items: list[tuple[object
         pass
 
 
-SUBCOMMANDS = ["info", "preflight", "migrate", "status", "history", "validate", "repair", "plan", "verify", "bogus"]
-FLAGS = ["--json", "--check", "--help", "-v", "--atomic", "each", "--lock-timeout", "0", "x", "--mark-applied",
-         "--clear", "--models", "nosuch:MODELS", "--migrations", "nosuch_module:M", "api.db:nothing", "--", "",
+SUBCOMMANDS = ["info", "preflight", "migrate", "status", "history", "validate", "repair", "plan", "verify",
+               "bogus"]
+FLAGS = ["--json", "--check", "--help", "-v", "--atomic", "each", "--lock-timeout", "0", "x",
+         "--mark-applied",
+         "--clear", "--models", "nosuch:MODELS", "--migrations", "nosuch_module:M", "api.db:nothing", "--",
+         "",
          "--large-table-rows", "-1", "--on-unknown", "error", "\x00", "é"]  # fmt: skip
 
 
 @st.composite
 def argvs(draw: st.DrawFn) -> list[str]:
-    url = draw(st.sampled_from(["SCRATCH", "oracle://u:Zqsecret1@h/x", "postgresql:/app:Zqsecret1@h/app", "x"]))
+    url = draw(
+        st.sampled_from(["SCRATCH", "oracle://u:Zqsecret1@h/x", "postgresql:/app:Zqsecret1@h/app", "x"])
+    )
     head = ["--database", url] if draw(st.booleans()) else []
     return head + draw(st.lists(st.sampled_from(SUBCOMMANDS + FLAGS), max_size=6))
 

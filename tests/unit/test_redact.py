@@ -48,7 +48,9 @@ def secrets() -> Iterator[None]:
 def test_a_registered_secret_is_masked_in_every_written_form(secrets: None) -> None:
     register_secret("Zq s@'cret")
     for form in ("Zq s@'cret", "Zq%20s%40%27cret", "Zq+s%40%27cret", "Zq s@''cret", "Zq s@\\'cret"):
-        assert "cret" not in redact_text(f"CREATE USER MAPPING ... OPTIONS (password '{form}') failed: {form}")
+        assert "cret" not in redact_text(
+            f"CREATE USER MAPPING ... OPTIONS (password '{form}') failed: {form}"
+        )
 
 
 def test_url_passwords_register_and_short_ones_are_masked_by_position_only(secrets: None) -> None:
@@ -72,7 +74,9 @@ def test_package_errors_mask_registered_secrets(secrets: None) -> None:
 
 def test_log_filter_masks_args_and_keeps_lazy_formatting(secrets: None) -> None:
     register_secret("Zq-secret-9")
-    record = logging.LogRecord("api.db.x", logging.ERROR, __file__, 1, "failed %s at %d", ("Zq-secret-9", 3), None)
+    record = logging.LogRecord(
+        "api.db.x", logging.ERROR, __file__, 1, "failed %s at %d", ("Zq-secret-9", 3), None
+    )
     assert RedactingFilter().filter(record)
     assert record.getMessage() == "failed *** at 3"
     clean = logging.LogRecord("api.db.x", logging.ERROR, __file__, 1, "n=%d", (3,), None)
@@ -80,7 +84,9 @@ def test_log_filter_masks_args_and_keeps_lazy_formatting(secrets: None) -> None:
     assert clean.msg == "n=%d" and clean.args == (3,)  # untouched when there is nothing to mask
 
 
-def test_every_package_logger_filters_before_handlers(secrets: None, caplog: pytest.LogCaptureFixture) -> None:
+def test_every_package_logger_filters_before_handlers(
+    secrets: None, caplog: pytest.LogCaptureFixture
+) -> None:
     import api.db  # noqa: F401 - installs the filter on every api.db logger
 
     register_secret("Zq-secret-9")

@@ -38,7 +38,8 @@ class Flavour:
     name: str  # postgres, mysql, mariadb, sqlite
     title: str  # PostgreSQL, MySQL, MariaDB, SQLite
     capabilities: Mapping[str, Any]  # flag -> value on a current server
-    version_gates: Mapping[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)  # flag -> (from, before)
+    # flag -> (from, before)
+    version_gates: Mapping[str, tuple[tuple[int, ...], Any]] = field(default_factory=dict)
     extension_gates: Mapping[str, str] = field(default_factory=dict)  # flag -> extension it needs
     min_version: tuple[int, ...] = (0,)  # oldest release preflight accepts without a warning
 
@@ -160,7 +161,9 @@ class Engine:
         try:
             return self.read_lock_holder()
         except peewee.DatabaseError as exc:  # the timeout error is raised anyway
-            logger.warning("could not read the migration lock holder: %s", classify_error(exc, self.name).message)
+            logger.warning(
+                "could not read the migration lock holder: %s", classify_error(exc, self.name).message
+            )
         return {}
 
     def lock_label(self) -> str:
@@ -416,14 +419,14 @@ class Engine:
         return {**PEEWEE_BASE_TYPES, **cls.database_class.field_types}
 
     def column_type_sql(self, table: str, column: str) -> str | None:
-        """The column's full type as DDL would spell it (``varchar(20)``), read from the catalog; None: no column."""
+        """The column's full type as DDL spells it (``varchar(20)``), from the catalog; None: no column."""
         for meta in self.database.get_columns(table):
             if meta.name == column:
                 return str(meta.data_type)
         return None
 
     def column_default_sql(self, table: str, column: str) -> str | None:
-        """The column's default as an SQL expression (``'x'::character varying``), from the catalog; None: none."""
+        """The column's default as SQL (``'x'::character varying``) from the catalog, or None."""
         for meta in self.database.get_columns(table):
             if meta.name == column:
                 return None if meta.default is None else str(meta.default)
@@ -451,9 +454,26 @@ class Engine:
         """The name (a path on SQLite) of a rehearsal's scratch database beside this one."""
         raise NotImplementedError
 
-    def create_scratch(self, name: str) -> None:
-        """Create the empty scratch database ``name`` on this server; ScratchDatabaseDenied without the privilege."""
+    def scratch_create_sql(self, name: str) -> str:
+        """The statement that creates the empty scratch database ``name``."""
         raise NotImplementedError
+
+    def create_scratch(self, name: str) -> None:
+        """Create the empty scratch database ``name`` here; ScratchDatabaseDenied without the privilege."""
+        from api.db.error_handler import ErrorCategory, classify_error
+        from api.db.exceptions import ScratchDatabaseDenied
+
+        try:
+            self.database.execute_sql(self.scratch_create_sql(name))
+        except peewee.DatabaseError as exc:
+            info = classify_error(exc, self.name)
+            if info.category is ErrorCategory.PERMISSION_DENIED:
+                raise ScratchDatabaseDenied(
+                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs "
+                    f"{self.scratch_privilege}: grant it, or rehearse as a user that has it",
+                    privilege=self.scratch_privilege.split()[0], orig=exc,
+                ) from exc
+            raise
 
     def open_scratch(self, name: str) -> peewee.Database:
         """An unpooled database on the scratch ``name``, with this database's connection settings."""

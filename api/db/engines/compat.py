@@ -36,12 +36,15 @@ FLAGS: dict[str, str] = {
     "json_functions": "SQL functions that read JSON text (json_extract, ->>)",
     "auto_increment": "an AUTO_INCREMENT / AUTOINCREMENT column attribute",
     "sequence_support": "CREATE SEQUENCE objects and nextval()",
-    "type_casting": "'full': any cast incl. ::type and ALTER COLUMN ... USING; 'limited': CAST to a few types",
-    "max_varchar": "largest n VARCHAR(n) accepts, in characters (utf8mb4 on MySQL/MariaDB); None: not enforced",
+    "type_casting": "'full': any cast incl. ::type and ALTER COLUMN ... USING; 'limited': "
+                    "CAST to a few types",
+    "max_varchar": "largest n VARCHAR(n) accepts, in characters (utf8mb4 on MySQL/MariaDB); None: "
+                   "not enforced",
     "transactional_ddl": "DDL inside a transaction is rolled back with it",
     "advisory_locks": "named application locks held by a session (pg_advisory_lock, GET_LOCK)",
     "add_column_if_not_exists": "ALTER TABLE ... ADD COLUMN IF NOT EXISTS",
-    "instant_add_column": "ADD COLUMN with a constant DEFAULT (also NOT NULL) changes metadata only, no table rewrite",
+    "instant_add_column": "ADD COLUMN with a constant DEFAULT (also NOT NULL) changes metadata only, "
+                          "no table rewrite",
     "concurrent_index": "an index can be built while writers keep writing",
     "lock_timeout_setting": "the setting that bounds how long a statement waits for a lock",
     "max_identifier_length": "longest table/column/index name; None: no limit",
@@ -154,7 +157,7 @@ class DatabaseCompat:
         return _is_true(self.get(capability))
 
     def required_version(self, capability: str) -> str | None:
-        """``"MariaDB 10.3.2"``: the first version of this flavour with ``capability``, if a version gate exists."""
+        """``"MariaDB 10.3.2"``: the first version of the flavour with ``capability``, if one gates it."""
         _check_capability(capability)
         gate = VERSION_GATES.get(self.flavour, {}).get(capability)
         if gate is None:
@@ -185,7 +188,7 @@ class DatabaseCompat:
         return f"{capability} is not available on {self.name} at any version{where}"
 
     def require(self, capability: str) -> None:
-        """Raise :class:`UnsupportedCapability` (naming the version needed) unless ``capability`` is present."""
+        """Raise :class:`UnsupportedCapability` (naming the version needed) unless ``capability`` is there."""
         if not self.has(capability):
             raise UnsupportedCapability(
                 self.explain_missing(capability),
@@ -225,7 +228,8 @@ class DatabaseCompat:
                 compat = DatabaseCompat.for_database(live)
                 if compat.flavour not in wanted:
                     raise UnsupportedCapability(
-                        f"{function.__name__} is written for {' / '.join(FLAVOUR_NAMES[f] for f in sorted(wanted))}; "
+                        f"{function.__name__} is written for "
+                        f"{' / '.join(FLAVOUR_NAMES[f] for f in sorted(wanted))}; "
                         f"the live database is {compat.name}",
                         capability=capability,
                         required_version=None,
@@ -270,7 +274,8 @@ def _database_from(args: tuple[Any, ...]) -> peewee.Database:
         return active
     raise ConfigurationError(
         "DatabaseCompat.requires cannot find the live database: pass database=, give the migration "
-        "the migrator (or database) as its first argument, or call it inside api.db.engines.compat.using_database(db)"
+        "the migrator (or database) as its first argument, or call it inside "
+        "api.db.engines.compat.using_database(db)"
     )
 
 

@@ -163,7 +163,9 @@ SET_STATEMENT_FLAVOURS = frozenset({"mariadb"})
 # -- connections, pool and health: client-side read/write timeouts on MySQL exceed the server's
 # statement limit by this much; the driver defaults; the variables preflight reports.
 MYSQL_IO_MARGIN = 10.0
-MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4"}
+# client_flag FOUND_ROWS (pymysql.constants.CLIENT.FOUND_ROWS = 2): an UPDATE reports the rows it matched,
+# as on PostgreSQL, not only those whose values changed; the fenced history writes decide from that count.
+MYSQL_DEFAULTS: dict[str, Any] = {"charset": "utf8mb4", "client_flag": 2}
 MYSQL_PREFLIGHT_TIMEOUTS = ("lock_wait_timeout", "innodb_lock_wait_timeout", "max_execution_time",
                             "max_statement_time", "wait_timeout")  # fmt: skip
 MYSQL_PREFLIGHT_SETTINGS = ("character_set_database", "sql_mode")
@@ -326,7 +328,7 @@ class MySQLEngine(Engine):
         on = [name for name in MYSQL_READ_ONLY_VARIABLES if values.get(name) in ("ON", "1")]
         return f"{' and '.join(on)} {'is' if len(on) == 1 else 'are'} ON" if on else None
     def _program_name(self, conn_id: Any) -> str | None:
-        """The holder's ``program_name`` connect attribute; None where performance_schema is off (MariaDB default)."""
+        """The holder's ``program_name`` connect attribute; None if performance_schema is off (MariaDB)."""
         try:
             row = self.database.execute_sql(
                 "SELECT ATTR_VALUE FROM performance_schema.session_connect_attrs "
@@ -402,7 +404,7 @@ class MySQLEngine(Engine):
         return None if row is None else str(row[0])
 
     def column_default_sql(self, table: str, column: str) -> str | None:
-        """The default as an expression: MySQL shows literals unquoted (MariaDB quotes them), expressions marked."""
+        """The default as SQL: MySQL shows literals unquoted (MariaDB quotes them), expressions marked."""
         row = self.database.execute_sql(
             "SELECT COLUMN_DEFAULT, EXTRA FROM information_schema.COLUMNS "
             "WHERE TABLE_SCHEMA = DATABASE() AND TABLE_NAME = %s AND COLUMN_NAME = %s",
@@ -473,30 +475,19 @@ class MySQLEngine(Engine):
 
     # -- authoring (rehearse) ----------------------------------------------------------------
 
-    scratch_privilege = "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+    scratch_privilege = (
+        "CREATE and DROP on the scratch database (GRANT CREATE, DROP ON `rehearse\\_%`.* TO <user>)"
+    )
 
     def scratch_name(self, token: str) -> str:
         return f"rehearse_{token}_{self.database.database}"[:64]
 
-    def create_scratch(self, name: str) -> None:
-        from api.db.error_handler import ErrorCategory, classify_error
-        from api.db.exceptions import ScratchDatabaseDenied
-
+    def scratch_create_sql(self, name: str) -> str:
         charset, collation = self.database.execute_sql(
             "SELECT DEFAULT_CHARACTER_SET_NAME, DEFAULT_COLLATION_NAME FROM information_schema.SCHEMATA "
             "WHERE SCHEMA_NAME = DATABASE()"
         ).fetchone()
-        try:
-            self.database.execute_sql(f"CREATE DATABASE `{name}` CHARACTER SET {charset} COLLATE {collation}")
-        except peewee.DatabaseError as exc:
-            info = classify_error(exc, self.name)
-            if info.category is ErrorCategory.PERMISSION_DENIED:
-                raise ScratchDatabaseDenied(
-                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs "
-                    f"{self.scratch_privilege}: grant it, or rehearse as a user that has it",
-                    privilege="CREATE", orig=exc,
-                ) from exc
-            raise
+        return f"CREATE DATABASE `{name}` CHARACTER SET {charset} COLLATE {collation}"
 
     def open_scratch(self, name: str) -> peewee.Database:
         return peewee.MySQLDatabase(name, thread_safe=False, **self.database.connect_params)
@@ -517,7 +508,7 @@ class MySQLEngine(Engine):
         ).fetchall())  # fmt: skip
 
     def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
-        """CREATE TABLE ... LIKE per table (+ INSERT ... SELECT ... LIMIT), then the foreign keys LIKE omits."""
+        """CREATE TABLE ... LIKE per table (+ INSERT ... SELECT ... LIMIT), then foreign keys LIKE drops."""
         source, tables = self.database.database, sorted(self.database.get_tables())
         scratch.connect(reuse_if_open=True)
         try:
@@ -540,7 +531,10 @@ class MySQLEngine(Engine):
         self.database.execute_sql(f"DROP DATABASE IF EXISTS `{name}`")
 
     def scratch_exists(self, name: str) -> bool:
-        return self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,)) > 0
+        return (
+            self.scalar("SELECT COUNT(*) FROM information_schema.SCHEMATA WHERE SCHEMA_NAME = %s", (name,))
+            > 0
+        )
 
     # -- connections, pool and health --------------------------------------------------------
 

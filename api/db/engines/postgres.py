@@ -257,7 +257,8 @@ class PostgresEngine(Engine):
 
     def unlock(self, conn: Any) -> tuple[bool, str]:
         with conn.cursor() as cur:
-            return scalar(cur, "SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,)) == 1, "SELECT pg_advisory_unlock"
+            return (scalar(cur, "SELECT pg_advisory_unlock(%s)", (PG_LOCK_KEY,)) == 1,
+                    "SELECT pg_advisory_unlock")
 
     def lock_label(self) -> str:
         return f"pg_advisory_lock {PG_LOCK_KEY}"
@@ -273,16 +274,19 @@ class PostgresEngine(Engine):
     def read_lock_holder(self) -> dict[str, Any]:
         classid, objid = pg_key_parts(PG_LOCK_KEY)
         cursor = self.database.execute_sql(
-            "SELECT a.pid, a.application_name, a.client_addr::text, a.usename, a.backend_start, a.xact_start, "
-            "a.state, left(a.query, 200) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+            "SELECT a.pid, a.application_name, a.client_addr::text, a.usename, a.backend_start, "
+            "a.xact_start, a.state, left(a.query, 200) "
+            "FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
             "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = %s AND l.objid = %s "
-            "AND l.objsubid = 1 AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            "AND l.objsubid = 1 "
+            "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
             (classid, objid),
         )
         row = cursor.fetchone()
         if not row:
             return {}
-        keys = ("pid", "application_name", "client_addr", "user", "backend_start", "xact_start", "state", "query")
+        keys = ("pid", "application_name", "client_addr", "user", "backend_start", "xact_start", "state",
+                "query")
         return dict(zip(keys, row))
 
     def after_lock(self, conn: Any) -> bool:
@@ -294,7 +298,9 @@ class PostgresEngine(Engine):
             with conn.cursor() as cur:
                 cur.execute(f"SET client_connection_check_interval = '{DEAD_CLIENT_CHECK}'")
         except Exception as exc:  # an older or restricted server: the lock works without it
-            logger.debug("client_connection_check_interval not set: %s", classify_error(exc, self.name).message)
+            logger.debug(
+                "client_connection_check_interval not set: %s", classify_error(exc, self.name).message
+            )
             return False
         return True
 
@@ -305,7 +311,9 @@ class PostgresEngine(Engine):
             with conn.cursor() as cur:
                 cur.execute("RESET client_connection_check_interval")
         except Exception as exc:  # a dead connection takes its settings with it
-            logger.warning("could not reset client_connection_check_interval: %s", classify_error(exc, self.name).message)
+            logger.warning(
+                "could not reset client_connection_check_interval: %s", classify_error(exc, self.name).message
+            )
 
     # -- migrations: the session behind a run, read-only targets -------------------------
 
@@ -388,7 +396,7 @@ class PostgresEngine(Engine):
         return max(rows, 0), int(row[1])
 
     def column_type_sql(self, table: str, column: str) -> str | None:
-        """``format_type`` of the column: the type with its length or precision (``character varying(20)``)."""
+        """``format_type`` of the column: the type with length or precision (``character varying(20)``)."""
         row = self.database.execute_sql(
             "SELECT format_type(a.atttypid, a.atttypmod) FROM pg_attribute a "
             "WHERE a.attrelid = to_regclass(quote_ident(%s)) AND a.attname = %s AND NOT a.attisdropped",
@@ -496,28 +504,15 @@ class PostgresEngine(Engine):
 
     # -- authoring (rehearse) ----------------------------------------------------------------
 
-    scratch_privilege = "CREATEDB (ALTER ROLE <user> CREATEDB)"
+    scratch_privilege = "CREATEDB privilege (ALTER ROLE <user> CREATEDB)"
     # pg_dump of the server's major version; another one can be named here.
     pg_dump_env = "API_DB_PG_DUMP"
 
     def scratch_name(self, token: str) -> str:
         return f"rehearse_{token}_{self.database.database}"[:63]
 
-    def create_scratch(self, name: str) -> None:
-        from api.db.error_handler import ErrorCategory, classify_error
-        from api.db.exceptions import ScratchDatabaseDenied
-
-        try:
-            self.database.execute_sql(f'CREATE DATABASE "{name}"')
-        except peewee.DatabaseError as exc:
-            info = classify_error(exc, self.name)
-            if info.category is ErrorCategory.PERMISSION_DENIED:
-                raise ScratchDatabaseDenied(
-                    f"cannot create the scratch database {name}: {info.message}; the rehearsal needs the "
-                    f"{self.scratch_privilege} privilege: grant it, or rehearse as a role that has it",
-                    privilege="CREATEDB", orig=exc,
-                ) from exc
-            raise
+    def scratch_create_sql(self, name: str) -> str:
+        return f'CREATE DATABASE "{name}"'
 
     def open_scratch(self, name: str) -> peewee.Database:
         return peewee.PostgresqlDatabase(name, thread_safe=False, **self.database.connect_params)
@@ -534,15 +529,18 @@ class PostgresEngine(Engine):
         server_major = int(self.scalar("SHOW server_version_num")) // 10000
         if binary is None:
             raise RehearsalError(f"pg_dump not found: install the PostgreSQL {server_major} client tools "
-                                 f"(postgresql-client-{server_major}) or set {self.pg_dump_env}=/path/to/pg_dump")
+                                 f"(postgresql-client-{server_major}) "
+                                 f"or set {self.pg_dump_env}=/path/to/pg_dump")
         text = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=30).stdout
         match = re.search(r"(\d+)(?:\.\d+)*", text)
         if match is None or int(match.group(1)) != server_major:
-            raise RehearsalError(f"{binary} is {text.strip() or 'unknown'}, the server is PostgreSQL {server_major}: "
+            raise RehearsalError(f"{binary} is {text.strip() or 'unknown'}, "
+                                 f"the server is PostgreSQL {server_major}: "
                                  f"set {self.pg_dump_env} to a pg_dump {server_major} (its output must suit "
                                  "this server)")
         params = self.database.connect_params
-        command = [binary, "--no-owner", "--no-privileges", "--no-comments", "-d", str(self.database.database)]
+        command = [binary, "--no-owner", "--no-privileges", "--no-comments", "-d",
+                   str(self.database.database)]
         for flag, key in (("-h", "host"), ("-p", "port"), ("-U", "user")):
             if params.get(key):
                 command += [flag, str(params[key])]

@@ -225,7 +225,9 @@ class SqliteEngine(Engine):
 
         path = str(self.database.database)
         if path in ("", ":memory:") or path.startswith("file::memory:"):
-            raise ConfigurationError("an in-memory SQLite database cannot be rehearsed: it has no file to copy")
+            raise ConfigurationError(
+                "an in-memory SQLite database cannot be rehearsed: it has no file to copy"
+            )
         return f"{path}.rehearse-{token}"
 
     def create_scratch(self, name: str) -> None:
@@ -243,7 +245,9 @@ class SqliteEngine(Engine):
         sqlite3.connect(name).close()
 
     def open_scratch(self, name: str) -> peewee.Database:
-        return peewee.SqliteDatabase(name, thread_safe=False, pragmas=dict(getattr(self.database, "_pragmas", ())))
+        return peewee.SqliteDatabase(
+            name, thread_safe=False, pragmas=dict(getattr(self.database, "_pragmas", ()))
+        )
 
     def copy_into_scratch(self, scratch: peewee.Database, rows: int, whole: frozenset[str]) -> list[str]:
         """The online backup API copies the file; then each table keeps its first ``rows`` rows."""
@@ -256,7 +260,8 @@ class SqliteEngine(Engine):
                 if table not in whole and not table.startswith("sqlite_"):
                     quoted = '"' + table.replace('"', '""') + '"'
                     scratch.execute_sql(
-                        f"DELETE FROM {quoted} WHERE rowid NOT IN (SELECT rowid FROM {quoted} LIMIT {int(rows)})"
+                        f"DELETE FROM {quoted} WHERE rowid NOT IN "
+                        f"(SELECT rowid FROM {quoted} LIMIT {int(rows)})"
                     )
         finally:
             scratch.close()

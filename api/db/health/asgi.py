@@ -38,7 +38,7 @@ def _environ(scope: Scope, path: str) -> dict[str, Any]:
 
 
 def _relative_path(scope: Scope) -> str:
-    """The path below the mount point (Starlette keeps the full path in ``path``, the prefix in ``root_path``)."""
+    """The path below the mount point (Starlette: the full path in ``path``, the prefix in ``root_path``)."""
     path = str(scope.get("path") or "/")
     root = str(scope.get("root_path") or "")
     if root and path.startswith(root):
@@ -59,10 +59,12 @@ class HealthASGIApp:
         *,
         timeout: float | None = None,
         latency_threshold_ms: float | None = None,
+        ready_on_replica: bool = True,
         fallback: ASGIApp | None = None,
     ) -> None:
         self.wsgi = HealthApp(db, migrations, cache_ttl, expose_details, token, timeout=timeout,
-                              latency_threshold_ms=latency_threshold_ms)  # fmt: skip
+                              latency_threshold_ms=latency_threshold_ms,
+                              ready_on_replica=ready_on_replica)  # fmt: skip
         self.checker = self.wsgi.checker
         self.fallback = fallback
 
@@ -73,7 +75,11 @@ class HealthASGIApp:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope.get("type")
         if kind == "lifespan":
-            await (self._lifespan_through(scope, receive, send) if self.fallback else self._lifespan(receive, send))
+            await (
+                self._lifespan_through(scope, receive, send)
+                if self.fallback
+                else self._lifespan(receive, send)
+            )
             return
         path = _relative_path(scope)
         if self.fallback is not None and (kind != "http" or path.rstrip("/") not in ROUTES):

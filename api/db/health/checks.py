@@ -81,7 +81,7 @@ PROBE_IO_TIMEOUT = 2.0  # seconds; MySQL client-side read/write timeout of the p
 
 @dataclass
 class DatabaseHealth:
-    """The outcome of one check. ``error`` and ``server_version`` are details an endpoint shows only on request."""
+    """The outcome of one check. ``error`` and ``server_version`` are shown only on request."""
 
     status: str
     reachable: bool
@@ -96,7 +96,8 @@ class DatabaseHealth:
     pgvector_version: str | None
     migrations_checked: bool  # False when no migrations were declared to the check
     migrations_known: bool = True  # False when the migration state could not be read (database down)
-    migrations_pending: list[str] = field(default_factory=list)  # declared, not applied (running ones included)
+    # declared, not applied (running ones included)
+    migrations_pending: list[str] = field(default_factory=list)
     migrations_running: list[str] = field(default_factory=list)
     migrations_failed: list[str] = field(default_factory=list)
     migrations_applied: int = 0  # history rows with status success or skipped
@@ -115,7 +116,7 @@ class DatabaseHealth:
 
     @property
     def ready(self) -> bool:
-        """Fit for traffic: the database answers, no migration pending/running/failed, the pool not exhausted."""
+        """Fit for traffic: the database answers, no migration pending/running/failed, pool not exhausted."""
         return (
             self.reachable
             and not self.migrations_pending
@@ -249,7 +250,12 @@ class HealthChecker:
     ) -> None:
         for name, value, low in (("cache_ttl", cache_ttl, 0.0), ("timeout", timeout, 0.001),
                                  ("latency_threshold_ms", latency_threshold_ms, 0.0)):  # fmt: skip
-            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < low:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, float))
+                or not math.isfinite(value)
+                or value < low
+            ):
                 raise ConfigurationError(f"{name} is {value!r}: expected a number of at least {low:g}")
         self.db: Any = db
         self.engine = db_type(db)
@@ -280,7 +286,7 @@ class HealthChecker:
         return time.monotonic() - self.started
 
     def _after_fork_in_child(self) -> None:
-        """In a forked child: drop the inherited probe connection unclosed, forget the parent's run and cache."""
+        """In a forked child: drop the inherited probe connection unclosed, forget the parent's run, cache."""
         probe = self.probe_db
         if probe is not self.db and probe._state.conn is not None:
             forks.detach_descriptors([engine_for(self.db).connection_fileno(probe._state.conn)])
@@ -312,7 +318,9 @@ class HealthChecker:
             if run is None:
                 run = self._running = _Run()
                 self.checks_total += 1
-                worker = threading.Thread(target=self._work, args=(run,), name="api.db-health-probe", daemon=True)
+                worker = threading.Thread(
+                    target=self._work, args=(run,), name="api.db-health-probe", daemon=True
+                )
                 worker.start()
         if run.done.wait(max(0.0, self.timeout - (time.monotonic() - arrived))) and run.health is not None:
             return run.health
@@ -384,7 +392,8 @@ class HealthChecker:
             return
         level = logging.DEBUG if error == self._failing else logging.WARNING
         logger.log(level, "health check of %s failed: %s", _name(self.db), error,
-                   extra={"event": "health_check", "check": "database", "status": "fail", "engine": self.engine})
+                   extra={"event": "health_check", "check": "database", "status": "fail",
+                          "engine": self.engine})
         self._failing = error
 
     def _probe(self, facts: _DatabaseFacts) -> None:
@@ -475,7 +484,9 @@ class HealthChecker:
             self.probe_db.close()
         except Exception as exc:  # the connection is broken already; closing it is best effort
             info = classify_error(exc, self.engine)
-            logger.debug("health probe of %s: close failed (%s): %s", _name(self.db), info.category.value, info.message)
+            logger.debug(
+                "health probe of %s: close failed (%s): %s", _name(self.db), info.category.value, info.message
+            )
 
     # ------------------------------------------------------------------ verdict
 
@@ -625,9 +636,13 @@ def _name(db: Any) -> str:
 
 def _checker_for(db: peewee.Database, migrations: Iterable[MigrationLike] | None, timeout: float,
                  latency_threshold_ms: float) -> HealthChecker:  # fmt: skip
-    """The checker :func:`check_database_health` keeps on ``db``, so its probe connection and single-flight last."""
+    """The checker :func:`check_database_health` keeps on ``db``, so its probe and single-flight last."""
     items = None if migrations is None else list(migrations)
-    key = (None if items is None else tuple(m.name for m in plan_migrations(items)), timeout, latency_threshold_ms)
+    key = (
+        None if items is None else tuple(m.name for m in plan_migrations(items)),
+        timeout,
+        latency_threshold_ms,
+    )
     with _REGISTRY_LOCK:
         state = state_of(db)
         checkers: dict[Any, HealthChecker] = state.health_checkers
@@ -656,7 +671,7 @@ def check_database_health(
     timeout: float = DEFAULT_TIMEOUT,
     latency_threshold_ms: float = DEFAULT_LATENCY_THRESHOLD_MS,
 ) -> DatabaseHealth:
-    """Check ``db`` now (no cache) within ``timeout`` seconds: reachability, latency, pool, migrations, pgvector."""
+    """Check ``db`` now (no cache) within ``timeout`` s: reachability, latency, pool, migrations, pgvector."""
     return _checker_for(db, migrations, timeout, latency_threshold_ms).check(max_age=0.0)
 
 

@@ -53,7 +53,8 @@ SYNC_INTERVAL = 1.0  # seconds between two syncs of a process's counters into th
 
 # (metric name without prefix, get_pool_stats key, help) for gauges and counters read straight from the stats.
 POOL_GAUGES: tuple[tuple[str, str, str], ...] = (
-    ("pool_connections_max", "max", "Largest number of connections the pool may hold (POOL_MAX_CONNECTIONS)."),
+    ("pool_connections_max", "max",
+     "Largest number of connections the pool may hold (POOL_MAX_CONNECTIONS)."),
     ("pool_connections_min", "min", "Connections the pool keeps open (POOL_MIN_CONNECTIONS)."),
     ("pool_connections_active", "active", "Connections checked out of the pool now."),
     ("pool_connections_idle", "idle", "Open connections waiting in the pool now."),
@@ -61,11 +62,13 @@ POOL_GAUGES: tuple[tuple[str, str, str], ...] = (
 )
 POOL_COUNTERS: tuple[tuple[str, str, str], ...] = (
     ("pool_acquisitions", "acquisitions_total", "Connections handed out by the pool."),
-    ("pool_acquisition_timeouts", "acquisition_timeouts_total", "Checkouts that gave up after POOL_ACQUIRE_TIMEOUT."),
+    ("pool_acquisition_timeouts", "acquisition_timeouts_total",
+     "Checkouts that gave up after POOL_ACQUIRE_TIMEOUT."),
     ("pool_connections_created", "connections_created_total", "Connections opened by the pool."),
     ("pool_connections_closed", "connections_closed_total", "Connections closed by the pool."),
     ("pool_connections_lost", "connections_lost_total", "Connections found broken and discarded."),
-    ("pool_connections_reclaimed", "connections_reclaimed_total", "Connections taken back from threads that ended."),
+    ("pool_connections_reclaimed", "connections_reclaimed_total",
+     "Connections taken back from threads that ended."),
     ("pool_leaks_detected", "leaks_detected_total", "Checkouts held longer than POOL_LEAK_THRESHOLD."),
     ("queries", "queries_total", "Statements executed (query monitoring on)."),
     ("slow_queries", "slow_queries_total", "Statements slower than DB_SLOW_QUERY_MS."),
@@ -92,7 +95,7 @@ def database_name(db: Any) -> str:
 
 
 class DatabaseCollector:
-    """A ``prometheus_client`` collector for one :class:`~api.db.health.checks.HealthChecker` and its database.
+    """A ``prometheus_client`` collector for one :class:`~api.db.health.checks.HealthChecker` and its db.
 
     ``pool=False`` leaves out the pool, query and check counters (multiprocess mode reads them from
     the processes' files instead). ``details=False`` leaves the ``version`` label of ``api_db_info``
@@ -137,12 +140,15 @@ class DatabaseCollector:
         return family
 
     def _health_metrics(self, health: DatabaseHealth) -> Iterator[Metric]:
-        info = GaugeMetricFamily(PREFIX + "info", "The database server: engine, flavour and version (always 1).",
+        info = GaugeMetricFamily(PREFIX + "info",
+                                 "The database server: engine, flavour and version (always 1).",
                                  labels=["engine", "flavour", "version", "database"])  # fmt: skip
         version = (health.server_version or "") if self.details else ""
         info.add_metric([health.engine, health.flavour, version, self.label], 1)
         yield info
-        yield self._gauge("up", "1 when the database answered the last health check.", 1 if health.reachable else 0)
+        yield self._gauge(
+            "up", "1 when the database answered the last health check.", 1 if health.reachable else 0
+        )
         status = GaugeMetricFamily(PREFIX + "health_status", "1 for the status of the last health check.",
                                    labels=["status", "database"])  # fmt: skip
         for name in STATUSES:
@@ -151,11 +157,14 @@ class DatabaseCollector:
         yield self._gauge("ready", "1 when the last health check found the database ready for traffic.",
                           1 if health.ready else 0)  # fmt: skip
         latency = math.nan if health.latency_ms is None else health.latency_ms / 1e3
-        yield self._gauge("health_check_latency_seconds", "SELECT 1 round trip of the last health check (NaN if none).",
+        yield self._gauge("health_check_latency_seconds",
+                          "SELECT 1 round trip of the last health check (NaN if none).",
                           latency)  # fmt: skip
         yield self._gauge("health_check_duration_seconds", "Duration of the last health check.",
                           health.check_duration_ms / 1e3)  # fmt: skip
-        yield self._gauge("health_check_timestamp_seconds", "Unix time the last health check finished.", health.checked_at)
+        yield self._gauge(
+            "health_check_timestamp_seconds", "Unix time the last health check finished.", health.checked_at
+        )
         yield from self._migration_metrics(health)
         yield self._gauge("pgvector_available", "1 when the pgvector extension is installed.",
                           1 if health.pgvector_available else 0)  # fmt: skip
@@ -166,10 +175,14 @@ class DatabaseCollector:
         started = set(health.migrations_running) | set(health.migrations_failed)
         pending = [n for n in health.migrations_pending if n not in started]
         values = (
-            ("migrations_applied", "Migrations recorded success or skipped (NaN: unknown).", health.migrations_applied),
-            ("migrations_pending", "Declared migrations not applied, running or failed (NaN: unknown).", len(pending)),
-            ("migrations_running", "Migrations recorded running (NaN: unknown).", len(health.migrations_running)),
-            ("migrations_failed", "Migrations recorded failed (NaN: unknown).", len(health.migrations_failed)),
+            ("migrations_applied", "Migrations recorded success or skipped (NaN: unknown).",
+             health.migrations_applied),
+            ("migrations_pending", "Declared migrations not applied, running or failed (NaN: unknown).",
+             len(pending)),
+            ("migrations_running", "Migrations recorded running (NaN: unknown).",
+             len(health.migrations_running)),
+            ("migrations_failed", "Migrations recorded failed (NaN: unknown).",
+             len(health.migrations_failed)),
         )
         for name, doc, value in values:
             yield self._gauge(name, doc, value if known else math.nan)
@@ -388,7 +401,8 @@ class MetricsEndpoint:
                 from api.db.exceptions import ConfigurationError
 
                 raise ConfigurationError(
-                    f"{MULTIPROC_ENV}={path} is not a directory: create it (empty, shared by the workers) or unset it"
+                    f"{MULTIPROC_ENV}={path} is not a directory: create it (empty, shared by the workers) "
+                    "or unset it"
                 )
             MultiProcessCollector(self.registry, path=path)
             self.registry.register(DatabaseCollector(checker, pool=False, details=details))

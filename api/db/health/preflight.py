@@ -107,7 +107,11 @@ def _connection_headroom(report: ExtendedPreflightReport, info: ServerInfo, requ
         return
     workers = max(1, report.workers)
     pool = per_worker * workers
-    what = f"{workers} workers x POOL_MAX_CONNECTIONS {per_worker} = {pool}" if workers > 1 else f"the pool's {pool}"
+    what = (
+        f"{workers} workers x POOL_MAX_CONNECTIONS {per_worker} = {pool}"
+        if workers > 1
+        else f"the pool's {pool}"
+    )
     free = limit - (report.current_connections or 0)
     if pool > limit:
         report.check(
@@ -141,7 +145,11 @@ def _pgvector(report: ExtendedPreflightReport, info: ServerInfo, require_pgvecto
     vector = report.pgvector or {}
     support = vector.get("support")
     if support == Support.NOT_INSTALLED.value and report.uses_vectors is False and not require_pgvector:
-        report.check("pgvector", Level.PASS, "pgvector not installed; the declared migrations and models use no vectors")
+        report.check(
+            "pgvector",
+            Level.PASS,
+            "pgvector not installed; the declared migrations and models use no vectors",
+        )
     elif support == Support.NOT_INSTALLED.value:
         level = Level.FAIL if require_pgvector else Level.WARN
         report.check("pgvector", level, "; ".join(vector.get("reasons", [])) or "pgvector not installed")
@@ -288,7 +296,9 @@ def _web_concurrency() -> int:
     if not raw:
         return 1
     if not raw.isdigit() or int(raw) < 1:
-        raise ConfigurationError(f"WEB_CONCURRENCY={raw!r}: expected a whole number of worker processes (1 or more)")
+        raise ConfigurationError(
+            f"WEB_CONCURRENCY={raw!r}: expected a whole number of worker processes (1 or more)"
+        )
     return int(raw)
 
 
@@ -326,7 +336,7 @@ def get_extended_diagnostics(
     uses_vectors: bool | None = None,
     workers: int | None = None,
 ) -> ExtendedPreflightReport:
-    """Gather and judge the preflight facts of ``database``; an unreachable server is a failed check, not an exception.
+    """Gather and judge the preflight facts of ``database``; an unreachable server fails a check.
 
     ``uses_vectors``: whether the application uses vector types (:func:`declares_vectors`); False turns a
     missing pgvector from a warning into a pass. ``workers``: processes each opening a pool of this

@@ -1,4 +1,4 @@
-"""``health_app``: a WSGI application with Kubernetes probes and Prometheus metrics, and a threaded server for it.
+"""``health_app``: a WSGI app with Kubernetes probes and Prometheus metrics, and a threaded server for it.
 
 =====================  ==========================================================
 ``GET /health/live``   200 while the process serves requests; never touches the database
@@ -44,8 +44,8 @@ StartResponse = Callable[..., Any]
 LIVE, READY, DETAILED, METRICS = "/health/live", "/health/ready", "/health/detailed", "/metrics"
 ROUTES = (LIVE, READY, DETAILED, METRICS)
 ALLOWED_METHODS = ("GET", "HEAD")
-_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 500: "Internal Server Error",
-            501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
+_REASONS = {200: "OK", 401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed",
+            500: "Internal Server Error", 501: "Not Implemented", 503: "Service Unavailable"}  # fmt: skip
 
 
 class HealthApp:
@@ -71,7 +71,9 @@ class HealthApp:
         ready_on_replica: bool = True,
     ) -> None:
         if token is not None and (not isinstance(token, str) or not token.strip()):
-            raise ConfigurationError("token is empty: give a secret string, or None to leave /health/detailed open")
+            raise ConfigurationError(
+                "token is empty: give a secret string, or None to leave /health/detailed open"
+            )
         options: dict[str, Any] = {}
         if timeout is not None:
             options["timeout"] = timeout
@@ -86,7 +88,9 @@ class HealthApp:
         try:
             from api.db.health.metrics import MetricsEndpoint
         except ImportError as exc:  # the metrics extra is optional; /metrics says how to get it
-            self._metrics_missing = f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
+            self._metrics_missing = (
+                f"{exc.name or 'prometheus_client'} is not installed: pip install 'api-db[metrics]'"
+            )
             logger.warning("/metrics disabled: %s", self._metrics_missing)
         else:
             self._metrics = MetricsEndpoint(self.checker, details=self.expose_details)
@@ -103,15 +107,19 @@ class HealthApp:
         start_response(f"{status} {_REASONS[status]}", headers)
         return [] if method == "HEAD" else [body]
 
-    def respond(self, method: str, path: str, environ: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
-        """Status, headers and body for one request (``environ`` gives the HTTP_* headers); shared with ASGI."""
+    def respond(
+        self, method: str, path: str, environ: dict[str, Any]
+    ) -> tuple[int, list[tuple[str, str]], bytes]:
+        """Status, headers and body for one request (``environ`` has the HTTP_* headers); shared with ASGI."""
         if len(path) > 1:
             path = path.rstrip("/")
         try:
             if path not in ROUTES:
                 status, headers, body = _json(404, {"status": "not found", "paths": list(ROUTES)})
             elif method not in ALLOWED_METHODS:
-                status, headers, body = _json(405, {"status": "method not allowed", "allowed": list(ALLOWED_METHODS)})
+                status, headers, body = _json(
+                    405, {"status": "method not allowed", "allowed": list(ALLOWED_METHODS)}
+                )
                 headers.append(("Allow", ", ".join(ALLOWED_METHODS)))
             else:
                 status, headers, body = self._route(path, environ)
@@ -154,11 +162,16 @@ class HealthApp:
 
 def _json(status: int, data: dict[str, Any]) -> tuple[int, list[tuple[str, str]], bytes]:
     body = redact_text(json.dumps(data, separators=(",", ":"), sort_keys=True)).encode()
-    headers = [("Content-Type", "application/json"), ("Cache-Control", "no-store"), ("Content-Length", str(len(body)))]
+    headers = [
+        ("Content-Type", "application/json"),
+        ("Cache-Control", "no-store"),
+        ("Content-Length", str(len(body))),
+    ]
     return status, headers, body
 
 
-# The documented entry point: health_app(db, migrations=None, cache_ttl=5.0, expose_details=False, token=None).
+# The documented entry point: health_app(db, migrations=None, cache_ttl=5.0, expose_details=False,
+# token=None).
 health_app = HealthApp
 
 
@@ -182,14 +195,14 @@ class _LoggingHandler(WSGIRequestHandler):
 
 
 def make_health_server(app: Any, host: str = "127.0.0.1", port: int = 8080) -> ThreadingWSGIServer:
-    """A threaded ``wsgiref`` server for ``app`` bound to ``host:port`` (port 0: any free port); not started."""
+    """A threaded ``wsgiref`` server for ``app`` bound to ``host:port`` (0: any free port); not started."""
     server = make_server(host, port, app, server_class=ThreadingWSGIServer, handler_class=_LoggingHandler)
     assert isinstance(server, ThreadingWSGIServer)
     return server
 
 
 def run_until_stopped(server: ThreadingWSGIServer) -> None:
-    """``server.serve_forever()`` until Ctrl-C or, when called from the main thread, SIGTERM (a container stop)."""
+    """``server.serve_forever()`` until Ctrl-C or, from the main thread, SIGTERM (a container stop)."""
     previous: Any = None
     if threading.current_thread() is threading.main_thread():
 
@@ -224,7 +237,9 @@ class ServeLimits:
     def __post_init__(self) -> None:
         for name in ("threads", "connection_limit", "backlog", "max_request_header_size"):
             if int(getattr(self, name)) < 1:
-                raise ConfigurationError(f"serve limit {name}={getattr(self, name)!r}: give a whole number >= 1")
+                raise ConfigurationError(
+                    f"serve limit {name}={getattr(self, name)!r}: give a whole number >= 1"
+                )
         for name in ("channel_timeout", "shutdown_timeout"):
             if not float(getattr(self, name)) > 0:
                 raise ConfigurationError(f"serve limit {name}={getattr(self, name)!r}: give seconds > 0")
@@ -245,7 +260,7 @@ def _raise_file_limit(needed: int) -> None:
 
 def make_bounded_server(app: Any, host: str = "127.0.0.1", port: int = 8080,
                         limits: ServeLimits | None = None) -> Any:
-    """A ``waitress`` server for ``app`` with ``limits``; bound to ``host:port`` (0: any free port), not started."""
+    """A ``waitress`` server for ``app`` with ``limits`` on ``host:port`` (0: any free port), not started."""
     limits = limits or ServeLimits()
     try:
         from waitress.server import create_server
@@ -262,7 +277,7 @@ def make_bounded_server(app: Any, host: str = "127.0.0.1", port: int = 8080,
 
 
 def serve_until_stopped(server: Any, limits: ServeLimits | None = None) -> None:
-    """Run a :func:`make_bounded_server` server until Ctrl-C or SIGTERM (from the main thread), then close it."""
+    """Run a :func:`make_bounded_server` server until Ctrl-C or SIGTERM (main thread only), then close it."""
     limits = limits or ServeLimits()
     stop = threading.Event()
     previous: Any = None
@@ -272,7 +287,8 @@ def serve_until_stopped(server: Any, limits: ServeLimits | None = None) -> None:
         previous = signal.signal(signal.SIGTERM, lambda signum, frame: stop.set())
     try:
         while not stop.is_set():  # one poll at a time (at most asyncore_loop_timeout), then look at the flag
-            server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server), use_poll=True,
+            server.asyncore.loop(timeout=server.adj.asyncore_loop_timeout, map=_channels(server),
+                                 use_poll=True,
                                  count=1)  # fmt: skip
     except KeyboardInterrupt:  # Ctrl-C: the other way to stop
         stop.set()

@@ -182,8 +182,8 @@ def index_conflict(index: Any, table: str, columns: Sequence[str], unique: bool)
     """The typed error for an index name already taken by an index on something else."""
     wanted = f"{table} ({', '.join(columns)}){' UNIQUE' if unique else ''}"
     return SchemaConflict(
-        f"index name {index.name} is already taken by the index {describe_index(index)}, not one on {wanted}: "
-        "drop or rename that index, or give the new one another name (add_index(..., name=...))",
+        f"index name {index.name} is already taken by the index {describe_index(index)}, not one on "
+        f"{wanted}: drop or rename that index, or give the new one another name (add_index(..., name=...))",
         category="duplicate_index",
         table=table,
     )
@@ -234,7 +234,7 @@ def add_column_verdict(
     kwargs: dict[str, Any],
     statement: str | None = None,
 ) -> Adoption:
-    """add_column: the column is in effect, and so is its index (created now when only the index is missing)."""
+    """add_column: the column is in effect, and so is its index (created now if only the index is missing)."""
     table, column, fld = _add_column_args(args, kwargs)
     if fld is None:
         return NOT_IN_EFFECT
@@ -379,7 +379,10 @@ _SQL_OBJECTS: tuple[tuple[str, re.Pattern[str]], ...] = (
 
 
 # Other schema objects, whose existence the engine reads from its catalog (Engine.schema_object_exists).
-_KINDS = r"(view|materialized\s+view|function|procedure|trigger|constraint\s+trigger|sequence|type|extension|schema)"
+_KINDS = (
+    r"(view|materialized\s+view|function|procedure|trigger|constraint\s+trigger|sequence|type|extension"
+    r"|schema)"
+)
 _CREATE_OTHER = re.compile(
     rf"^create\s+(?:or\s+replace\s+)?(?:definer\s*=\s*\S+\s+)?(?:temp\s+|temporary\s+)?{_KINDS}\s+"
     rf"(?:if\s+not\s+exists\s+)?{_NAME}",

@@ -37,7 +37,8 @@ def _is_pwasyncio(db: peewee.Database) -> bool:
 def _sync_twin(db: peewee.Database) -> peewee.Database:
     """A plain peewee database of the same family, database and connect parameters as a pwasyncio one."""
     family = next(cls for cls in type(db).__mro__[1:]
-                  if issubclass(cls, peewee.Database) and not cls.__module__.startswith("playhouse.pwasyncio"))  # fmt: skip
+                  if issubclass(cls, peewee.Database)
+                  and not cls.__module__.startswith("playhouse.pwasyncio"))  # fmt: skip
     twin: peewee.Database = family(db.database, **dict(db.connect_params))
     return twin
 
@@ -50,7 +51,9 @@ def _migrate_on_twin(db: peewee.Database, migrations: list[Any], options: dict[s
         twin.close()
 
 
-def _migrate_in_thread(db: peewee.Database, migrations: list[Any], options: dict[str, Any]) -> MigrationReport:
+def _migrate_in_thread(
+    db: peewee.Database, migrations: list[Any], options: dict[str, Any]
+) -> MigrationReport:
     """``migrate_db`` holding one connection of the thread, returned to the pool at the end."""
     with db.connection_context():
         return migrate_db(db, migrations, **options)
@@ -59,7 +62,7 @@ def _migrate_in_thread(db: peewee.Database, migrations: list[Any], options: dict
 async def migrate_db_async(
     db: peewee.Database, migrations: Iterable[MigrationLike], **options: Any
 ) -> MigrationReport:
-    """:func:`~api.db.migrate.runner.migrate_db` for asyncio; the same keywords, the same report and errors."""
+    """:func:`~api.db.migrate.runner.migrate_db` for asyncio: the same keywords, report and errors."""
     items = list(migrations)
     if _is_pwasyncio(db):
         return await asyncio.to_thread(_migrate_on_twin, db, items, options)

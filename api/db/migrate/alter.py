@@ -34,7 +34,9 @@ def _schema_migrator(migrator: Any) -> SchemaMigrator:
         return migrator
     if isinstance(migrator, peewee.Database):
         return make_schema_migrator(migrator)
-    raise ConfigurationError(f"expected a SchemaMigrator, a Migrator or a Database, got {type(migrator).__name__}")
+    raise ConfigurationError(
+        f"expected a SchemaMigrator, a Migrator or a Database, got {type(migrator).__name__}"
+    )
 
 
 def _alter(migrator: Any, operation: str, table: str, column: str, *args: Any) -> bool:
@@ -52,7 +54,9 @@ def _alter(migrator: Any, operation: str, table: str, column: str, *args: Any) -
         if already_applied(exc, operation, db=db, db_type=engine, table=table, **old_new):
             logger.info("%s %s.%s: already done, skipping", operation, table, column)
             return True
-        return StandardErrorHandler.handle_migration_error(exc, table, column, operation, engine, sql=log.last)
+        return StandardErrorHandler.handle_migration_error(
+            exc, table, column, operation, engine, sql=log.last
+        )
     return True
 
 

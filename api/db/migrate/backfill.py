@@ -48,7 +48,9 @@ class BackfillSpec:
         if isinstance(self.pause, bool) or not isinstance(self.pause, (int, float)) or not self.pause >= 0:
             raise ConfigurationError(f"backfill pause must be a number of seconds >= 0, got {self.pause!r}")
         if self.where is not None and not isinstance(self.where, peewee.Node):
-            raise ConfigurationError("backfill where= must be a peewee SQL or expression, e.g. SQL('name IS NULL')")
+            raise ConfigurationError(
+                "backfill where= must be a peewee SQL or expression, e.g. SQL('name IS NULL')"
+            )
         if self.throttle is not None and not callable(self.throttle):
             raise ConfigurationError("backfill throttle= must be a callable returning seconds to wait")
 

@@ -164,7 +164,9 @@ def _too_many_arguments(fn: MigrationFn) -> bool:
     except (TypeError, ValueError):
         return False
     required = [
-        p for p in params if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        p
+        for p in params
+        if p.default is p.empty and p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
     ]
     return len(required) > 1
 
@@ -178,7 +180,7 @@ def _quick_arity_ok(fn: Any) -> bool:
 
 
 def _quick_names(items: list[Any]) -> list[str] | None:
-    """The names of ``items`` when the whole list is obviously valid (the common case at every boot), else None.
+    """The names of ``items`` when the whole list is plainly valid (the usual case at boot), else None.
 
     Whole-list operations in C (map, set, attrgetter) instead of a Python loop of
     checks: a fraction of a microsecond a migration. None sends the list through
@@ -271,7 +273,8 @@ def plan_migrations(migrations: Iterable[MigrationLike]) -> list[Migration]:
     """
     if isinstance(migrations, (str, bytes, dict)) or not isinstance(migrations, Iterable):
         raise MigrationDeclarationError(
-            f"migrations must be a list of Migration(name, fn) or (name, fn[, down]) tuples, not {type(migrations).__name__}"
+            "migrations must be a list of Migration(name, fn) or (name, fn[, down]) tuples, "
+            f"not {type(migrations).__name__}"
         )
     problems: list[str] = []
     planned: list[Migration] = []
@@ -338,7 +341,9 @@ def _declaration_problems(index: int, migration: Migration, seen: dict[str, int]
             f"at position {control.start()}; use printable characters only"
         )
     if len(name) > NAME_MAX_LENGTH:
-        problems.append(f"{where}: the name has {len(name)} characters; the history column holds {NAME_MAX_LENGTH}")
+        problems.append(
+            f"{where}: the name has {len(name)} characters; the history column holds {NAME_MAX_LENGTH}"
+        )
     if name in seen:
         problems.append(f"{where}: duplicate name, already used by migration #{seen[name]}")
     if not callable(migration.fn):

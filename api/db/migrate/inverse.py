@@ -80,8 +80,8 @@ def _drop_index(db: peewee.Database, a: dict[str, Any]) -> Entry:
         return {"op": NOOP}
     if " where " in (index.sql or "").lower():
         return {"op": IRREVERSIBLE}
-    return {"op": "add_index", "table": a["table"], "columns": list(index.columns), "unique": bool(index.unique),
-            "name": index.name}  # fmt: skip
+    return {"op": "add_index", "table": a["table"], "columns": list(index.columns),
+            "unique": bool(index.unique), "name": index.name}  # fmt: skip
 
 
 def _create_tables(db: peewee.Database, a: dict[str, Any]) -> Entry:
@@ -99,7 +99,8 @@ def _column_state(db: peewee.Database, table: str, column: str) -> Entry:
     engine = engine_for(db)
     meta = _column(db, table, column)
     return {"table": table, "column": column, "type": engine.column_type_sql(table, column),
-            "null": True if meta is None else bool(meta.null), "default": engine.column_default_sql(table, column)}  # fmt: skip
+            "null": True if meta is None else bool(meta.null),
+            "default": engine.column_default_sql(table, column)}  # fmt: skip
 
 
 def _alter_column_type(db: peewee.Database, a: dict[str, Any]) -> Entry:
@@ -134,7 +135,8 @@ class InverseRecorder:
     def __init__(self, seed: Sequence[Entry] | None = None) -> None:
         self.entries: list[Entry] = list(seed or ())
 
-    def before(self, db: peewee.Database, migrator: Any, index: int, op: tuple[str, Sequence[Any], dict[str, Any]],
+    def before(self, db: peewee.Database, migrator: Any, index: int,
+               op: tuple[str, Sequence[Any], dict[str, Any]],
                description: str) -> None:  # fmt: skip
         """Record the inverse of operation ``index`` (name, args, kwargs) before it runs."""
         if index < len(self.entries):  # recorded by an earlier, interrupted run of the same migration
@@ -144,7 +146,9 @@ class InverseRecorder:
         if inverse is None:
             entry: Entry = {"op": IRREVERSIBLE}
         else:
-            entry = inverse(db, {"table": args[0] if args else None, **_arguments(migrator, name, args, kwargs)})
+            entry = inverse(
+                db, {"table": args[0] if args else None, **_arguments(migrator, name, args, kwargs)}
+            )
         entry["operation"] = description
         del self.entries[index:]
         self.entries.append(entry)
@@ -176,7 +180,9 @@ class CatalogTypeField(peewee.Field):
     def __init__(self, entry: Entry) -> None:
         default = entry.get("default")
         # No column name: playhouse writes the column itself before the field's definition.
-        super().__init__(null=bool(entry["null"]), constraints=[peewee.SQL(f"DEFAULT {default}")] if default else None)
+        super().__init__(
+            null=bool(entry["null"]), constraints=[peewee.SQL(f"DEFAULT {default}")] if default else None
+        )
         self.field_type = str(entry["type"])  # type: ignore[misc]
 
 

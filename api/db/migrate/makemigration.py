@@ -117,7 +117,8 @@ class _Planner:
         adds = {(f.model._meta.table_name, f.column_name) for f in self.diff.add_columns}
         for (table, old), new in self.renames.items():
             if (table, old) not in drops:
-                raise ConfigurationError(f"--rename {table}.{old}:{new}: the database has no column {table}.{old} "
+                raise ConfigurationError(f"--rename {table}.{old}:{new}: "
+                                         f"the database has no column {table}.{old} "
                                          "that the models lack; check the table and the old name")
             if (table, new) not in adds:
                 raise ConfigurationError(f"--rename {table}.{old}:{new}: the models have no new column "
@@ -157,10 +158,12 @@ class _Planner:
             if not fld.null and fld.default is None:
                 fld = fld.clone()
                 fld.null = True
-                note = (f"{table}.{column} is NOT NULL without a default in the model: added nullable; fill it "
-                        f"(m.backfill or an UPDATE), then m.add_not_null({table!r}, {column!r})")
+                note = (f"{table}.{column} is NOT NULL without a default in the model: added nullable; fill "
+                        f"it (m.backfill or an UPDATE), then m.add_not_null({table!r}, {column!r})")
             source = field_source(fld, self.plan.imports, self.plan.frozen_names, in_model=False)
-            self.add(f"add_column_{table}_{column}", f"m.add_column({table!r}, {column!r}, {source})", note=note)
+            self.add(
+                f"add_column_{table}_{column}", f"m.add_column({table!r}, {column!r}, {source})", note=note
+            )
 
     def _verify_changes(self) -> None:
         for difference in verify_schema(self.db, list(self.models.values()), quiet=True).differences:
@@ -178,11 +181,13 @@ class _Planner:
         table, column = difference.table, str(difference.column)
         fld = self._model_field(table, column)
         if isinstance(fld, peewee.ForeignKeyField):
-            self.plan.undecided.append(f"foreign key column {table}.{column}: {difference.actual} in the database, "
+            self.plan.undecided.append(f"foreign key column {table}.{column}: "
+                                       f"{difference.actual} in the database, "
                                        f"{difference.expected} in the models: change its type by hand")
             return
         source = field_source(fld, self.plan.imports, self.plan.frozen_names, in_model=False)
-        self.add(f"alter_column_type_{table}_{column}", f"m.alter_column_type({table!r}, {column!r}, {source})",
+        self.add(f"alter_column_type_{table}_{column}",
+                 f"m.alter_column_type({table!r}, {column!r}, {source})",
                  note=f"{table}.{column}: {difference.actual} -> {difference.expected}")
 
     def _nullability(self, difference: SchemaDifference) -> None:
@@ -222,12 +227,16 @@ class _Planner:
             if renamed is not None and (index.table, *renamed) in add_signatures:
                 kept.add((index.table, *renamed))
             elif not any((index.table, c) in dropped for c in index.columns or ()):
-                self.add(f"drop_index_{index.table}_{index.name}", f"m.drop_index({index.table!r}, {index.name!r})")
+                self.add(
+                    f"drop_index_{index.table}_{index.name}", f"m.drop_index({index.table!r}, {index.name!r})"
+                )
         return kept
 
     def _index_add(self, index: IndexDiff) -> None:
         if index.columns is None:
-            self.plan.undecided.append(f"index {index.table}.{index.name} (partial or expression): add by hand")
+            self.plan.undecided.append(
+                f"index {index.table}.{index.name} (partial or expression): add by hand"
+            )
             return
         kind = "add_unique_index" if index.unique else "add_index"
         self.add(f"{kind}_{index.table}_{'_'.join(index.columns)}",
@@ -259,7 +268,9 @@ class _Planner:
                 self.plan.undecided.append(f"foreign key {table}.{column} -> {rel}.{rel_column}: this engine "
                                            "cannot add one to an existing table; rebuild the table by hand")
                 continue
-            options = "".join(f", {k}={getattr(fld, k)!r}" for k in ("on_delete", "on_update") if getattr(fld, k))
+            options = "".join(
+                f", {k}={getattr(fld, k)!r}" for k in ("on_delete", "on_update") if getattr(fld, k)
+            )
             self.add(f"add_foreign_key_{table}_{column}",
                      f"m.add_foreign_key_constraint({table!r}, {column!r}, {rel!r}, {rel_column!r}{options})")
 
@@ -320,7 +331,8 @@ def render_module(plan: MigrationPlan, *, source_spec: str, prefix: str = "") ->
     ]
     parts = classes + functions
     if classes:
-        parts[0] = ("# Frozen copies of the models as they are now: a later model change cannot alter these.\n\n\n"
+        parts[0] = ("# Frozen copies of the models as they are now: "
+                    "a later model change cannot alter these.\n\n\n"
                     + parts[0])
     comments = [f"# - {text}" for text in plan.undecided + plan.imports.notes]
     if comments:

@@ -30,7 +30,7 @@ from api.db.exceptions import (
 from api.db.migrate.adoption import Adoption, adoption_verdict, split_existing_tables, table_name
 from api.db.migrate.backfill import Backfill, BackfillSpec, BackfillStats, Throttle
 from api.db.migrate.inverse import Entry, InverseRecorder
-from api.db.migrate.sqltext import is_transaction_boundary, is_transaction_control
+from api.db.migrate.sqltext import is_data_change, is_transaction_boundary, is_transaction_control
 from api.db.migrate.txlog import SAVEPOINT, logged_transaction
 from api.db.redact import redact_text
 from api.db.schema.ddl import safe_schema_migrator
@@ -365,7 +365,9 @@ class Migrator:
 
     def _backfill(self, spec: BackfillSpec, index: int) -> BackfillStats | None:
         if not self.planning:
-            Backfill.check_declaration(self.migration, self.atomic, self._db.transaction_depth() > self.base_depth)
+            Backfill.check_declaration(
+                self.migration, self.atomic, self._db.transaction_depth() > self.base_depth
+            )
         with self.log.capture(self._db):
             job = Backfill(self._db, self.schema_migrator, spec, self.migration, self._batch_writer(index))
             if self.planning:
@@ -387,7 +389,9 @@ class Migrator:
             return None
         return lambda key: on_batch(index, key)
 
-    def run_operation(self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation) -> None:
+    def run_operation(
+        self, name: str, args: Sequence[Any], kwargs: dict[str, Any], operation: Operation
+    ) -> None:
         """Run ``operation`` now, through the schema migrator, with the already-applied rules."""
         self._run(name, args, lambda: self.schema_migrator.migrate(operation), kwargs)
 
@@ -414,6 +418,25 @@ class Migrator:
             self.already += 1
             self._progress()
             return
+        with self._data_unit(name, args):
+            self._execute(name, args, action, kwargs, description)
+
+    def _data_unit(self, name: str, args: Sequence[Any]) -> contextlib.AbstractContextManager[Any]:
+        """Outside a transaction, a data change and its progress record commit together (one transaction).
+
+        Otherwise a process killed between the two leaves the change applied and not recorded, and the
+        next booter runs it again (a counter incremented twice on MySQL).
+        """
+        statement = args[0] if name == "sql" and args and isinstance(args[0], str) else ""
+        if statement and not self._db.in_transaction() and is_data_change(statement):
+            return self._db.atomic()
+        return contextlib.nullcontext()
+
+    def _execute(
+        self, name: str, args: Sequence[Any], action: Callable[[], Any], kwargs: dict[str, Any] | None,
+        description: str,
+    ) -> None:
+        """Run the operation; classify a failure and decide from the catalog whether it is in effect."""
         first_statement = len(self.log.statements)
         try:
             with self.log.capture(self._db), self._unit():

@@ -129,7 +129,9 @@ def _callable(value: Any, imports: Imports) -> str | None:
 
 def _argument(fld: peewee.Field, name: str, default: Any, imports: Imports) -> str | None:
     value = getattr(fld, name, _NO_DEFAULT)
-    if value is _NO_DEFAULT or (default is not _NO_DEFAULT and value == default and name not in ALWAYS_WRITTEN):
+    if value is _NO_DEFAULT or (
+        default is not _NO_DEFAULT and value == default and name not in ALWAYS_WRITTEN
+    ):
         return None
     if name == "default" and value is None:
         return None
@@ -152,7 +154,7 @@ def _foreign_key_arguments(fld: peewee.ForeignKeyField, frozen: dict[type, str])
 def field_source(
     fld: peewee.Field, imports: Imports, frozen: dict[type, str], *, in_model: bool = True
 ) -> str:
-    """The constructor call that builds ``fld`` again; ``in_model``: inside a class (column_name if unusual)."""
+    """The constructor call that builds ``fld`` again; ``in_model``: in a class (column_name if unusual)."""
     cls = type(fld)
     args: list[str] = []
     if isinstance(fld, peewee.ForeignKeyField):

@@ -33,6 +33,8 @@ from api.db.migrate.lock import migration_lock
 from api.db.migrate.migrator import Migrator, OperationFailed, keeping_error, make_schema_migrator
 from api.db.migrate.runner import LockHandle, SessionLock, refuse_read_only, using_connection
 from api.db.migrate.tracker import ROLLED_BACK, ROLLING_BACK, HistoryRow, MigrationTracker
+from api.db.pool.failover import pinned_session
+from api.db.pool.routing import pinned_to_primary
 from api.db.tracing import lock_span, traced
 
 logger = logging.getLogger(__name__)
@@ -69,10 +71,14 @@ class RollbackReport:
 
     def summary(self) -> str:
         names = ", ".join(self.rolled_back) or "nothing"
-        return f"{self.engine}: rolled back {len(self.rolled_back)} migration(s) ({names}) in {self.duration_ms:.1f} ms"
+        return (
+            f"{self.engine}: rolled back {len(self.rolled_back)} migration(s) "
+            f"({names}) in {self.duration_ms:.1f} ms"
+        )
 
     def to_dict(self) -> dict[str, Any]:
-        return {"engine": self.engine, "rolled_back": list(self.rolled_back), "operations": dict(self.operations),
+        return {"engine": self.engine, "rolled_back": list(self.rolled_back),
+                "operations": dict(self.operations),
                 "duration_ms": round(self.duration_ms, 3)}  # fmt: skip
 
 
@@ -108,7 +114,7 @@ def down_for(migration: Migration, row: HistoryRow) -> RollbackStep:
 def rollback_steps(
     planned: Sequence[Migration], history: dict[str, HistoryRow], *, to: str | None, steps: int | None
 ) -> list[RollbackStep]:
-    """The applied migrations to undo, newest first, each with its way back (raises before anything changes)."""
+    """The applied migrations to undo, newest first, each with its way back (raises before any change)."""
     names = [m.name for m in planned]
     _check_choice(names, to, steps)
     applied = [m for m in planned if m.name in history and history[m.name].is_applied]
@@ -121,7 +127,11 @@ def rollback_steps(
 
 
 def plan_rollback(
-    db: peewee.Database, migrations: Iterable[MigrationLike], *, to: str | None = None, steps: int | None = None
+    db: peewee.Database,
+    migrations: Iterable[MigrationLike],
+    *,
+    to: str | None = None,
+    steps: int | None = None,
 ) -> list[RollbackStep]:
     """What ``rollback_db`` would undo now, newest first; reads the history, changes nothing."""
     planned = plan_migrations(migrations)
@@ -141,14 +151,21 @@ class _Rollback:
         self.report = report
         self.engine = tracker.db_type
 
-    def write(self, name: str, status: str, error: str | None, duration_ms: float | None, completed: int) -> None:
-        self.tracker.record_migration(name, status, error, duration_ms, completed=completed, owner=self.lock.owner,
+    def write(
+        self, name: str, status: str, error: str | None, duration_ms: float | None, completed: int
+    ) -> None:
+        self.tracker.record_migration(name, status, error, duration_ms, completed=completed,
+                                      owner=self.lock.owner,
                                       fence=self.lock.fence)  # fmt: skip
 
     def undo(self, step: RollbackStep, *, progress: bool) -> float:
         """Run the way back of one migration; its duration in ms. Raises MigrationError."""
         row = step.row
-        resume = int(row.completed_operations or 0) if progress and not step.derived and row.status == ROLLING_BACK else 0
+        resume = (
+            int(row.completed_operations or 0)
+            if progress and not step.derived and row.status == ROLLING_BACK
+            else 0
+        )
         on_progress = None
         if progress:
 
@@ -178,21 +195,26 @@ class _Rollback:
         where = f"; statement: {statement}" if statement else ""
         if progress:
             advice = ("MySQL/MariaDB cannot roll DDL back: what was undone stays undone and the row stays "
-                      "rolling_back; fix the cause and call rollback_db() again, it resumes there")  # fmt: skip
+                      "rolling_back; fix the cause and call rollback_db() again, "
+                      "it resumes there")  # fmt: skip
             self.write(step.name, ROLLING_BACK, f"rollback failed: {info.message}", None,
                        self.report.operations.get(step.name, 0))  # fmt: skip
         else:
             advice = "nothing was rolled back (one transaction); fix the cause and try again"
-        logger.error("rollback of %s failed at %s: %s: %s", step.name, operation, info.category.value, info.message)
+        logger.error(
+            "rollback of %s failed at %s: %s: %s", step.name, operation, info.category.value, info.message
+        )
         return MigrationError(
-            f"rollback of migration {step.name!r} failed at {operation}: {info.category.value}: {info.message}"
-            f"{where}; {advice}",
+            f"rollback of migration {step.name!r} failed at {operation}: {info.category.value}: "
+            f"{info.message}{where}; {advice}",
             migration=step.name, category=info.category.value, statement=statement, orig=info.orig,
         )  # fmt: skip
 
     def done(self, step: RollbackStep, duration: float) -> None:
         how = "recorded inverse" if step.derived else "declared down"
-        self.write(step.name, ROLLED_BACK, f"rolled back ({how})", duration, self.report.operations[step.name])
+        self.write(
+            step.name, ROLLED_BACK, f"rolled back ({how})", duration, self.report.operations[step.name]
+        )
         self.report.rolled_back.append(step.name)
         logger.info("migration %s rolled back in %.1f ms (%s)", step.name, duration, how)
 
@@ -231,7 +253,7 @@ def rollback_db(
     _check_choice([m.name for m in planned], to, steps)
     tracker = MigrationTracker(db)
     report = RollbackReport(engine=tracker.db_type)
-    with using_connection(db):
+    with pinned_to_primary(db), pinned_session(db), using_connection(db):
         refuse_read_only(db)
         with lock_span(db, migration_lock(db, timeout=lock_timeout)) as held:
             lock: LockHandle = held or SessionLock(db)

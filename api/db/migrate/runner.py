@@ -76,6 +76,7 @@ from api.db.migrate.tracker import (
     MigrationTracker,
 )
 from api.db.migrate.txlog import logged_transaction
+from api.db.pool.failover import pinned_session
 from api.db.pool.routing import pinned_to_primary
 from api.db.redact import redact_text
 from api.db.schema.verify import verify_schema
@@ -188,7 +189,9 @@ def _check_settings(lock_timeout: float, atomic: str, on_unknown: str) -> None:
     if isinstance(lock_timeout, bool) or not isinstance(lock_timeout, (int, float)) or not lock_timeout > 0:
         raise ConfigurationError(f"lock_timeout must be a positive number of seconds, got {lock_timeout!r}")
     if atomic not in ATOMIC_MODES:
-        raise ConfigurationError(f"atomic must be one of {', '.join(map(repr, ATOMIC_MODES))}, got {atomic!r}")
+        raise ConfigurationError(
+            f"atomic must be one of {', '.join(map(repr, ATOMIC_MODES))}, got {atomic!r}"
+        )
     if on_unknown not in ON_UNKNOWN_MODES:
         raise ConfigurationError(
             f"on_unknown must be one of {', '.join(map(repr, ON_UNKNOWN_MODES))}, got {on_unknown!r}"
@@ -342,7 +345,8 @@ class _Run:
         if migration.name in self.unwritten:  # a backfill's first batch: the row first
             self.unwritten.discard(migration.name)
             self.write(migration, RUNNING, None, None, completed, inverse)
-        self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence, inverse=inverse)
+        self.tracker.update_progress(migration.name, completed, key=key, fence=self.lock.fence,
+                                     inverse=inverse)  # fmt: skip
 
     def migrator(
         self, migration: Migration, resume_after: int, progress: bool, resume_key: str | None = None,
@@ -418,7 +422,7 @@ class _Run:
         return self._finished(migration, m, started)
 
     def apply_fast(self, migration: Migration) -> MigrationOutcome:
-        """Run one migration in the group's transaction with no savepoint of its own; raise _Replay on failure.
+        """Run one migration in the group's transaction, no savepoint of its own; raise _Replay on failure.
 
         The group is then rolled back and run again the careful way (:meth:`apply`), which decides
         adoption, retries lock timeouts and names the failing statement exactly as before.
@@ -523,7 +527,9 @@ class _Run:
             return False
         except (peewee.DatabaseError, peewee.InterfaceError) as exc:  # the error raised says everything
             logger.error(
-                "could not record migration %s as failed: %s", migration.name, classify_error(exc, self.engine).message
+                "could not record migration %s as failed: %s",
+                migration.name,
+                classify_error(exc, self.engine).message,
             )
         return True
 
@@ -634,7 +640,7 @@ def _groups(pending: Sequence[Migration], atomic: str) -> list[list[Migration]]:
 
 
 def verify_models(db: peewee.Database, models: Sequence[type[peewee.Model]]) -> list[str]:
-    """The differences between ``models`` and ``db`` that may break the application (``migrate_db(verify=...)``)."""
+    """The differences between ``models`` and ``db`` that may break the app (``migrate_db(verify=...)``)."""
     return [str(d) for d in verify_schema(db, models).differences if d.severity == "error"]
 
 
@@ -685,19 +691,21 @@ def migrate_db(
     report = MigrationReport(engine=tracker.db_type, declared=len(names))
     last = target_index(names, target)
     try:
-        with pinned_to_primary(db), using_connection(db):  # replicas may lag: migrations read the primary
+        # Replicas may lag: migrations read the primary; its session holds the lock: never swapped silently.
+        with pinned_to_primary(db), pinned_session(db), using_connection(db):
             if tracker.is_up_to_date(digest, len(names)):
                 report.fast_path = True
                 logger.debug("no pending migration (%d declared, digest %s)", len(names), digest[:12])
             else:
                 planned = plan_migrations(items)
                 refuse_read_only(db)
-                with lock_span(db, migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl)) as held:
+                lock_cm = migration_lock(db, timeout=lock_timeout, lock=strategy, lease_ttl=ttl)
+                with lock_span(db, lock_cm) as held:
                     handle: LockHandle = held or SessionLock(db)  # a strategy's handle, else the session's
                     report.lock, report.lock_reason, tracker.lock = held.strategy, held.reason, held
                     _migrate_locked(
-                        db, tracker, planned, digest, report, lock=handle, atomic=atomic, on_unknown=on_unknown,
-                        last=last,
+                        db, tracker, planned, digest, report, lock=handle, atomic=atomic,
+                        on_unknown=on_unknown, last=last,
                     )
             if verify is not None:
                 report.schema_differences = verify_models(db, verify)  # each logged by verify_schema
@@ -758,7 +766,8 @@ def _migrate_locked(
     pending = [m for m in pending if m in reached]
     if pending:
         logger.info("%d pending migration(s): %s", len(pending), ", ".join(m.name for m in pending),
-                    extra={"event": "pending", "migrations": [m.name for m in pending], "engine": report.engine})
+                    extra={"event": "pending", "migrations": [m.name for m in pending],
+                           "engine": report.engine})
         _apply_pending(_Run(db, tracker, report, lock), pending, history, atomic)
     if not report.unknown and len(pending) == len(report.pending_before):
         tracker.record_digest(digest)
@@ -781,7 +790,9 @@ def _check_unknown(
     logger.warning("%s", text)
 
 
-def _check_drift(history: dict[str, HistoryRow], planned: Sequence[Migration], report: MigrationReport) -> None:
+def _check_drift(
+    history: dict[str, HistoryRow], planned: Sequence[Migration], report: MigrationReport
+) -> None:
     """Applied migrations whose definition changed since: reported and logged, never re-run."""
     for migration in planned:
         row = history.get(migration.name)
@@ -795,13 +806,17 @@ def _check_drift(history: dict[str, HistoryRow], planned: Sequence[Migration], r
         )
 
 
-def _apply_pending(run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str) -> None:
+def _apply_pending(
+    run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str
+) -> None:
     """Transactional engines: groups in transactions; otherwise each migration resumably on its own."""
     with run.ddl.scope("session"):  # the lock bound of the run's connection, set once and restored once
         _apply_groups(run, pending, history, atomic)
 
 
-def _apply_groups(run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str) -> None:
+def _apply_groups(
+    run: _Run, pending: Sequence[Migration], history: dict[str, HistoryRow], atomic: str
+) -> None:
     if not run.transactional:
         for migration in pending:
             run.run_non_transactional(migration, history.get(migration.name))

@@ -69,6 +69,15 @@ def is_transaction_control(sql: str) -> bool:
     return bool(TRANSACTION_CONTROL.match(strip_leading_comments(sql)))
 
 
+# Statements that change rows (and roll back with a transaction on every engine, MySQL's InnoDB included).
+DATA_CHANGE = re.compile(r"^(?:INSERT|UPDATE|DELETE|REPLACE|MERGE|WITH)\b", re.IGNORECASE)
+
+
+def is_data_change(sql: str) -> bool:
+    """``INSERT``, ``UPDATE``, ``DELETE``, ``REPLACE``, ``MERGE`` or ``WITH ...``, after leading comments."""
+    return DATA_CHANGE.match(strip_leading_comments(sql)) is not None
+
+
 def is_transaction_boundary(sql: str) -> bool:
     """``BEGIN``, ``COMMIT``, ``END``, ``ROLLBACK`` (not ``TO``), ``SET autocommit``: opens or ends one."""
     return bool(TRANSACTION_BOUNDARY.match(strip_leading_comments(sql)))

@@ -98,7 +98,7 @@ def migration_status(db: peewee.Database, migrations: Iterable[MigrationLike]) -
 
 
 def migration_state(db: peewee.Database, migrations: Iterable[MigrationLike]) -> dict[str, list[str]]:
-    """Names by state: ``pending``, ``running``, ``failed`` (declared) and ``unknown`` (recorded, not declared)."""
+    """Names by state: ``pending``, ``running``, ``failed`` (declared), ``unknown`` (recorded, undeclared)."""
     state: dict[str, list[str]] = {"pending": [], "running": [], "failed": [], "unknown": []}
     for line in migration_status(db, migrations):
         if not line.declared:
@@ -154,7 +154,9 @@ def repair_migration(db: peewee.Database, name: str, action: str) -> HistoryRow:
         else:
             tracker.record_migration(name, SUCCESS, f"marked applied by repair (was {row.status})")
             tracker.forget_digests()
-    logger.warning("repair: migration %s was %s, now %s", name, row.status, "cleared" if action == "clear" else SUCCESS)
+    logger.warning(
+        "repair: migration %s was %s, now %s", name, row.status, "cleared" if action == "clear" else SUCCESS
+    )
     return row
 
 
@@ -197,7 +199,9 @@ def accept_checksum(db: peewee.Database, migrations: Iterable[MigrationLike], na
         row = tracker.history_by_name().get(name)
         if row is None or not row.is_applied:
             status = "pending" if row is None else row.status
-            raise ConfigurationError(f"migration {name!r} is {status}; --accept-checksum needs an applied migration")
+            raise ConfigurationError(
+                f"migration {name!r} is {status}; --accept-checksum needs an applied migration"
+            )
         H = tracker.History
         H.update({H.checksum: migration.checksum}).where(H.migration_name == name).execute()
     logger.warning("repair: migration %s now recorded with checksum %s", name, migration.checksum[:12])

@@ -84,7 +84,8 @@ class HistoryRow:
     completed_operations: int | None = None  # operations in effect (the resume point of running/failed)
     owner: str | None = None  # the lock holder that wrote the row (lease token or session:<id>)
     progress_at: datetime.datetime | None = None  # when that holder last made progress
-    progress_key: str | None = None  # JSON of the last primary key a running backfill finished (its resume point)
+    # JSON of the last primary key a running backfill finished (its resume point)
+    progress_key: str | None = None
     inverse_plan: str | None = None  # JSON: the inverse of each operation, recorded as it ran
 
     @property
@@ -358,7 +359,7 @@ class MigrationTracker:
         return rows
 
     def _cached_upsert(self, name: str, values: dict[Any, Any]) -> int:
-        """The unfenced upsert, its SQL rendered once per set of columns (rendering cost more than sending)."""
+        """The unfenced upsert, its SQL rendered once per set of columns (cheaper than rendering)."""
         H = self.History
         fields = [H.migration_name, *values]
         params = [f.db_value(v) for f, v in zip(fields, [name, *values.values()])]
@@ -387,7 +388,11 @@ class MigrationTracker:
         ``inverse``: the inverse plan of the operations done so far, as JSON.
         """
         H = self.History
-        values: dict[Any, Any] = {H.completed_operations: completed, H.progress_at: _utcnow(), H.progress_key: key}
+        values: dict[Any, Any] = {
+            H.completed_operations: completed,
+            H.progress_at: _utcnow(),
+            H.progress_key: key,
+        }
         if inverse is not None:
             values[H.inverse_plan] = inverse
         with self._fenced():

@@ -97,7 +97,9 @@ class _Setting:
         self.choices = choices  # allowed values of a str setting; empty = any non-empty text
 
 
-def _pool(key: str, env: str, kind: type, minimum: Number | None = 0, choices: tuple[str, ...] = ()) -> _Setting:
+def _pool(
+    key: str, env: str, kind: type, minimum: Number | None = 0, choices: tuple[str, ...] = ()
+) -> _Setting:
     return _Setting(key, env, kind, minimum, "pool", key, choices)
 
 
@@ -258,7 +260,9 @@ def load_config(
         )
     unknown = sorted(set(overrides) - config_keys())
     if unknown:
-        raise ConfigurationError(f"unknown pool setting(s) {', '.join(unknown)}; known: {', '.join(sorted(config_keys()))}")
+        raise ConfigurationError(
+            f"unknown pool setting(s) {', '.join(unknown)}; known: {', '.join(sorted(config_keys()))}"
+        )
     keywords = {ALIASES.get(key, key): value for key, value in overrides.items() if value is not None}
     values: dict[str, dict[str, Any]] = {"pool": {}, "retry": {}, "routing": {}}
     for setting in SETTINGS:
@@ -293,8 +297,8 @@ def _check_relations(config: DatabaseConfig) -> None:
     pool, retry = config.pool, config.retry
     if pool.min_connections > pool.max_connections:
         raise ConfigurationError(
-            f"POOL_MIN_CONNECTIONS ({pool.min_connections}) is above POOL_MAX_CONNECTIONS ({pool.max_connections}): "
-            "lower the minimum or raise the maximum"
+            f"POOL_MIN_CONNECTIONS ({pool.min_connections}) is above POOL_MAX_CONNECTIONS "
+            f"({pool.max_connections}): lower the minimum or raise the maximum"
         )
     if retry.initial_delay > retry.max_delay:
         raise ConfigurationError(

@@ -54,16 +54,21 @@ def resolve_url(url: str | None = None) -> str:
 
 # Schemes of other products, named back in the error (any other text before :// may be a password fragment).
 FOREIGN_SCHEMES = frozenset({
-    "oracle", "mssql", "sqlserver", "mongodb", "mongodb+srv", "redis", "rediss", "http", "https", "cockroachdb",
+    "oracle", "mssql", "sqlserver", "mongodb", "mongodb+srv", "redis", "rediss", "http", "https",
+    "cockroachdb",
     "db2", "snowflake", "clickhouse", "jdbc", "odbc", "file", "ftp", "sqlite3", "mysql+pymysql",
     "postgresql+psycopg2", "postgres+psycopg2",
 })  # fmt: skip
 _SHAPE = "scheme://[user[:password]@]host[:port]/database"
-_ENCODE_HINT = "percent-encode @ : / ? # % and spaces in the user and password (urllib.parse.quote(pw, safe=''))"
+_ENCODE_HINT = (
+    "percent-encode @ : / ? # % and spaces in the user and password (urllib.parse.quote(pw, safe=''))"
+)
 _SCHEME_TEXT = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*")
 
 
-def _malformed(what: str, start: int | None = None, end: int | None = None, hint: str = _ENCODE_HINT) -> InvalidDatabaseURL:
+def _malformed(
+    what: str, start: int | None = None, end: int | None = None, hint: str = _ENCODE_HINT
+) -> InvalidDatabaseURL:
     """An InvalidDatabaseURL naming the wrong part by kind and position, never by its text."""
     if start is None:
         where = ""
@@ -91,7 +96,9 @@ def _scheme_of(url: str) -> tuple[type[Engine], str]:
     scheme_end = url.find("://")
     raw = url[:scheme_end] if scheme_end > 0 else ""
     if not raw or not _SCHEME_TEXT.fullmatch(raw):
-        raise InvalidDatabaseURL(f"malformed database URL: it does not start with a scheme://; expected {_SHAPE}")
+        raise InvalidDatabaseURL(
+            f"malformed database URL: it does not start with a scheme://; expected {_SHAPE}"
+        )
     engine = SCHEMES.get(raw.lower())
     if engine is None:
         supported = ", ".join(f"{name}://" for name in SCHEMES)
@@ -230,7 +237,9 @@ def _check_server_url(url: str, parts: SplitResult, raw: str) -> None:
     start, end, host_start = _authority_bounds(url, len(raw))
     stray = url.find("@", end)
     if stray != -1:
-        raise _malformed("an '@' after the host part (a '/', '?' or '#' in the password ends it early)", stray)
+        raise _malformed(
+            "an '@' after the host part (a '/', '?' or '#' in the password ends it early)", stray
+        )
     if parts.fragment or "#" in url:
         raise _malformed("a '#' starts a fragment, which database URLs do not have", url.find("#"))
     if not parts.path.lstrip("/"):
@@ -241,7 +250,7 @@ def _check_server_url(url: str, parts: SplitResult, raw: str) -> None:
         raise InvalidDatabaseURL(f"the {raw}:// URL names no host: use {raw}://host[:port]/dbname")
 
 def _check_file_path(path: str, shown: str) -> None:
-    """A database file's directory must exist (SQLite would fail later with "unable to open database file")."""
+    """A database file's directory must exist (else SQLite fails later: "unable to open database file")."""
     if not path or path == ":memory:" or path.startswith("file:"):
         return
     if "@" in path:  # user:password@host written into a file URL: never echo it
@@ -258,7 +267,9 @@ def _check_file_path(path: str, shown: str) -> None:
         if not os.path.isabs(path)
         else "create it first"
     )
-    raise InvalidDatabaseURL(f"{shown}: the directory {directory} of the SQLite file does not exist ({where})")
+    raise InvalidDatabaseURL(
+        f"{shown}: the directory {directory} of the SQLite file does not exist ({where})"
+    )
 
 
 def _require_driver(scheme: type[Engine], shown: str) -> None:

@@ -113,13 +113,15 @@ class PoolDiagnostics:
         return result
 
     def log_pool_health(self) -> int:
-        """Log the stats at INFO, WARNING (``warning_percent``) or CRITICAL (``critical_percent``); return the level."""
+        """Log stats at INFO, WARNING (``warning_percent``), CRITICAL (``critical_percent``); return it."""
         stats = self.get_pool_stats()
         config = self.config
         utilization = stats["utilization_percent"]
         if utilization >= config.critical_percent:
             level = logging.CRITICAL
-            verdict = f"at or above {config.critical_percent:g}% (critical): requests will soon wait or time out"
+            verdict = (
+                f"at or above {config.critical_percent:g}% (critical): requests will soon wait or time out"
+            )
         elif utilization >= config.warning_percent:
             level = logging.WARNING
             verdict = f"at or above {config.warning_percent:g}% (warning)"
@@ -130,8 +132,10 @@ class PoolDiagnostics:
             level,
             "pool %s: %s%% in use (%s of %s, %s idle, %s waiting) %s; acquire wait p95 %.2f ms, "
             "timeouts %s, lost %s, leaks %s",
-            _name(self.db), utilization, stats["active"], stats["max"], stats["idle"], stats["waiting"], verdict,
-            stats["acquire_wait_ms_p95"], stats["acquisition_timeouts_total"], stats["connections_lost_total"],
+            _name(self.db), utilization, stats["active"], stats["max"], stats["idle"], stats["waiting"],
+            verdict,
+            stats["acquire_wait_ms_p95"], stats["acquisition_timeouts_total"],
+            stats["connections_lost_total"],
             stats["leaks_detected_total"],
             extra={
                 "event": "pool_health", "pool": _name(self.db), "utilization": round(utilization / 100, 4),
@@ -152,7 +156,7 @@ class PoolDiagnostics:
         return QueryMonitor.install(self.db, slow_query_ms=threshold)
 
     def get_query_performance(self, limit: int = 10) -> list[dict[str, Any]]:
-        """The ``limit`` slowest normalized statements (by p95): sql, count, errors, window, mean/p95/max ms."""
+        """The ``limit`` slowest statements (by p95): sql, count, errors, window, mean/p95/max ms."""
         monitor = state_of(self.db).query_monitor
         if not isinstance(monitor, QueryMonitor):
             return []
@@ -175,7 +179,7 @@ def _name(db: Any) -> str:
 
 
 class HealthMonitor(threading.Thread):
-    """Logs a database's pool health periodically; holds it weakly; stops on ``close()`` or ``db.close_all()``."""
+    """Logs pool health periodically; holds it weakly; ``close()``, ``db.close_all()`` stop it."""
 
     def __init__(self, db: peewee.Database, interval: float) -> None:
         if interval <= 0:
@@ -206,14 +210,16 @@ class HealthMonitor(threading.Thread):
                 if level < self._last_level:
                     logger.info("pool %s: utilization back below the warning threshold", _name(db))
                 self._last_level = level
-            except Exception as exc:  # the monitor must outlive a failed pass; the failure is classified and logged
+            except Exception as exc:  # outlive a failed pass; the failure is classified and logged
                 info = classify_error(exc)
-                logger.error("pool %s: health check failed (%s): %s", _name(db), info.category.value, info.message)
+                logger.error(
+                    "pool %s: health check failed (%s): %s", _name(db), info.category.value, info.message
+                )
             del db
 
 
 def start_health_monitoring(db: peewee.Database, interval: float = HEALTH_CHECK_INTERVAL) -> HealthMonitor:
-    """Start a named daemon thread logging ``db``'s pool health every ``interval`` seconds; ``.close()`` stops it."""
+    """Start a daemon thread logging ``db``'s pool health every ``interval`` seconds; ``close()`` stops it."""
     monitor = HealthMonitor(db, interval)
     state_of(db).on_close.append(monitor.close)
     monitor.start()

@@ -24,15 +24,18 @@ are untouched); :func:`cluster_class` gives the class ``connect()`` builds:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
+from collections.abc import Iterator
 from typing import Any
 
 import peewee
 
 from api.db.engines import engine_class
 from api.db.error_handler import FATAL_CONFIGURATION, ErrorCategory, classify_error
+from api.db.pool.events import DEAD, DISCARDED, emit
 from api.db.pool.pool import (
     InstrumentedMySQLDatabase,
     InstrumentedPool,
@@ -49,6 +52,27 @@ BEGIN_PAUSE_FIRST = (
 )
 BEGIN_PAUSE_MAX = 1.0
 _DRIVER_ERRORS = (peewee.DatabaseError, peewee.InterfaceError)
+_pinned = threading.local()
+
+
+@contextlib.contextmanager
+def pinned_session(database: Any) -> Iterator[None]:
+    """While this thread holds session state on its connection (a migration lock), never swap it silently.
+
+    A statement whose connection died then fails (``connection_lost``) instead of running on a fresh
+    connection: a migration must not go on without the session lock it took on the old one.
+    """
+    depth = getattr(_pinned, "depth", 0)
+    _pinned.depth = depth + 1
+    try:
+        yield
+    finally:
+        _pinned.depth = depth
+
+
+def session_pinned(database: Any) -> bool:
+    """Whether this thread is inside :func:`pinned_session`."""
+    return bool(getattr(_pinned, "depth", 0))
 
 
 class FailoverMixin(InstrumentedPool):
@@ -73,9 +97,8 @@ class FailoverMixin(InstrumentedPool):
     # ---------------------------------------------------------------- transaction start
 
     def begin(self, *args: Any, **kwargs: Any) -> None:
-        if (
-            self.transaction_depth() > 0
-        ):  # a re-begin after commit() inside a block: same connection
+        # A re-begin after commit() inside a block stays on its connection; so does a pinned session.
+        if self.transaction_depth() > 0 or session_pinned(self):
             self._begin_once(args, kwargs)
             return
         deadline = time.monotonic() + self.retry_config.max_elapsed
@@ -118,7 +141,7 @@ class FailoverMixin(InstrumentedPool):
     # ---------------------------------------------------------------- statements
 
     def execute_sql(self, sql: str, params: Any = None, *args: Any, **kwargs: Any) -> Any:
-        if self.in_transaction():
+        if self.in_transaction() or session_pinned(self):
             return super().execute_sql(sql, params, *args, **kwargs)
         self._replace_if_dead()
         try:
@@ -167,11 +190,12 @@ class FailoverMixin(InstrumentedPool):
         with self._pool_lock:
             self._in_use.pop(self.conn_key(conn), None)
         self.counters.add("lost")
+        emit(self, DISCARDED, conn, reason=DEAD)
         self._close_raw(conn)
         self._state.conn = None
         self._state.closed = True
         with self._pool_lock:
-            self._pool_available.notify()
+            self._wake()  # the freed slot goes to the oldest waiter
 
     def _open_raw(self) -> Any:
         try:

@@ -66,13 +66,15 @@ from api.db.pool.retry import call_with_retry
 
 logger = logging.getLogger(__name__)
 
-# peewee's driver-error translator (DB-API errors -> peewee.OperationalError ...), as Database.connect uses it.
+# peewee's driver-error translator (DB-API errors -> peewee.OperationalError ...), as Database.connect uses
+# it.
 _EXCEPTION_WRAPPER: Any = vars(peewee)["__exception_wrapper__"]
 
 WAIT_SAMPLES = 1000  # acquire waits kept for the percentiles
 # Upper bounds (seconds) of the acquire-wait histogram buckets, for Prometheus (``le``); +Inf is implied.
 WAIT_BUCKETS: tuple[float, ...] = (
-    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+    30.0,
 )  # fmt: skip
 WAIT_SLICE = 0.1  # seconds a waiter sleeps before it looks for slots freed without a hand-off
 STACK_LIMIT = 12  # frames kept of an acquiring stack when leak detection is on (each costs ~0.7 us)
@@ -126,7 +128,7 @@ def changes_session(sql: str) -> bool:
 
 
 def _frames(frame: Any, limit: int) -> list[tuple[Any, int]]:
-    """(code, instruction offset) of ``frame`` and its callers: cheap; lines are resolved only when reported."""
+    """(code, instruction offset) of ``frame`` and its callers: cheap; lines are found only when reported."""
     frames: list[tuple[Any, int]] = []
     while frame is not None and len(frames) < limit:
         frames.append((frame.f_code, frame.f_lasti))
@@ -145,7 +147,8 @@ class Checkout:
     """One checked-out connection: who took it, when, and from where."""
 
     __slots__ = (
-        "key", "connection", "timestamp", "checked_out", "started", "thread", "site", "stack", "reported", "dirty",
+        "key", "connection", "timestamp", "checked_out", "started", "thread", "site", "stack", "reported",
+        "dirty",
     )  # fmt: skip
 
     def __init__(self, connection: Any, created: float, frame: Any, capture_stack: bool) -> None:
@@ -155,7 +158,9 @@ class Checkout:
         self.checked_out = time.time()  # wall clock (playhouse's close_stale reads it)
         self.started = time.monotonic()
         self.thread = threading.current_thread()
-        self.site = (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name) if frame is not None else None
+        self.site = (
+            (frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name) if frame is not None else None
+        )
         self.stack = _frames(frame, STACK_LIMIT) if capture_stack else None
         self.reported = False
         self.dirty = False  # a statement may have changed the session: reset it on check-in
@@ -174,7 +179,10 @@ class Checkout:
         if self.stack is None:
             return f"  {self.call_site} (set POOL_LEAK_THRESHOLD for the full stack)"
         frames = traceback.StackSummary.from_list(
-            [(code.co_filename, _line_of(code, offset), code.co_name, None) for code, offset in reversed(self.stack)]
+            [
+                (code.co_filename, _line_of(code, offset), code.co_name, None)
+                for code, offset in reversed(self.stack)
+            ]
         )
         return "".join(frames.format()).rstrip()
 
@@ -224,11 +232,12 @@ class PoolCounters:
         with self.lock:
             self.acquisitions += 1
             self.waits.append(wait)
-            self.wait_buckets[bisect_left(WAIT_BUCKETS, wait)] += 1  # a wait equal to a bound counts in it (le)
+            # a wait equal to a bound counts in it (le)
+            self.wait_buckets[bisect_left(WAIT_BUCKETS, wait)] += 1
             self.wait_sum += wait
 
     def wait_histogram(self) -> tuple[list[tuple[float, int]], float, int]:
-        """Cumulative ``(upper bound, count)`` pairs ending with ``(inf, total)``, the sum of waits, the total."""
+        """Cumulative ``(upper bound, count)`` pairs up to ``(inf, total)``, the sum of waits, the total."""
         with self.lock:
             counts, total_wait = list(self.wait_buckets), self.wait_sum
         cumulative: list[tuple[float, int]] = []
@@ -349,7 +358,7 @@ class InstrumentedPool(PooledDatabase):
             return conn
 
     def _claim(self, deadline: float) -> _Idle | None:
-        """An idle connection, or None for a reserved slot to open one; waiters are served first come, first served.
+        """An idle connection, or None for a reserved slot to open one; waiters are served in arrival order.
 
         Either way the slot is counted in ``_opening`` until the caller records the checkout.
         Uncontended (nobody waiting) this is one lock round; otherwise the caller queues.
@@ -469,13 +478,15 @@ class InstrumentedPool(PooledDatabase):
             if isinstance(checkout, Checkout) and (oldest is None or checkout.started < oldest.started):
                 oldest = checkout
         held = (
-            f"the oldest was checked out {oldest.age:.1f}s ago by thread {oldest.thread.name!r} at {oldest.call_site}"
+            f"the oldest was checked out {oldest.age:.1f}s ago "
+            f"by thread {oldest.thread.name!r} at {oldest.call_site}"
             if oldest is not None
             else "none is held by a known caller"
         )
         return (
             f"no connection free in pool {self.target} after waiting {timeout:g}s: "
-            f"pool size {self._max_connections}, {len(self._in_use)} in use, {self._waiting} other(s) waiting; "
+            f"pool size {self._max_connections}, {len(self._in_use)} in use, "
+            f"{self._waiting} other(s) waiting; "
             f"{held}. Return connections promptly (use db.connection_context()), raise POOL_MAX_CONNECTIONS, "
             "or set POOL_LEAK_THRESHOLD to report connections held too long"
         )
@@ -532,7 +543,7 @@ class InstrumentedPool(PooledDatabase):
         return False
 
     def connection(self) -> Any:
-        """The raw driver connection; what is done with it is not seen, so its session is reset on check-in."""
+        """The raw driver connection; what is done with it is unseen, so its session is reset on check-in."""
         conn = super().connection()
         self._mark_dirty()
         return conn
@@ -609,7 +620,12 @@ class InstrumentedPool(PooledDatabase):
             super(PooledDatabase, self)._close(conn)
         except Exception as exc:  # the connection is being discarded; a failing close changes nothing
             info = classify_error(exc, self._engine_name())
-            logger.debug("pool %s: closing a connection failed (%s): %s", self.target, info.category.value, info.message)
+            logger.debug(
+                "pool %s: closing a connection failed (%s): %s",
+                self.target,
+                info.category.value,
+                info.message,
+            )
         emit(self, CLOSED, conn)
 
     def close_idle(self) -> None:
@@ -661,10 +677,12 @@ class InstrumentedPool(PooledDatabase):
         param = engine_class(self).app_name_param
         if param is not None and str(self.connect_params.get(param, "")).endswith(f":{os.getppid()}"):
             self.connect_params[param] = engine_class(self).session_app_name(self.pool_config.app_name)
-        logger.debug("pool %s: forked child %s dropped %d inherited connection(s)", self.target, os.getpid(), detached)
+        logger.debug(
+            "pool %s: forked child %s dropped %d inherited connection(s)", self.target, os.getpid(), detached
+        )
 
     def _reset_after_fork(self) -> None:
-        """Empty pool state with new locks: a lock held by a parent thread at fork time is never released here."""
+        """Empty pool state with new locks: one a parent thread held at fork time is never released here."""
         self._pool_lock = threading.RLock()
         self._pool_available = threading.Condition(self._pool_lock)
         self._lock = threading.Lock()
@@ -734,7 +752,9 @@ class InstrumentedPool(PooledDatabase):
             keep: list[_Idle] = []
             for entry in self._connections:  # oldest returned first
                 expired = self._stale_timeout and now_wall - entry.created > self._stale_timeout
-                idle_too_long = now_mono - entry.returned > config.idle_timeout and total > config.min_connections
+                idle_too_long = (
+                    now_mono - entry.returned > config.idle_timeout and total > config.min_connections
+                )
                 if expired or idle_too_long:
                     doomed.append((entry.connection, TOO_OLD if expired else IDLE))
                     total -= 1
@@ -746,7 +766,7 @@ class InstrumentedPool(PooledDatabase):
             self._close_raw(conn)
 
     def fill_to_minimum(self) -> int:
-        """Open connections until ``min_connections`` exist; one attempt each, failures logged. Returns how many."""
+        """Open connections up to ``min_connections``; one try each, failures logged. Returns how many."""
         opened = 0
         while True:
             with self._pool_lock:
@@ -773,17 +793,18 @@ class InstrumentedPool(PooledDatabase):
             opened += 1
 
 
-class _Maintenance(threading.Thread):
-    """Runs ``maintain()`` on a pool it references weakly, until stopped or the pool is gone."""
+class Periodic(threading.Thread):
+    """A named daemon thread that runs ``step`` every ``interval`` seconds on an object it references weakly.
 
-    def __init__(self, pool: InstrumentedPool) -> None:
-        super().__init__(name=f"api.db-pool-maintenance[{pool.target}]", daemon=True)
-        self._pool = weakref.ref(pool)
+    It stops when ``stop()`` is called or the object is gone; a failing step is classified and logged
+    by ``failed`` and the next one runs on time.
+    """
+
+    def __init__(self, name: str, target: Any, interval: float) -> None:
+        super().__init__(name=name, daemon=True)
+        self._target = weakref.ref(target)
         self._stop_event = threading.Event()
-        config = pool.pool_config
-        self.interval = min(1.0, config.idle_timeout / 2)
-        if config.leak_threshold > 0:
-            self.interval = max(0.05, min(self.interval, config.leak_threshold / 4))
+        self.interval = interval
 
     def stop(self) -> None:
         self._stop_event.set()
@@ -794,15 +815,39 @@ class _Maintenance(threading.Thread):
         first = True
         while first or not self._stop_event.wait(self.interval):
             first = False
-            pool = self._pool()
-            if pool is None:
+            target = self._target()
+            if target is None:
                 return
             try:
-                pool.maintain()
-            except Exception as exc:  # keep maintaining; the failure is classified and logged
-                info = classify_error(exc, pool._engine_name())
-                logger.error("pool %s: maintenance pass failed (%s): %s", pool.target, info.category.value, info.message)
-            del pool
+                self.step(target)
+            except Exception as exc:  # keep going; the failure is classified and logged
+                self.failed(target, exc)
+            del target
+
+    def step(self, target: Any) -> None:
+        raise NotImplementedError
+
+    def failed(self, target: Any, exc: Exception) -> None:
+        raise NotImplementedError
+
+
+class _Maintenance(Periodic):
+    """Runs ``maintain()`` on a pool until stopped or the pool is gone."""
+
+    def __init__(self, pool: InstrumentedPool) -> None:
+        config = pool.pool_config
+        interval = min(1.0, config.idle_timeout / 2)
+        if config.leak_threshold > 0:
+            interval = max(0.05, min(interval, config.leak_threshold / 4))
+        super().__init__(f"api.db-pool-maintenance[{pool.target}]", pool, interval)
+
+    def step(self, target: Any) -> None:
+        target.maintain()
+
+    def failed(self, target: Any, exc: Exception) -> None:
+        info = classify_error(exc, target._engine_name())
+        logger.error("pool %s: maintenance pass failed (%s): %s", target.target, info.category.value,
+                     info.message)  # fmt: skip
 
 
 class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase):
@@ -831,7 +876,9 @@ class InstrumentedPostgresqlDatabase(InstrumentedPool, PooledPostgresqlDatabase)
                     cursor.execute("DISCARD ALL")
         except Exception as exc:  # a broken connection: the caller closes it and counts it lost
             info = classify_error(exc, self._engine_name())
-            logger.info("pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message)
+            logger.info(
+                "pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message
+            )
             return False
         return True
 
@@ -878,7 +925,9 @@ class InstrumentedMySQLDatabase(InstrumentedPool, PooledMySQLDatabase):
                 conn.rollback()
         except Exception as exc:  # a broken connection: the caller closes it and counts it lost
             info = classify_error(exc, self._engine_name())
-            logger.info("pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message)
+            logger.info(
+                "pool %s: connection not reusable (%s): %s", self.target, info.category.value, info.message
+            )
             return False
         return True
 

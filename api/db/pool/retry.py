@@ -88,7 +88,12 @@ def call_with_retry(
             info = classify_connect_error(exc, db_type)
             if info.category in FATAL_CONFIGURATION:
                 hint = WHAT_TO_CHECK.get(info.category, "check the connection settings")
-                logger.error("connecting to %s failed (%s): %s; not retrying", target, info.category.value, info.message)
+                logger.error(
+                    "connecting to %s failed (%s): %s; not retrying",
+                    target,
+                    info.category.value,
+                    info.message,
+                )
                 raise ConnectionRejected(
                     f"cannot connect to {target}: {info.category.value}: {info.message}; {hint}", orig=exc
                 ) from exc

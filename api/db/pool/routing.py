@@ -23,7 +23,6 @@ import logging
 import re
 import threading
 import time
-import weakref
 from collections.abc import Iterator
 from typing import Any
 
@@ -36,6 +35,7 @@ from api.db.error_handler import ErrorCategory, classify_error
 from api.db.exceptions import ConfigurationError, NoHealthyReplica
 from api.db.pool.config import RoutingConfig
 from api.db.pool.failover import FailoverMixin
+from api.db.pool.pool import Periodic
 
 logger = logging.getLogger(__name__)
 
@@ -273,34 +273,18 @@ class RoutingMixin(FailoverMixin):
         super().close_all()
 
 
-class _Poller(threading.Thread):
-    """Polls the replicas of a routing database it references weakly, until stopped or it is gone."""
+class _Poller(Periodic):
+    """Polls the replicas of a routing database until stopped or it is gone."""
 
     def __init__(self, database: RoutingMixin) -> None:
-        super().__init__(name=f"api.db-replica-poll[{database.target}]", daemon=True)
-        self._database = weakref.ref(database)
-        self._stop_event = threading.Event()
-        self.interval = database.routing.replica_poll_interval
+        interval = database.routing.replica_poll_interval
+        super().__init__(f"api.db-replica-poll[{database.target}]", database, interval)
 
-    def stop(self) -> None:
-        self._stop_event.set()
-        if self.is_alive() and threading.current_thread() is not self:
-            self.join(timeout=5)
+    def step(self, target: Any) -> None:
+        target.poll_replicas()
 
-    def run(self) -> None:
-        first = True
-        while first or not self._stop_event.wait(self.interval):
-            first = False
-            database = self._database()
-            if database is None:
-                return
-            try:
-                database.poll_replicas()
-            except Exception as exc:  # keep polling; the failure is classified and logged
-                logger.error(
-                    "replica poll of %s failed: %s", database.target, classify_error(exc).message
-                )
-            del database
+    def failed(self, target: Any, exc: Exception) -> None:
+        logger.error("replica poll of %s failed: %s", target.target, classify_error(exc).message)
 
 
 _ROUTED: dict[type, type] = {}

@@ -53,8 +53,9 @@ BYTES_PER_SECOND: dict[str, tuple[float, float]] = {
 ROWS_PER_SECOND: dict[str, tuple[float, float]] = {DATA: (200_000.0, 10_000.0)}
 FIXED_SECONDS = (0.001, 0.5)  # any statement: parse, catalog update, commit
 
-_EXTENSION_TYPE = re.compile(r"\b(" + "|".join(EXTENSION_TYPES) + r")\b\s*(?:\(|\[|,|\)|$|\s+(?:NOT|NULL|DEFAULT))",
-                             re.IGNORECASE)
+_EXTENSION_TYPE = re.compile(
+    r"\b(" + "|".join(EXTENSION_TYPES) + r")\b\s*(?:\(|\[|,|\)|$|\s+(?:NOT|NULL|DEFAULT))", re.IGNORECASE
+)
 _ALL = re.IGNORECASE | re.DOTALL
 
 

@@ -94,7 +94,7 @@ class _NoResult:
 
 
 class _GuardedCursor:
-    """A driver cursor for ``db.cursor()`` callers under capture: the same read/write split as ``execute_sql``."""
+    """A driver cursor for ``db.cursor()`` callers under capture: the read/write split of ``execute_sql``."""
 
     def __init__(self, cursor: Any, capture: StatementCapture) -> None:
         self._cursor = cursor

@@ -49,7 +49,9 @@ logger = logging.getLogger(__name__)
 _SAVEPOINT = "api_db_preview"
 _SQLITE_REBUILD_SUFFIX = "__tmp__"  # playhouse's SqliteMigrator rebuilds a table through "<table>__tmp__"
 _DDL = re.compile(r"^\s*(?:CREATE|ALTER|DROP|RENAME|TRUNCATE)\b", re.IGNORECASE)
-_CREATE_EXTENSION = re.compile(r"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?", re.IGNORECASE)
+_CREATE_EXTENSION = re.compile(
+    r"^\s*CREATE\s+EXTENSION\s+(?:IF\s+NOT\s+EXISTS\s+)?\"?(\w+)\"?", re.IGNORECASE
+)
 
 # Warning codes.
 MISSING_EXTENSION = "missing_extension"
@@ -61,7 +63,8 @@ BACKFILL = "backfill"
 UNANALYSED = "unanalysed"
 MISSING_TABLE = "missing_table"
 DATA_LOSS = "data_loss"
-_DROP = re.compile(r"^\s*(?:DROP\s+TABLE|ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN\s+)?(?!INDEX|CONSTRAINT|FOREIGN|DEFAULT|NOT|PRIMARY)\S)",
+_DROP = re.compile(r"^\s*(?:DROP\s+TABLE|ALTER\s+TABLE\s+\S+\s+DROP\s+(?:COLUMN\s+)?"
+                   r"(?!INDEX|CONSTRAINT|FOREIGN|DEFAULT|NOT|PRIMARY)\S)",
                    re.IGNORECASE)
 
 
@@ -122,11 +125,13 @@ class MigrationPreview:
     pending: list[str] = field(default_factory=list)
     statements: list[PlannedStatement] = field(default_factory=list)
     warnings: list[PreviewWarning] = field(default_factory=list)
-    estimated_duration: DurationRange = field(default_factory=lambda: DurationRange(0.0, 0.0, "nothing pending"))
+    estimated_duration: DurationRange = field(
+        default_factory=lambda: DurationRange(0.0, 0.0, "nothing pending")
+    )
 
     @property
     def sql_statements(self) -> list[str]:
-        """The statements in order, without MariaDB's per-statement lock-wait prefix (``statements[i].sql`` keeps it)."""
+        """The statements in order, without MariaDB's lock-wait prefix (``statements[i].sql`` keeps it)."""
         return [strip_statement_settings(s.sql) for s in self.statements]
 
     @property
@@ -165,7 +170,9 @@ def _read_only_transaction(db: peewee.Database, engine: Engine) -> Iterator[None
 
 def _pending(db: peewee.Database, planned: list[Migration]) -> list[tuple[Migration, HistoryRow | None]]:
     history = MigrationTracker(db).history_by_name()  # a read path: creates nothing
-    return [(m, history.get(m.name)) for m in planned if not (m.name in history and history[m.name].is_applied)]
+    return [
+        (m, history.get(m.name)) for m in planned if not (m.name in history and history[m.name].is_applied)
+    ]
 
 
 def _run_one(
@@ -209,7 +216,9 @@ def _run_one(
     return None
 
 
-def _undoing(db: peewee.Database, planned: list[Migration], to: str) -> list[tuple[Migration, HistoryRow | None]]:
+def _undoing(
+    db: peewee.Database, planned: list[Migration], to: str
+) -> list[tuple[Migration, HistoryRow | None]]:
     """The undo of each migration a rollback to ``to`` passes through, newest first, as Migration records."""
     from api.db.migrate.rollback import rollback_steps
 
@@ -293,7 +302,9 @@ def preview_migration(
     engine = engine_for(db)
     if not db.is_closed() and db.in_transaction():
         # Our BEGIN would commit the caller's transaction on MySQL and nest oddly elsewhere.
-        raise ConfigurationError("preview_migration cannot run inside a transaction: call it outside db.atomic()")
+        raise ConfigurationError(
+            "preview_migration cannot run inside a transaction: call it outside db.atomic()"
+        )
     with using_connection(db):
         info = server_info(db)
         pending_rows = _pending(db, planned) if rollback_to is None else _undoing(db, planned, rollback_to)
@@ -337,7 +348,8 @@ def _plan(
         preview.statements.append(
             PlannedStatement(
                 statement.migration, statement.sql, statement.params, table, effect.kind, effect.lock,
-                effect.blocks_writes, effect.rewrites_table, rows, size, estimate_duration(effect.kind, rows, size),
+                effect.blocks_writes, effect.rewrites_table, rows, size,
+                estimate_duration(effect.kind, rows, size),
             )
         )
     preview.estimated_duration = _total(preview.statements)
@@ -484,9 +496,16 @@ def _per_statement(review: _Review) -> list[PreviewWarning]:
     return warnings
 
 
-def _missing_table(effect: StatementEffect, planned: PlannedStatement, made: set[str]) -> PreviewWarning | None:
+def _missing_table(
+    effect: StatementEffect, planned: PlannedStatement, made: set[str]
+) -> PreviewWarning | None:
     """A statement on a table that does not exist and that no earlier statement of the plan creates."""
-    if planned.table is None or planned.table_rows is not None or planned.kind == CREATE or planned.table in made:
+    if (
+        planned.table is None
+        or planned.table_rows is not None
+        or planned.kind == CREATE
+        or planned.table in made
+    ):
         return None
     return PreviewWarning(
         MISSING_TABLE,
@@ -561,7 +580,8 @@ def _incomplete(review: _Review) -> list[PreviewWarning]:
     return [
         PreviewWarning(
             INCOMPLETE,
-            f"could not be previewed to its end ({failure}); statements captured before that point are listed. "
+            f"could not be previewed to its end ({failure}); "
+            "statements captured before that point are listed. "
             "A step that depends on an earlier one having run (introspecting a column just added) cannot see "
             "its effect in a preview",
             name,

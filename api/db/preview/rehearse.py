@@ -66,7 +66,9 @@ class RehearsalReport:
         text = (f"{self.engine}: rehearsed {len(self.migrations)} pending migration(s) on a copy of "
                 f"{len(self.tables)} table(s) ({self.rows} row(s) each) in {self.duration_ms:.0f} ms")
         text += f"; failed: {', '.join(failed)}" if failed else "; all succeeded"
-        return text + ("; scratch database dropped" if self.scratch_dropped else "; scratch database NOT dropped")
+        return text + (
+            "; scratch database dropped" if self.scratch_dropped else "; scratch database NOT dropped"
+        )
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
@@ -83,7 +85,9 @@ def _locks(preview_statements: Sequence[Any]) -> tuple[str, ...]:
     return tuple(seen)
 
 
-def _rehearse_one(scratch: peewee.Database, applied: list[Migration], migration: Migration) -> RehearsedMigration:
+def _rehearse_one(
+    scratch: peewee.Database, applied: list[Migration], migration: Migration
+) -> RehearsedMigration:
     """Preview, then apply ``migration`` on the scratch database (``applied`` already are)."""
     declared = [*applied, migration]
     preview = preview_migration(scratch, declared)
@@ -124,7 +128,7 @@ def _run_pending(scratch: peewee.Database, planned: list[Migration]) -> list[Reh
 
 
 def _drop(engine: Engine, name: str, report: RehearsalReport) -> None:
-    """Drop the scratch database; a failure is logged with what to run by hand, never raised over the cause."""
+    """Drop the scratch database; failing, log with what to run by hand, not raised over the cause."""
     try:
         engine.drop_scratch(name)
         report.scratch_dropped = not engine.scratch_exists(name)
@@ -160,7 +164,9 @@ def rehearse_migrations(
             scratch = engine.open_scratch(name)
             try:
                 copy_started = time.perf_counter()
-                report.tables = engine.copy_into_scratch(scratch, rows, frozenset({HISTORY_TABLE, STATE_TABLE}))
+                report.tables = engine.copy_into_scratch(
+                    scratch, rows, frozenset({HISTORY_TABLE, STATE_TABLE})
+                )
                 report.copy_ms = (time.perf_counter() - copy_started) * 1000
                 report.migrations = _run_pending(scratch, planned)
             finally:

@@ -41,7 +41,9 @@ class BlockingSession:
         what = f"holding {self.lock_mode}, " if self.lock_mode else ""
         query = self.query or "(no statement reported)"
         app = f" ({self.application_name})" if self.application_name else ""
-        return f"session {self.session_id}{app}: {what}{self.state or 'unknown state'} for {age}, query: {query}"
+        return (
+            f"session {self.session_id}{app}: {what}{self.state or 'unknown state'} for {age}, query: {query}"
+        )
 
 
 def _short(text: Any) -> str:
@@ -83,7 +85,9 @@ def _rows(database: peewee.Database, sql: str, params: tuple[Any, ...] = ()) -> 
     return [_session(row) for row in rows]
 
 
-def find_blockers(database: peewee.Database, table: str | None, *, schema: str | None = None) -> list[BlockingSession]:
+def find_blockers(
+    database: peewee.Database, table: str | None, *, schema: str | None = None
+) -> list[BlockingSession]:
     """The sessions holding locks on ``table`` (or, failing that, open transactions that may hold them)."""
     for sql, params in engine_for(database).blocker_queries(table, schema):
         found = _rows(database, sql, params)

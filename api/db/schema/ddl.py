@@ -98,7 +98,7 @@ class LockSettings:
             raise ConfigurationError(f"retries must be an integer >= 0, got {self.retries!r}")
 
     def pause(self, attempt: int) -> float:
-        """Seconds to sleep after failed attempt number ``attempt`` (1-based): exponential, capped, jittered."""
+        """Seconds to sleep after failed attempt ``attempt`` (from 1): exponential, capped, jittered."""
         base = min(self.max_backoff, self.backoff * (2 ** (attempt - 1)))
         return base * random.uniform(0.5, 1.0)
 
@@ -302,7 +302,9 @@ class LockSafeMixin(SchemaMigrator):
         blockers = self.blocking_sessions(step.table)
         if blockers:
             named = "; ".join(b.describe() for b in blockers)
-            advice = "commit, roll back or end " + ("that session" if len(blockers) == 1 else "those sessions")
+            advice = "commit, roll back or end " + (
+                "that session" if len(blockers) == 1 else "those sessions"
+            )
             advice += self.db_engine.end_session_hint(blockers[0].session_id)
         else:
             named, advice = self.db_engine.no_blocker_texts
@@ -419,8 +421,9 @@ class LockSafeMixin(SchemaMigrator):
         if self._needs_expression_default(fld):
             since = self.db_engine.expression_default_since
             if self.compat.version is not None and self.compat.version < since:
-                logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; adding %s.%s the slow "
-                               "way (UPDATE of every row)", fld.field_type, column_name, table, column_name)
+                logger.warning("%s %s cannot take a literal DEFAULT on MySQL before 8.0.13; "
+                               "adding %s.%s the slow way (UPDATE of every row)",
+                               fld.field_type, column_name, table, column_name)
                 return list(self._playhouse("add_column")(table, column_name, fld, allow_not_null))
             literal = f"({literal})"  # MySQL 8.0.13+: TEXT/BLOB/JSON defaults must be expressions
         literal = _escape_percent(self.database, literal)
@@ -528,7 +531,7 @@ _PG_NO_TRANSACTION_SQL = re.compile(
 
 
 class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
-    """PostgreSQL: ``lock_timeout`` per statement, CONCURRENTLY indexes, USING casts, NOT VALID foreign keys."""
+    """PostgreSQL: ``lock_timeout`` per statement, CONCURRENTLY indexes, USING casts, NOT VALID FKs."""
 
     serves = PostgresEngine
     # playhouse inlines REFERENCES in ADD COLUMN, which validates every row under a SHARE ROW
@@ -594,7 +597,9 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
             return
         logger.warning("dropping the invalid index %s.%s left by an earlier failed build", row[0], index_name)
         target = self._index_entity_sql(index_name, row[0])
-        self.run_step(DDLStep(f"DROP INDEX CONCURRENTLY IF EXISTS {target}", (), None, outside_transaction=True))
+        self.run_step(
+            DDLStep(f"DROP INDEX CONCURRENTLY IF EXISTS {target}", (), None, outside_transaction=True)
+        )
 
     def _concurrent_index(self, ctx: Any, table: str, index_name: str) -> Any:
         sql, params = ctx.query()
@@ -663,7 +668,9 @@ class LockSafePostgresqlMigrator(LockSafeMixin, PostgresqlMigrator):
         )
         add.literal(" NOT VALID")
         name = _truncate_constraint_name(constraint_name or f"fk_{table}_{column_name}_refs_{rel}")
-        validate = self._alter_table(self.make_context(), table).literal(" VALIDATE CONSTRAINT ").sql(Entity(name))
+        validate = (
+            self._alter_table(self.make_context(), table).literal(" VALIDATE CONSTRAINT ").sql(Entity(name))
+        )
         return [add, validate]
 
 
@@ -686,7 +693,8 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
             "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout"
         ).fetchone()
         self.database.execute_sql(
-            "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", (self._seconds, self._seconds)
+            "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s",
+            (self._seconds, self._seconds),
         )
         return functools.partial(
             self._restore, "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s",
@@ -702,19 +710,23 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
         if MySQLEngine.set_statement(self.compat.flavour):
             # SET STATEMENT scopes the settings to this one statement: nothing to restore.
             database.execute_sql(
-                f"SET STATEMENT lock_wait_timeout={seconds}, innodb_lock_wait_timeout={seconds} FOR {step.sql}",
+                f"SET STATEMENT lock_wait_timeout={seconds}, "
+                f"innodb_lock_wait_timeout={seconds} FOR {step.sql}",
                 step.params,
             )
             return
         previous = database.execute_sql(
             "SELECT @@SESSION.lock_wait_timeout, @@SESSION.innodb_lock_wait_timeout"
         ).fetchone()
-        database.execute_sql("SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", (seconds, seconds))
+        database.execute_sql(
+            "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", (seconds, seconds)
+        )
         try:
             database.execute_sql(step.sql, step.params)
         finally:
             self._restore(
-                "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", (previous[0], previous[1])
+                "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s",
+                (previous[0], previous[1]),
             )
 
     def _concurrent_index(self, ctx: Any, table: str, index_name: str) -> Any:
@@ -755,7 +767,9 @@ class LockSafeMySQLMigrator(LockSafeMixin, MySQLMigrator):
     ) -> Any:
         """playhouse's MODIFY; ``using=`` (PostgreSQL only) is refused with a clear error, not a TypeError."""
         if using is not None:
-            raise ConfigurationError("MySQL/MariaDB have no ALTER COLUMN ... USING; they convert values implicitly")
+            raise ConfigurationError(
+                "MySQL/MariaDB have no ALTER COLUMN ... USING; they convert values implicitly"
+            )
         return self._playhouse("alter_column_type")(table, column, fld, cast)
 
 

@@ -46,7 +46,8 @@ class FieldWarning:
     model: str  # model class name, "" for an unbound field
     field: str  # field or index name
     db_type: str  # flavour: postgres, mysql, mariadb, sqlite
-    code: str  # index_key_too_long, text_index_needs_prefix, identifier_too_long, varchar_too_long, type_not_native
+    # index_key_too_long, text_index_needs_prefix, identifier_too_long, varchar_too_long, type_not_native
+    code: str
     message: str
 
     def __str__(self) -> str:
@@ -75,7 +76,9 @@ def _engine_of(compat: DatabaseCompat) -> type[Engine]:
     return engine_named(compat.engine)
 
 
-def _identifier_warning(kind: str, name: str, compat: DatabaseCompat, model: str, owner: str) -> list[FieldWarning]:
+def _identifier_warning(
+    kind: str, name: str, compat: DatabaseCompat, model: str, owner: str
+) -> list[FieldWarning]:
     limit = compat.get("max_identifier_length")
     if limit is None:
         return []
@@ -88,8 +91,9 @@ def _identifier_warning(kind: str, name: str, compat: DatabaseCompat, model: str
     return [
         FieldWarning(
             model, owner, compat.flavour, "identifier_too_long",
-            f"{model + '.' if model else ''}{owner}: {kind} name {name!r} is {size} {unit}, over {compat.name}'s "
-            f"limit of {limit}; {consequence}. Shorten it (column_name= / table_name= / index name=)",
+            f"{model + '.' if model else ''}{owner}: {kind} name {name!r} is {size} {unit}, "
+            f"over {compat.name}'s limit of {limit}; {consequence}. "
+            "Shorten it (column_name= / table_name= / index name=)",
         )
     ]
 
@@ -279,14 +283,17 @@ class DataBaseModel(peewee.Model):
         """
         target = db_type if db_type is not None else cls._meta.database
         if target is None:
-            raise ConfigurationError(f"{cls.__name__} is bound to no database: pass db_type= to validate_fields()")
+            raise ConfigurationError(
+                f"{cls.__name__} is bound to no database: pass db_type= to validate_fields()"
+            )
         return validate_models([cls], target)
 
 
 # --- type translation ---------------------------------------------------------------------------
 
 # When several peewee types share one native type, the first listed wins on the way back.
-_PREFERRED_KEYS = ("VARCHAR", "TEXT", "INT", "BIGINT", "BOOL", "DATETIME", "DOUBLE", "DECIMAL", "BLOB", "UUID", "AUTO")
+_PREFERRED_KEYS = ("VARCHAR", "TEXT", "INT", "BIGINT", "BOOL", "DATETIME", "DOUBLE", "DECIMAL", "BLOB",
+                   "UUID", "AUTO")
 
 
 def _engine(name: str) -> type[Engine]:

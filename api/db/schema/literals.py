@@ -36,7 +36,9 @@ def _quote_text(text: str, engine: type[Engine], backslash_escapes: bool) -> str
 def _number(value: float | decimal.Decimal) -> str:
     if isinstance(value, float):
         if not math.isfinite(value):
-            raise UnrenderableDefault(f"default {value!r} is not a finite number; no engine stores it portably")
+            raise UnrenderableDefault(
+                f"default {value!r} is not a finite number; no engine stores it portably"
+            )
         return repr(value)
     if not value.is_finite():
         raise UnrenderableDefault(f"default {value!r} is not a finite number; no engine stores it portably")
@@ -100,5 +102,6 @@ def render_literal(value: Any, engine: str, *, backslash_escapes: bool = True) -
         return _quote_text(text, engine_class, backslash_escapes)
     raise UnrenderableDefault(
         f"cannot write a default of type {type(value).__name__} as a SQL literal; use a constant "
-        "str/int/float/Decimal/bool/date/time/datetime/UUID/bytes/dict/list, or a peewee SQL('...') expression"
+        "str/int/float/Decimal/bool/date/time/datetime/UUID/bytes/dict/list, "
+        "or a peewee SQL('...') expression"
     )

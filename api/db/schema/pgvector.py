@@ -62,8 +62,16 @@ NEWEST_TESTED: Version = (0, 8, 6)
 
 # Versions that must not run: using them loses data. check_pgvector_compatibility raises.
 KNOWN_BAD: dict[Version, str] = {
-    (0, 2, 7): "inserts silently corrupt ivfflat indexes (fixed in 0.3.1; recreate ivfflat indexes after upgrading)",
-    (0, 3, 0): "inserts silently corrupt ivfflat indexes (fixed in 0.3.1; recreate ivfflat indexes after upgrading)",
+    (
+        0,
+        2,
+        7,
+    ): "inserts silently corrupt ivfflat indexes (fixed in 0.3.1; recreate ivfflat indexes after upgrading)",
+    (
+        0,
+        3,
+        0,
+    ): "inserts silently corrupt ivfflat indexes (fixed in 0.3.1; recreate ivfflat indexes after upgrading)",
 }
 
 KNOWN_DEFECTS: tuple[KnownDefect, ...] = (
@@ -113,7 +121,8 @@ def check_pgvector_compatibility(version: str | Version) -> CompatibilityResult:
     shown = version_text(parsed)
     if parsed in KNOWN_BAD:
         raise IncompatibleExtensionError(
-            f"pgvector {shown} must not be used: {KNOWN_BAD[parsed]}; upgrade to {version_text(NEWEST_TESTED)}"
+            f"pgvector {shown} must not be used: {KNOWN_BAD[parsed]}; "
+            f"upgrade to {version_text(NEWEST_TESTED)}"
         )
     result = CompatibilityResult(shown, Support.UNTESTED, True)
     for rule in PGVECTOR_MATRIX:
@@ -133,7 +142,8 @@ def check_pgvector_compatibility(version: str | Version) -> CompatibilityResult:
     for defect in KNOWN_DEFECTS:
         if defect.low <= parsed < defect.fixed_in:
             result.warnings.append(
-                f"pgvector {shown} has a known defect: {defect.description}; fixed in {version_text(defect.fixed_in)}"
+                f"pgvector {shown} has a known defect: {defect.description}; fixed in "
+                f"{version_text(defect.fixed_in)}"
             )
     for message in result.warnings:
         logger.warning("%s", message)
@@ -213,7 +223,9 @@ def plan_vector_column(
 
 
 def _extension_versions(database: peewee.Database) -> tuple[str | None, str | None]:
-    installed = database.execute_sql("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()
+    installed = database.execute_sql(
+        "SELECT extversion FROM pg_extension WHERE extname = 'vector'"
+    ).fetchone()
     available = database.execute_sql(
         "SELECT default_version FROM pg_available_extensions WHERE name = 'vector'"
     ).fetchone()
@@ -239,6 +251,7 @@ def check_pgvector(database: peewee.Database) -> CompatibilityResult:
     if available and parse_version(available) != parse_version(installed):
         result.update_pending = True
         result.warnings.append(
-            f"pgvector {installed} is installed but {available} is available: ALTER EXTENSION vector UPDATE is pending"
+            f"pgvector {installed} is installed but {available} is available: "
+            "ALTER EXTENSION vector UPDATE is pending"
         )
     return result

@@ -49,7 +49,8 @@ TYPE_FAMILIES: dict[type[peewee.Field], str] = {
 class SchemaDifference:
     """One way the live database differs from the models."""
 
-    kind: str  # missing_table, missing_column, type_mismatch, nullability, missing_index, missing_unique, extra_column
+    # missing_table, missing_column, type_mismatch, nullability, missing_index, missing_unique, extra_column
+    kind: str
     table: str
     column: str | None
     expected: str | None
@@ -119,7 +120,7 @@ Add = Callable[[SchemaDifference], None]
 
 
 def type_label(family: str, declared: Any) -> str:
-    """How every difference names a type: the family, then the column type when it says more (``char (VARCHAR)``)."""
+    """How differences name a type: the family, then the column type if it says more (``char (VARCHAR)``)."""
     raw = str(declared or "").strip()
     return family if not raw or raw.lower() == family.lower() else f"{family} ({raw})"
 

@@ -47,7 +47,9 @@ def _exercise(base: str, what: str) -> None:
     assert result.requests == BURST
     backwards = [(a, b) for a, b in zip(scraped, scraped[1:]) if b < a]
     assert not backwards, f"{ACQUISITIONS} ran backwards between scrapes: {backwards[:5]} in {scraped}"
-    assert final >= result.app_ok, f"{ACQUISITIONS}={final} < {result.app_ok} application requests: not summed"
+    assert final >= result.app_ok, (
+        f"{ACQUISITIONS}={final} < {result.app_ok} application requests: not summed"
+    )
 
 
 def _burst_until_done(base: str, done: threading.Event, results: list[Burst]) -> None:

@@ -477,7 +477,8 @@ def test_production_preset_through_pgbouncer(
         assert (
             outside == after == "0"
         )  # not sent as a startup option; SET LOCAL ends with its transaction
-        assert name == "api.db"  # application_name is a startup parameter PgBouncer carries
+        # application_name (APP_NAME@host:pid) is a startup parameter PgBouncer carries
+        assert name.startswith("api.db@")
         expected = "pgbouncer (configured)" if pooler == "pgbouncer" else "pgbouncer (detected"
         assert str(db.pooler_report()).startswith(expected)
         with served(db) as address:

@@ -1,5 +1,6 @@
-"""deploy/: Kubernetes manifests valid against the offline schemas of kubernetes-validate, alert rules
-that fire under promtool on series shaped like a real scrape, a dashboard that queries only exported metrics."""
+"""deploy/: Kubernetes manifests valid against the offline schemas of kubernetes-validate, alert
+rules that fire under promtool on series shaped like a real scrape, a dashboard that queries only
+exported metrics."""
 
 from __future__ import annotations
 
@@ -106,7 +107,7 @@ TEMPLATE = re.compile(r"{{\s*\$(labels\.(\w+)|value)[^}]*}}")
 
 
 def _render(text: str, alert: str, labels: dict[str, str]) -> str:
-    """The annotation as Prometheus renders it: ``$labels.x`` from ``labels``, ``$value`` from :data:`VALUES`."""
+    """The annotation as Prometheus renders it: ``$labels.x`` from ``labels``, ``$value`` from ``VALUES``."""
     return TEMPLATE.sub(lambda m: labels[m.group(2)] if m.group(2) else VALUES[alert], text)
 
 
@@ -132,7 +133,9 @@ def test_alert_rules_fire_on_series_from_a_real_scrape(db: Any, tmp_path: Path) 
         annotations = {k: _render(v, name, kept) for k, v in rules[name]["annotations"].items()}
         alerts.append({"eval_time": "19m", "alertname": name,
                        "exp_alerts": [{"exp_labels": kept, "exp_annotations": annotations}]})  # fmt: skip
-    series = [{"series": _series(metric, scraped[metric]), "values": values} for metric, values in SCENARIO.items()]
+    series = [
+        {"series": _series(metric, scraped[metric]), "values": values} for metric, values in SCENARIO.items()
+    ]
     test_file = tmp_path / "alerts_test.yml"
     test_file.write_text(yaml.safe_dump({
         "rule_files": [str(DEPLOY / "prometheus" / "alerts.yml")],
@@ -140,7 +143,9 @@ def test_alert_rules_fire_on_series_from_a_real_scrape(db: Any, tmp_path: Path) 
         "tests": [{"interval": "1m", "input_series": series, "alert_rule_test": alerts},
                   _between_thresholds(scraped, database)],
     }))  # fmt: skip
-    result = subprocess.run([promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60)
+    result = subprocess.run(
+        [promtool, "test", "rules", str(test_file)], capture_output=True, text=True, timeout=60
+    )
     assert result.returncode == 0, result.stdout + result.stderr
 
 
@@ -150,15 +155,19 @@ def _between_thresholds(scraped: dict[str, dict[str, str]], database: str) -> di
     healthy = {"api_db_up": "1x20", "api_db_ready": "1x20", "api_db_migrations_failed": "0x20"}
     series = [{"series": _series(metric, scraped[metric]), "values": "0.85x20"}]
     series += [{"series": _series(name, scraped[name]), "values": values} for name, values in healthy.items()]
-    labels = {"alertname": "ApiDbPoolUtilizationHigh", "severity": "warning", "job": JOB, "instance": INSTANCE,
+    labels = {"alertname": "ApiDbPoolUtilizationHigh", "severity": "warning", "job": JOB,
+              "instance": INSTANCE,
               "database": database}  # fmt: skip
     VALUES["ApiDbPoolUtilizationHigh:85"] = "85%"
     rule = _rules()["ApiDbPoolUtilizationHigh"]
-    annotations = {k: _render(v, "ApiDbPoolUtilizationHigh:85", labels) for k, v in rule["annotations"].items()}
+    annotations = {
+        k: _render(v, "ApiDbPoolUtilizationHigh:85", labels) for k, v in rule["annotations"].items()
+    }
     checks: list[dict[str, Any]] = [{"eval_time": "19m", "alertname": "ApiDbPoolUtilizationHigh",
                                      "exp_alerts": [{"exp_labels": labels, "exp_annotations": annotations}]}]
     checks += [{"eval_time": "19m", "alertname": name, "exp_alerts": []}
-               for name in ("ApiDbPoolUtilizationCritical", "ApiDbDown", "ApiDbNotReady", "ApiDbMigrationFailed")]
+               for name in ("ApiDbPoolUtilizationCritical", "ApiDbDown", "ApiDbNotReady",
+                            "ApiDbMigrationFailed")]
     return {"interval": "1m", "input_series": series, "alert_rule_test": checks}
 
 

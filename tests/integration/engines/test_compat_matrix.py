@@ -93,7 +93,9 @@ def test_instant_add_column(db: peewee.Database, compat: DatabaseCompat) -> None
                                   "AND attname = 'extra'")
         observed = before == after and stored_once  # no rewrite: the default lives in the catalogue
     elif engine == "mysql":
-        observed = _works(db, "ALTER TABLE probe ADD COLUMN extra INTEGER NOT NULL DEFAULT 5, ALGORITHM=INSTANT")
+        observed = _works(
+            db, "ALTER TABLE probe ADD COLUMN extra INTEGER NOT NULL DEFAULT 5, ALGORITHM=INSTANT"
+        )
     else:
         before = _scalar(db, "PRAGMA page_count")
         db.execute_sql("ALTER TABLE probe ADD COLUMN extra INTEGER NOT NULL DEFAULT 5")
@@ -114,7 +116,11 @@ def test_concurrent_index(db: peewee.Database, compat: DatabaseCompat) -> None:
 def test_lock_timeout_setting(db: peewee.Database, compat: DatabaseCompat) -> None:
     probes = {
         "lock_timeout": ("SET lock_timeout = '1234ms'", "SHOW lock_timeout", "1234ms"),
-        "lock_wait_timeout": ("SET SESSION lock_wait_timeout = 1234", "SELECT @@SESSION.lock_wait_timeout", 1234),
+        "lock_wait_timeout": (
+            "SET SESSION lock_wait_timeout = 1234",
+            "SELECT @@SESSION.lock_wait_timeout",
+            1234,
+        ),
         "busy_timeout": ("PRAGMA busy_timeout = 1234", "PRAGMA busy_timeout", 1234),
     }
     observed = None
@@ -164,7 +170,8 @@ def test_max_index_key_bytes(db: peewee.Database, compat: DatabaseCompat) -> Non
     db.execute_sql("CREATE INDEX keys_c ON keys (c)")
     noise = "".join(uuid.uuid4().hex for _ in range(200))  # 6400 incompressible characters
     if limit is None:
-        db.execute_sql("INSERT INTO keys (c) VALUES (%s)" if db.param == "%s" else "INSERT INTO keys (c) VALUES (?)",
+        db.execute_sql("INSERT INTO keys (c) VALUES (%s)" if db.param == "%s"
+                       else "INSERT INTO keys (c) VALUES (?)",
                        (noise * 10,))
         return
     insert = "INSERT INTO keys (c) VALUES (%s)"
@@ -208,9 +215,13 @@ def test_full_text_search(db: peewee.Database, compat: DatabaseCompat) -> None:
         observed = bool(_scalar(db, "SELECT to_tsvector('english', 'the quick brown foxes') "
                                     "@@ to_tsquery('english', 'fox')"))
     elif engine == "mysql":
-        db.execute_sql("CREATE TABLE texts (id INTEGER PRIMARY KEY, body TEXT, FULLTEXT INDEX ft_body (body))")
+        db.execute_sql(
+            "CREATE TABLE texts (id INTEGER PRIMARY KEY, body TEXT, FULLTEXT INDEX ft_body (body))"
+        )
         db.execute_sql("INSERT INTO texts VALUES (1, 'the quick brown fox'), (2, 'a lazy dog')")
-        observed = _scalar(db, "SELECT count(*) FROM texts WHERE MATCH(body) AGAINST('+quick' IN BOOLEAN MODE)") == 1
+        observed = (
+            _scalar(db, "SELECT count(*) FROM texts WHERE MATCH(body) AGAINST('+quick' IN BOOLEAN MODE)") == 1
+        )
     else:
         observed = _works(db, "CREATE VIRTUAL TABLE texts USING fts5(body)",
                           "INSERT INTO texts (body) VALUES ('the quick brown fox'), ('a lazy dog')")
@@ -228,7 +239,9 @@ def test_auto_increment(db: peewee.Database, compat: DatabaseCompat) -> None:
         if _works(db, ddl):
             db.execute_sql("INSERT INTO counter (v) VALUES (10)")
             db.execute_sql("INSERT INTO counter (v) VALUES (20)")
-            observed = [r[0] for r in db.execute_sql("SELECT id FROM counter ORDER BY v").fetchall()] == [1, 2]
+            observed = (
+                [r[0] for r in db.execute_sql("SELECT id FROM counter ORDER BY v").fetchall()] == [1, 2]
+            )
             break
     assert observed == compat.get("auto_increment")
 
@@ -247,7 +260,9 @@ def test_type_casting(db: peewee.Database, compat: DatabaseCompat) -> None:
     assert _scalar(db, "SELECT CAST('42' AS DECIMAL(10, 0))") == 42  # every engine has CAST
     db.execute_sql("CREATE TABLE casts (c VARCHAR(10))")
     db.execute_sql("INSERT INTO casts (c) VALUES ('7')")
-    full = _works(db, "SELECT '42'::integer", "ALTER TABLE casts ALTER COLUMN c TYPE INTEGER USING c::integer")
+    full = _works(
+        db, "SELECT '42'::integer", "ALTER TABLE casts ALTER COLUMN c TYPE INTEGER USING c::integer"
+    )
     assert ("full" if full else "limited") == compat.get("type_casting")
 
 

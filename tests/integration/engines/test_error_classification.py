@@ -224,7 +224,9 @@ POSTGRES: dict[ErrorCategory, Scenario] = {
     C.DATA_ERROR: _sql("SELECT 'abc'::integer"),
     C.CONSTRAINT_VIOLATION: _sql("INSERT INTO t (id, name) VALUES (3, 'a')"),
     C.QUERY_CANCELED: _sql("SET statement_timeout = 50; SELECT pg_sleep(2)"),
-    C.LOCK_TIMEOUT: lambda db, e, u: _row_lock(e, u, db, "SET lock_timeout = 100; UPDATE t SET n = 2 WHERE id = 1"),
+    C.LOCK_TIMEOUT: lambda db, e, u: _row_lock(
+        e, u, db, "SET lock_timeout = 100; UPDATE t SET n = 2 WHERE id = 1"
+    ),
     C.DEADLOCK: _deadlock,
     C.SERIALIZATION_FAILURE: _pg_serialization,
     C.PERMISSION_DENIED: _pg_permission,
@@ -247,7 +249,8 @@ MYSQL: dict[ErrorCategory, Scenario] = {
     C.CONSTRAINT_VIOLATION: _sql("INSERT INTO t (id, name) VALUES (3, 'a')"),
     # MariaDB stops BENCHMARK() and aggregates early without an error; a sort raises 1969.
     C.QUERY_CANCELED: _sql(
-        "SET STATEMENT max_statement_time = 0.05 FOR SELECT seq FROM seq_1_to_100000000 ORDER BY RAND() LIMIT 1"
+        "SET STATEMENT max_statement_time = 0.05 "
+        "FOR SELECT seq FROM seq_1_to_100000000 ORDER BY RAND() LIMIT 1"
     ),
     C.LOCK_TIMEOUT: lambda db, e, u: _row_lock(
         e, u, db, "SET STATEMENT innodb_lock_wait_timeout = 1 FOR UPDATE t SET n = 2 WHERE id = 1"

@@ -1,4 +1,4 @@
-"""Health probes and /metrics over real HTTP, against real servers: outages, migrations, cache, metrics, secrets."""
+"""Health probes and /metrics over real HTTP on real servers: outages, migrations, cache, metrics, secrets."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def request(address: str, path: str, method: str = "GET", headers: dict[str, str
 
 
 def wait_for_status(address: str, path: str, expected: int, within: float) -> tuple[float, list[Response]]:
-    """Poll ``path`` until it answers ``expected``; (seconds it took, every response). Fails after ``within``."""
+    """Poll ``path`` until it answers ``expected``: (seconds taken, responses). Fails after ``within``."""
     started = time.monotonic()
     seen: list[Response] = []
     while time.monotonic() - started < within:
@@ -73,13 +73,17 @@ def wait_for_status(address: str, path: str, expected: int, within: float) -> tu
         if response[0] == expected:
             return time.monotonic() - started, seen
         time.sleep(0.02)
-    raise AssertionError(f"{path} never answered {expected} within {within}s; last: {seen[-1][:3] if seen else None}")
+    raise AssertionError(
+        f"{path} never answered {expected} within {within}s; last: {seen[-1][:3] if seen else None}"
+    )
 
 
 def with_password(url: str, password: str) -> str:
     parts = urlsplit(url)
     user, _, host = parts.netloc.rpartition("@")
-    return urlunsplit((parts.scheme, f"{user or 'postgres'}:{password}@{host}", parts.path, parts.query, parts.fragment))
+    return urlunsplit(
+        (parts.scheme, f"{user or 'postgres'}:{password}@{host}", parts.path, parts.query, parts.fragment)
+    )
 
 
 def close_database(database: Any) -> None:
@@ -98,7 +102,9 @@ def test_routes_methods_and_token(db: Any) -> None:
     token = "tok-" + uuid.uuid4().hex
     with served(health_app(db, token=token)) as address:
         status, headers, body, _ = request(address, "/health/live")
-        assert (status, body) == (200, b'{"status":"alive"}') and headers["Content-Type"] == "application/json"
+        assert (
+            (status, body) == (200, b'{"status":"alive"}') and headers["Content-Type"] == "application/json"
+        )
         assert request(address, "/health/live/")[0] == 200
         assert request(address, "/health/ready")[0] == 200  # the token guards /health/detailed only
         head = request(address, "/health/ready", method="HEAD")
@@ -110,10 +116,14 @@ def test_routes_methods_and_token(db: Any) -> None:
         assert request(address, "/metrics", method="DELETE")[0] == 405
 
         status, headers, body, _ = request(address, "/health/detailed")
-        assert status == 401 and headers["WWW-Authenticate"].startswith("Bearer") and token.encode() not in body
+        assert (
+            status == 401 and headers["WWW-Authenticate"].startswith("Bearer") and token.encode() not in body
+        )
         assert request(address, "/health/detailed", headers={"Authorization": "Bearer wrong"})[0] == 401
         assert request(address, "/health/detailed", headers={"Authorization": f"Basic {token}"})[0] == 401
-        status, _, body, _ = request(address, "/health/detailed", headers={"Authorization": f"Bearer {token}"})
+        status, _, body, _ = request(
+            address, "/health/detailed", headers={"Authorization": f"Bearer {token}"}
+        )
         assert status == 200 and b'"status":"healthy"' in body
 
 
@@ -126,7 +136,9 @@ def test_ready_is_503_while_a_migration_is_pending_and_200_after_migrate_db(db: 
         status, _, body, _ = request(address, "/health/ready")
         assert status == 503 and b"2 migration(s) pending" in body
         status, _, body, _ = request(address, "/health/detailed")
-        assert status == 200 and b'"status":"degraded"' in body and b'"pending":["create_health_first"' in body
+        assert (
+            status == 200 and b'"status":"degraded"' in body and b'"pending":["create_health_first"' in body
+        )
         migrate_db(db, migrations[:1])
         status, _, body, _ = request(address, "/health/ready")
         assert status == 503 and b"1 migration(s) pending" in body
@@ -138,7 +150,9 @@ def test_ready_is_503_while_a_migration_is_pending_and_200_after_migrate_db(db: 
         assert metrics["api_db_migrations_applied"] == 2 and metrics["api_db_migrations_pending"] == 0
         with db.connection_context():
             last = MigrationTracker(db).get_migration_history()[-1].duration_ms
-        assert last is not None and metrics["api_db_last_migration_duration_seconds"] == pytest.approx(last / 1e3)
+        assert last is not None and metrics["api_db_last_migration_duration_seconds"] == pytest.approx(
+            last / 1e3
+        )
 
 
 def test_a_failed_migration_makes_the_database_unhealthy(db: Any, engine: Engine) -> None:
@@ -164,7 +178,9 @@ def test_a_failed_migration_makes_the_database_unhealthy(db: Any, engine: Engine
 def test_cache_holds_under_200_concurrent_requests(db: Any, engine: Engine) -> None:
     app = health_app(db, cache_ttl=2.5)
     probes: list[str] = []
-    app.checker.probe_db.query_hooks.append(lambda event: probes.append(event.sql) if event.sql == "SELECT 1" else None)
+    app.checker.probe_db.query_hooks.append(
+        lambda event: probes.append(event.sql) if event.sql == "SELECT 1" else None
+    )
     with served(app) as address:
         for round_number in (1, 2):
             round_started = time.monotonic()
@@ -226,7 +242,10 @@ def test_metrics_parse_and_match_the_pool_stats(engine: Engine, db_url: str) -> 
     assert metrics["api_db_pool_utilization_ratio"] == pytest.approx(stats["utilization_percent"] / 100)
     assert metrics["api_db_queries_total"] >= 6 and metrics["api_db_query_errors_total"] == 1
     assert metrics["api_db_up"] == 1 and metrics["api_db_ready"] == 1
-    assert metrics["api_db_health_status{status=healthy}"] == 1 and metrics["api_db_health_status{status=unhealthy}"] == 0
+    assert (
+        metrics["api_db_health_status{status=healthy}"] == 1
+        and metrics["api_db_health_status{status=unhealthy}"] == 0
+    )
     assert 0 < metrics["api_db_health_check_latency_seconds"] < 1
     assert metrics["api_db_health_checks_total"] == 1
     if engine.family != "sqlite":
@@ -299,7 +318,7 @@ def secret_free(bodies: list[bytes], *secrets: str) -> None:
 
 @pytest.fixture
 def password_url(engine: Engine, db_url: str) -> Iterator[tuple[str, str]]:
-    """A URL with a password for the fresh database: PostgreSQL trusts any password; on MariaDB a user of our own."""
+    """A URL with a password for the fresh database: PostgreSQL trusts any; MariaDB gets our own user."""
     password = "pw-" + uuid.uuid4().hex
     if engine.family == "postgres":
         yield with_password(db_url, password), password
@@ -323,7 +342,10 @@ def password_url(engine: Engine, db_url: str) -> Iterator[tuple[str, str]]:
 
 
 def every_endpoint(address: str) -> list[bytes]:
-    return [request(address, path)[2] for path in ("/health/live", "/health/ready", "/health/detailed", "/metrics")]
+    return [
+        request(address, path)[2]
+        for path in ("/health/live", "/health/ready", "/health/detailed", "/metrics")
+    ]
 
 
 @pytest.mark.engines("postgres", "mysql")
@@ -337,7 +359,8 @@ def test_no_response_carries_the_password_or_the_dsn(engine: Engine, password_ur
             bodies = every_endpoint(address)
             assert b'"status":"degraded"' in bodies[2]
             secret_free(bodies[:3], password, url, host, "version")
-            secret_free(bodies[3:], password, url, host, 'version="1', 'version="2')  # the info label is empty
+            # the info label is empty
+            secret_free(bodies[3:], password, url, host, 'version="1', 'version="2')
             assert b'version=""' in bodies[3]
         with served(health_app(database, cache_ttl=0.0, expose_details=True)) as address:
             secret_free(every_endpoint(address), password, url)
@@ -412,7 +435,12 @@ def test_postgres_stopped_and_hung_then_back(engine: Engine) -> None:
                 wait_for_status(address, "/health/ready", 200, within=5)
 
                 # Stopped: connections refused.
-                pg_ctl(["-m", "immediate", "-w", "stop"], pgdata=server.pgdata, user=server.system_user, timeout=30)
+                pg_ctl(
+                    ["-m", "immediate", "-w", "stop"],
+                    pgdata=server.pgdata,
+                    user=server.system_user,
+                    timeout=30,
+                )
                 cut_at = time.monotonic()
                 assert_outage_seen(address, cut_at)
                 server.ensure_postgres_running()
@@ -590,7 +618,9 @@ def test_serve_command(engine: Engine, db_url: str) -> None:
         assert process.stdout is not None
         first_line = process.stdout.readline()
         match = re.search(r"on http://(127\.0\.0\.1:\d+)", first_line)
-        assert match, first_line + (process.stderr.read() if process.poll() is not None and process.stderr else "")
+        assert match, first_line + (
+            process.stderr.read() if process.poll() is not None and process.stderr else ""
+        )
         address = match.group(1)
         assert request(address, "/health/live")[0] == 200
         status, _, body, _ = request(address, "/health/ready")

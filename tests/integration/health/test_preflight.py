@@ -72,15 +72,21 @@ def test_pgvector_check_per_server(engine: Engine, db) -> None:
         assert pg is Level.PASS and report.installed_extensions["vector"] == "0.8.6"
         assert report.ok
     elif engine.name == "pgvector_legacy":
-        assert pg is Level.WARN and "fixed in 0.8.2" in next(c.detail for c in report.checks if c.name == "pgvector")
+        assert pg is Level.WARN and "fixed in 0.8.2" in next(
+            c.detail for c in report.checks if c.name == "pgvector"
+        )
     else:
         assert pg is Level.FAIL and not report.ok
 
 
 def test_migration_state_is_judged(db) -> None:
-    report = get_extended_diagnostics(db, migration_state=lambda _db: {"pending": ["a"], "failed": [], "running": []})
+    report = get_extended_diagnostics(
+        db, migration_state=lambda _db: {"pending": ["a"], "failed": [], "running": []}
+    )
     assert levels(report)["migrations"] is Level.WARN
-    report = get_extended_diagnostics(db, migration_state=lambda _db: {"pending": [], "failed": ["b"], "running": []})
+    report = get_extended_diagnostics(
+        db, migration_state=lambda _db: {"pending": [], "failed": ["b"], "running": []}
+    )
     assert levels(report)["migrations"] is Level.FAIL and not report.ok
 
 
@@ -92,7 +98,9 @@ def closed_port() -> int:
 
 @pytest.mark.parametrize("scheme", ["postgresql", "mysql"])
 def test_unreachable_server_is_a_failed_check(scheme: str) -> None:
-    database = connect(f"{scheme}://app:hunter2@127.0.0.1:{closed_port()}/app", connect_timeout=2, retry_max_attempts=1)
+    database = connect(
+        f"{scheme}://app:hunter2@127.0.0.1:{closed_port()}/app", connect_timeout=2, retry_max_attempts=1
+    )
     report = get_extended_diagnostics(database)
     assert not report.ok
     check = report.checks[0]

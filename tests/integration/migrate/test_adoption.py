@@ -1,4 +1,4 @@
-"""Adoption proven by the catalog, create_tables on existing tables, typed schema errors, structured defaults."""
+"""Adoption proven by the catalog, create_tables over existing tables, typed schema errors, rich defaults."""
 
 from __future__ import annotations
 

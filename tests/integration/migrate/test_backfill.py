@@ -55,7 +55,8 @@ def test_backfill_keeps_a_concurrent_writer_fast(db: Any, db_url: str, engine_na
     stats = seen["stats"]
     logger.warning(
         "%s backfill of %d rows: %.0f rows/s, longest UPDATE %.0f ms, longest key search %.0f ms; writer "
-        "n=%d p50 %.1f ms p99 %.1f ms max %.1f ms", engine_name, stats.rows, stats.rate, stats.longest_batch_ms,
+        "n=%d p50 %.1f ms p99 %.1f ms max %.1f ms", engine_name, stats.rows, stats.rate,
+        stats.longest_batch_ms,
         stats.longest_read_ms, latency["n"], latency["p50"], latency["p99"], latency["max"],
     )  # fmt: skip
     assert not writer.errors
@@ -102,7 +103,9 @@ def test_sigkill_mid_backfill_then_boot_updates_every_row_exactly_once(db: Any, 
 
 def test_string_primary_keys_resume_at_the_next_batch(db: Any) -> None:
     with db.connection_context():
-        db.execute_sql("CREATE TABLE tag (code VARCHAR(20) PRIMARY KEY, counter INTEGER NOT NULL, label VARCHAR(20))")
+        db.execute_sql(
+            "CREATE TABLE tag (code VARCHAR(20) PRIMARY KEY, counter INTEGER NOT NULL, label VARCHAR(20))"
+        )
         values = ", ".join(f"('k{i:05d}', 0, NULL)" for i in range(2_345))
         db.execute_sql(f"INSERT INTO tag (code, counter, label) VALUES {values}")
     calls = {"n": 0}
@@ -149,7 +152,9 @@ def test_an_atomic_migration_refuses_backfill(db: Any) -> None:
     with db.connection_context():
         fill_counter_table(db, "item", 100)
     with pytest.raises(MigrationError) as caught:
-        migrate_db(db, [Migration("bump_atomic", lambda m: m.backfill("item", "counter", SQL("counter + 1")))])
+        migrate_db(
+            db, [Migration("bump_atomic", lambda m: m.backfill("item", "counter", SQL("counter + 1")))]
+        )
     assert isinstance(caught.value.orig, MigrationDeclarationError)
     assert caught.value.category == "transaction_control"
     assert "atomic=False" in str(caught.value)
@@ -163,7 +168,9 @@ def test_preview_warns_and_sends_nothing(db: Any, db_url: str) -> None:
                                                                 batch_size=1_000), atomic=False)  # fmt: skip
     preview = preview_migration(db, [migration])
     warnings = [w for w in preview.warnings if w.code == "backfill"]
-    assert len(warnings) == 1 and "3 batch(es)" in warnings[0].message and "atomic=False" in warnings[0].message
+    assert (
+        len(warnings) == 1 and "3 batch(es)" in warnings[0].message and "atomic=False" in warnings[0].message
+    )
     assert any(s.startswith("UPDATE") for s in preview.sql_statements)
     assert scalar(db, "SELECT MAX(counter) FROM item") == 0
 

@@ -36,7 +36,9 @@ def test_status_migrate_history_validate(db_url: str, capsys: pytest.CaptureFixt
 
     code, out, _ = run(capsys, "--database", db_url, "history", "--json")
     rows = json.loads(out)
-    assert code == 0 and [r["status"] for r in rows] == ["success"] * 4 and all(r["installed_by"] for r in rows)
+    assert (
+        code == 0 and [r["status"] for r in rows] == ["success"] * 4 and all(r["installed_by"] for r in rows)
+    )
 
     code, out, _ = run(capsys, *base, "validate")
     assert code == 0 and "none changed" in out

@@ -1,4 +1,4 @@
-"""The deploy-control subcommands end to end: migrate --to, rollback, sql, mark-applied, repair, status --check."""
+"""Deploy subcommands end to end: migrate --to, rollback, sql, mark-applied, repair, status --check."""
 
 from __future__ import annotations
 
@@ -33,7 +33,8 @@ def test_deploy_control_commands(db_url: str, capsys: pytest.CaptureFixture[str]
     code, out, _ = run(capsys, *base, "rollback", "--steps", "2", "--dry-run")
     assert code == 0 and "editor_and_rename" in out and "retype_title" in out and "nothing changed" in out
     code, out, _ = run(capsys, *base, "rollback", "--to", "age_and_index", "--json")
-    assert code == 0 and json.loads(out)["rolled_back"] == ["editor_and_rename", "retype_title", "rename_and_relax"]
+    assert code == 0 and json.loads(out)["rolled_back"] == ["editor_and_rename", "retype_title",
+                                                            "rename_and_relax"]
     code, out, _ = run(capsys, *base, "status", "--check")
     assert code == 1 and out.count("rolled_back") == 3
 
@@ -53,6 +54,8 @@ def test_deploy_control_commands(db_url: str, capsys: pytest.CaptureFixture[str]
 
 @pytest.mark.parametrize("argv", [("rollback", "--to", "nope"), ("sql", "nope"), ("mark-applied", "nope"),
                                   ("migrate", "--to", "nope"), ("repair", "nope", "--accept-checksum")])
-def test_an_unknown_name_is_one_line(db_url: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]) -> None:
+def test_an_unknown_name_is_one_line(
+    db_url: str, capsys: pytest.CaptureFixture[str], argv: tuple[str, ...]
+) -> None:
     code, _, err = run(capsys, "--database", db_url, "--migrations", SPEC, *argv)
     assert code == 2 and err.startswith("error: ") and err.count("\n") == 1 and "nope" in err

@@ -7,7 +7,6 @@ import logging
 import re
 import sqlite3
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -29,29 +28,9 @@ from api.db.migrate.runner import make_schema_migrator
 from api.db.migrate.status import pending_migrations, repair_migration, validate_migrations
 from api.db.migrate.tracker import MigrationTracker
 
-from engines import Engine, admin_cursor
+from engines import Engine, admin_cursor, history, statements
 
 DDL = re.compile(r"^\s*(CREATE|ALTER|DROP)\b", re.IGNORECASE)
-
-
-@contextlib.contextmanager
-def statements(db: Any) -> Iterator[list[str]]:
-    """Every SQL statement sent through ``db`` while active (peewee's query hooks)."""
-    seen: list[str] = []
-
-    def hook(event: Any) -> None:
-        seen.append(event.sql)
-
-    db.query_hooks.append(hook)
-    try:
-        yield seen
-    finally:
-        db.query_hooks.remove(hook)
-
-
-def history(db: Any) -> dict[str, Any]:
-    with db.connection_context():
-        return {r.migration_name: r for r in MigrationTracker(db).get_migration_history()}
 
 
 def columns(db: Any, table: str) -> set[str]:
@@ -68,7 +47,9 @@ BASIC = [
     ("create_doc", lambda m: m.sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50))")),
     Migration(
         "add_doc_source_type",
-        lambda m: m.add_column("doc", "source_type", CharField(max_length=64, null=False, default="", index=True)),
+        lambda m: m.add_column(
+            "doc", "source_type", CharField(max_length=64, null=False, default="", index=True)
+        ),
     ),
     ("add_doc_pages", lambda m: m.add_column("doc", "pages", IntegerField(null=True))),
     ("rename_doc_pages", lambda m: m.rename_column("doc", "pages", "page_count")),
@@ -77,7 +58,9 @@ BASIC = [
 
 def test_apply_then_reapply_runs_no_ddl(db: Any) -> None:
     report = migrate_db(db, BASIC)
-    assert report.applied == [name for name, *_ in [(m[0],) if isinstance(m, tuple) else (m.name,) for m in BASIC]]
+    assert report.applied == [
+        name for name, *_ in [(m[0],) if isinstance(m, tuple) else (m.name,) for m in BASIC]
+    ]
     assert {"source_type", "page_count"} <= columns(db, "doc") and "pages" not in columns(db, "doc")
     assert all(row.status == "success" and row.checksum for row in history(db).values())
     with statements(db) as seen:
@@ -88,12 +71,14 @@ def test_apply_then_reapply_runs_no_ddl(db: Any) -> None:
 
 
 def test_adopts_a_database_that_already_has_the_changes(db: Any) -> None:
-    db.execute_sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50), source_type VARCHAR(64), page_count INTEGER)")
+    db.execute_sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50), "
+                   "source_type VARCHAR(64), page_count INTEGER)")
     report = migrate_db(
         db,
         [
             ("create_doc", lambda m: m.sql("CREATE TABLE doc (id INTEGER PRIMARY KEY, title VARCHAR(50))")),
-            ("add_doc_source_type", lambda m: m.add_column("doc", "source_type", CharField(max_length=64, null=True))),
+            ("add_doc_source_type",
+             lambda m: m.add_column("doc", "source_type", CharField(max_length=64, null=True))),
             ("rename_doc_pages", lambda m: m.rename_column("doc", "pages", "page_count")),
             ("drop_doc_legacy", lambda m: m.drop_column("doc", "legacy")),
             ("add_doc_lang", lambda m: m.add_column("doc", "lang", CharField(max_length=8, null=True))),
@@ -102,7 +87,9 @@ def test_adopts_a_database_that_already_has_the_changes(db: Any) -> None:
     assert report.skipped == ["create_doc", "add_doc_source_type", "rename_doc_pages", "drop_doc_legacy"]
     assert report.applied == ["add_doc_lang"]
     rows = history(db)
-    assert rows["rename_doc_pages"].status == "skipped" and "adopted" in rows["rename_doc_pages"].error_message
+    assert (
+        rows["rename_doc_pages"].status == "skipped" and "adopted" in rows["rename_doc_pages"].error_message
+    )
     assert rows["add_doc_lang"].status == "success"
     assert "lang" in columns(db, "doc")
 
@@ -149,7 +136,9 @@ def test_expected_failure_does_not_poison_the_postgres_transaction(db: Any) -> N
 
 
 @pytest.mark.engines("mysql")
-def test_mysql_failure_reports_partial_state_and_next_run_completes(db: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_mysql_failure_reports_partial_state_and_next_run_completes(
+    db: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     def widen(m: Any) -> None:
         m.add_column("doc", "x", IntegerField(null=True))
         m.add_column("doc", "y", IntegerField(null=True))
@@ -175,7 +164,9 @@ def test_mysql_failure_reports_partial_state_and_next_run_completes(db: Any, cap
     with statements(db) as seen:
         report = migrate_db(db, migrations)
     assert report.applied == ["widen"]
-    assert not [s for s in seen if "ADD COLUMN `x`" in s or "ADD COLUMN `y`" in s], "completed operations replayed"
+    assert not [s for s in seen if "ADD COLUMN `x`" in s or "ADD COLUMN `y`" in s], (
+        "completed operations replayed"
+    )
     assert history(db)["widen"].status == "success" and "z" in columns(db, "later")
 
 
@@ -234,12 +225,17 @@ def test_unknown_history_rows_warn_or_refuse(db: Any, caplog: pytest.LogCaptureF
 def test_changed_definition_is_reported_as_drift(db: Any, caplog: pytest.LogCaptureFixture) -> None:
     migrate_db(db, BASIC)
     changed = list(BASIC)
-    changed[2] = ("add_doc_pages", lambda m: m.add_column("doc", "pages", IntegerField(null=False, default=1)))
+    changed[2] = (
+        "add_doc_pages",
+        lambda m: m.add_column("doc", "pages", IntegerField(null=False, default=1)),
+    )
     drifted = validate_migrations(db, changed)
     assert [d.name for d in drifted] == ["add_doc_pages"]
     assert migrate_db(db, changed).fast_path  # nothing pending: a changed body is never re-run
     caplog.set_level(logging.WARNING, logger="api.db")
-    changed.append(("add_doc_lang", lambda m: m.add_column("doc", "lang", CharField(max_length=8, null=True))))
+    changed.append(
+        ("add_doc_lang", lambda m: m.add_column("doc", "lang", CharField(max_length=8, null=True)))
+    )
     report = migrate_db(db, changed)  # the locked path compares checksums
     assert report.drift == ["add_doc_pages"] and report.applied == ["add_doc_lang"]
     assert any("changed since they were applied" in r.getMessage() for r in caplog.records)
@@ -309,7 +305,11 @@ def test_lock_timeout_names_the_holder(db: Any, db_url: str, engine: Engine) -> 
     text = str(caught.value)
     assert isinstance(caught.value, TimeoutError)
     if engine.family == "postgres":
-        assert f"pid={holder}" in text and "application_name=apidb-test-holder" in text and "backend_start=" in text
+        assert (
+            f"pid={holder}" in text
+            and "application_name=apidb-test-holder" in text
+            and "backend_start=" in text
+        )
     elif engine.family == "mysql":
         assert f"connection_id={holder}" in text and "user=root" in text
     else:
@@ -348,7 +348,11 @@ def test_non_atomic_migration_runs_outside_a_transaction(db: Any) -> None:
         db,
         [
             BASIC[0],
-            Migration("concurrent_index", lambda m: m.sql("CREATE INDEX CONCURRENTLY doc_title ON doc (title)"), atomic=False),
+            Migration(
+                "concurrent_index",
+                lambda m: m.sql("CREATE INDEX CONCURRENTLY doc_title ON doc (title)"),
+                atomic=False,
+            ),
         ],
     )
     assert report.applied == ["create_doc", "concurrent_index"]
@@ -356,7 +360,9 @@ def test_non_atomic_migration_runs_outside_a_transaction(db: Any) -> None:
 
 
 @pytest.mark.engines("postgres", "mysql")
-def test_password_never_in_logs_or_errors(engine: Engine, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_password_never_in_logs_or_errors(
+    engine: Engine, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     secret = "Pw-" + uuid.uuid4().hex[:10]
     user = None
     if engine.family == "mysql":

@@ -23,27 +23,7 @@ from api.db import Migration, MigrationError, migrate_db
 from api.db.exceptions import ReadOnlyDatabase
 from api.db.migrate.tracker import ERROR_MAX_LENGTH, HISTORY_TABLE, MigrationTracker
 
-from engines import Engine, admin_cursor
-
-
-@contextlib.contextmanager
-def statements(db: Any) -> Iterator[list[str]]:
-    """Every SQL statement sent through ``db`` while active (peewee's query hooks)."""
-    seen: list[str] = []
-
-    def hook(event: Any) -> None:
-        seen.append(event.sql)
-
-    db.query_hooks.append(hook)
-    try:
-        yield seen
-    finally:
-        db.query_hooks.remove(hook)
-
-
-def history(db: Any) -> dict[str, Any]:
-    with db.connection_context():
-        return {r.migration_name: r for r in MigrationTracker(db).get_migration_history()}
+from engines import Engine, admin_cursor, history, statements
 
 
 def tables(db: Any) -> set[str]:

@@ -101,7 +101,11 @@ def test_blocked_ddl_fails_fast_and_names_the_blocker(engine: Engine, db: Any, d
     def blocker() -> None:
         with admin_cursor(engine, db_url) as cur:
             cur.execute("BEGIN")
-            cur.execute("SELECT v FROM busy FOR UPDATE" if engine.family == "mysql" else "LOCK TABLE busy IN SHARE MODE")
+            cur.execute(
+                "SELECT v FROM busy FOR UPDATE"
+                if engine.family == "mysql"
+                else "LOCK TABLE busy IN SHARE MODE"
+            )
             holding.set()
             release.wait(20)
             cur.execute("ROLLBACK")
@@ -140,11 +144,15 @@ def test_verify_reports_model_differences(db: Any) -> None:
             table_name = "thing"
 
     Thing._meta.database = db
-    migrations = [("create_thing", lambda m: m.sql("CREATE TABLE thing (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL)"))]
+    migrations = [
+        ("create_thing",
+         lambda m: m.sql("CREATE TABLE thing (id INTEGER PRIMARY KEY, name VARCHAR(50) NOT NULL)"))
+    ]
     report = migrate_db(db, migrations, verify=[Thing])
     assert any("missing_column thing.size" in d for d in report.schema_differences)
     assert any("missing_index thing.name" in d for d in report.schema_differences)
-    fixed = [*migrations, ("add_size", lambda m: m.add_column("thing", "size", peewee.IntegerField(default=0))),
+    fixed = [*migrations, ("add_size", lambda m: m.add_column("thing", "size",
+                                                              peewee.IntegerField(default=0))),
              ("index_name", lambda m: m.add_index("thing", ("name",)))]
     assert migrate_db(db, fixed, verify=[Thing]).schema_differences == []
 

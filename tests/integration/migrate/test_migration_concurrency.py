@@ -44,7 +44,13 @@ def _columns(url: str) -> set[str]:
 def test_eight_processes_boot_at_once(db_url: str) -> None:
     env = {**os.environ, "APIDB_SLOW": "0"}
     children = [
-        subprocess.Popen([sys.executable, CHILD, db_url], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        subprocess.Popen(
+            [sys.executable, CHILD, db_url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
         for _ in range(8)
     ]
     reports = []
@@ -104,7 +110,7 @@ def test_process_killed_mid_migration_is_repaired_by_next_boot(
 
 @pytest.mark.engines("postgres")
 def test_killed_during_a_long_statement_releases_the_lock_quickly(db_url: str, tmp_path: Path) -> None:
-    """The server notices the dead client (client_connection_check_interval) instead of finishing pg_sleep(60)."""
+    """The server notices the dead client (client_connection_check_interval) before pg_sleep(60) ends."""
     marker = tmp_path / "inside"
     child = subprocess.Popen(
         [sys.executable, CHILD, db_url, str(marker)],

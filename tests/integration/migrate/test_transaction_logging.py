@@ -136,7 +136,8 @@ def test_cli_log_format_json_writes_one_object_per_line(db_url: str, tmp_path: P
     )
     env = {**os.environ, "PYTHONPATH": f"{ROOT}{os.pathsep}{tmp_path}"}
     command = [sys.executable, "-m", "api.db", "--database", db_url,
-               "--migrations", "cli_json_migrations:MIGRATIONS", "--log-format", "json", "-v", "migrate"]  # fmt: skip
+               "--migrations", "cli_json_migrations:MIGRATIONS", "--log-format", "json", "-v",
+               "migrate"]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in result.stderr.splitlines() if line.strip()]

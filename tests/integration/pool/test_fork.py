@@ -15,7 +15,11 @@ pytestmark = pytest.mark.engines("postgres", "mysql")
 def _session_sql(db: Any) -> str:
     from api.db.engines import engine_for
 
-    return "SELECT pg_backend_pid()" if engine_for(db).app_name_param == "application_name" else "SELECT CONNECTION_ID()"
+    return (
+        "SELECT pg_backend_pid()"
+        if engine_for(db).app_name_param == "application_name"
+        else "SELECT CONNECTION_ID()"
+    )
 
 
 def _child(db: Any, queue: Any) -> None:
@@ -28,7 +32,8 @@ def _child(db: Any, queue: Any) -> None:
 
 
 def test_forked_children_open_their_own_connections(db: Any) -> None:
-    parent_session = db.execute_sql(_session_sql(db)).fetchone()[0]  # this thread keeps it open across the fork
+    # this thread keeps it open across the fork
+    parent_session = db.execute_sql(_session_sql(db)).fetchone()[0]
     context = multiprocessing.get_context("fork")
     queue = context.Queue()
     children = [context.Process(target=_child, args=(db, queue)) for _ in range(3)]
@@ -58,5 +63,7 @@ def test_session_name_has_host_and_pid(db: Any) -> None:
 
 @pytest.mark.engines("postgres")
 def test_the_server_sees_host_and_pid_in_application_name(db: Any) -> None:
-    name = db.execute_sql("SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()").fetchone()[0]
+    name = db.execute_sql(
+        "SELECT application_name FROM pg_stat_activity WHERE pid = pg_backend_pid()"
+    ).fetchone()[0]
     assert name == f"api.db@{socket.gethostname()}:{os.getpid()}"[:63] or name.endswith(f":{os.getpid()}")

@@ -1,4 +1,4 @@
-"""The instrumented pool on real servers: bounded waits, killed sessions, retries, leaks, session reset, load."""
+"""The instrumented pool on real servers: bounded waits, killed sessions, retries, leaks, resets, load."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from api.db.exceptions import DatabaseUnavailable, PoolTimeout
 from api.db.pool.diagnostics import PoolDiagnostics, log_connection_config, start_health_monitoring
 
 import engines
-from engines import Engine, admin_cursor
+from engines import Engine, admin_cursor, kill_sessions, pool_sessions
 
 pytestmark = pytest.mark.engines("postgres", "mysql")
 
@@ -59,7 +59,9 @@ def test_exhaustion_raises_pool_timeout_after_the_configured_wait(pool_factory: 
     database = pool_factory(max_connections=2, acquire_timeout=1.0)
     release = threading.Event()
     ready = threading.Barrier(3)
-    holders = [threading.Thread(target=_hold, args=(database, release, ready), name=f"holder-{i}") for i in range(2)]
+    holders = [
+        threading.Thread(target=_hold, args=(database, release, ready), name=f"holder-{i}") for i in range(2)
+    ]
     for thread in holders:
         thread.start()
     ready.wait(10)
@@ -99,29 +101,12 @@ def test_exhaustion_raises_pool_timeout_after_the_configured_wait(pool_factory: 
     assert stats["active"] == 0 and stats["idle"] == 2
 
 
-def _pool_sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
-    database = db_url.rsplit("/", 1)[1]
-    with admin_cursor(engine) as cur:
-        if engine.family == "postgres":
-            cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name LIKE %s",
-                (database, app_name + "@%"),  # connect() names sessions APP_NAME@host:pid
-            )
-        else:
-            cur.execute("SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()", (database,))
-        return [int(row[0]) for row in cur.fetchall()]
 
 
-def _kill(engine: Engine, ids: list[int]) -> None:
-    with admin_cursor(engine) as cur:
-        for session in ids:
-            if engine.family == "postgres":
-                cur.execute("SELECT pg_terminate_backend(%s)", (session,))
-            else:
-                cur.execute(f"KILL {int(session)}")
 
-
-def test_killed_sessions_are_replaced_on_next_checkout(pool_factory: Any, engine: Engine, db_url: str) -> None:
+def test_killed_sessions_are_replaced_on_next_checkout(
+    pool_factory: Any, engine: Engine, db_url: str
+) -> None:
     app_name = f"apidb-kill-{uuid.uuid4().hex[:8]}"
     database = pool_factory(max_connections=4, app_name=app_name)
     barrier = threading.Barrier(4)
@@ -136,16 +121,16 @@ def test_killed_sessions_are_replaced_on_next_checkout(pool_factory: Any, engine
         thread.start()
     for thread in threads:
         thread.join(10)
-    sessions = _pool_sessions(engine, db_url, app_name)
+    sessions = pool_sessions(engine, db_url, app_name)
     assert len(sessions) == 4
-    _kill(engine, sessions)
+    kill_sessions(engine, sessions)
     time.sleep(0.1)  # let the server finish closing them
     for _ in range(6):
         with database.connection_context():
             assert database.execute_sql("SELECT 1").fetchone()[0] == 1
     stats = PoolDiagnostics(database).get_pool_stats()
     assert stats["connections_lost_total"] >= 1
-    assert not set(_pool_sessions(engine, db_url, app_name)) & set(sessions)
+    assert not set(pool_sessions(engine, db_url, app_name)) & set(sessions)
 
 
 def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
@@ -158,7 +143,7 @@ def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
     with pytest.raises(Exception) as caught:  # noqa: PT011 - the driver's own error is the point
         with database.atomic():
             database.execute_sql("INSERT INTO events (id, note) VALUES (1, 'first')")
-            _kill(engine, _pool_sessions(engine, db_url, app_name))
+            kill_sessions(engine, pool_sessions(engine, db_url, app_name))
             time.sleep(0.1)
             database.execute_sql("INSERT INTO events (id, note) VALUES (2, 'second')")
     from api.db.error_handler import ErrorCategory, classify_error
@@ -176,7 +161,8 @@ def test_statement_inside_a_transaction_is_not_rerun_after_the_session_dies(
 
 def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engine: Engine) -> None:
     database = pool_factory(max_connections=1)
-    lock_name = f"apidb_pool_test_{database.database}"  # GET_LOCK names are server-wide: scope to this database
+    # GET_LOCK names are server-wide: scope to this database
+    lock_name = f"apidb_pool_test_{database.database}"
     with database.connection_context():
         if engine.family == "postgres":
             database.execute_sql("SELECT pg_advisory_lock(424242)")
@@ -192,9 +178,14 @@ def test_session_state_does_not_reach_the_next_borrower(pool_factory: Any, engin
             ).fetchone()[0]
             path = database.execute_sql("SHOW search_path").fetchone()[0]
             assert (held, path) == (0, '"$user", public')
-            assert database.execute_sql("SHOW application_name").fetchone()[0] == database.connect_params["application_name"]
+            assert (
+                database.execute_sql("SHOW application_name").fetchone()[0]
+                == database.connect_params["application_name"]
+            )
         else:
-            row = database.execute_sql("SELECT IS_USED_LOCK(%s), @leftover, @@session.sql_mode", (lock_name,)).fetchone()
+            row = database.execute_sql(
+                "SELECT IS_USED_LOCK(%s), @leftover, @@session.sql_mode", (lock_name,)
+            ).fetchone()
             assert row[0] is None and row[1] is None and "ANSI" not in row[2].split(",")
     assert PoolDiagnostics(database).get_pool_stats()["connections_created_total"] == 1
 
@@ -231,7 +222,9 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_unreachable_port_retries_with_growing_delays(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+def test_unreachable_port_retries_with_growing_delays(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     scheme = "postgresql" if engine.family == "postgres" else "mysql"
     database = connect(
         f"{scheme}://app:hunter2secret@127.0.0.1:{_closed_port()}/app",
@@ -248,7 +241,11 @@ def test_unreachable_port_retries_with_growing_delays(engine: Engine, caplog: py
         database.connect()
     elapsed = time.monotonic() - started
     database.close_all()
-    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING and "retrying in" in r.getMessage()]
+    warnings = [
+        r.getMessage()
+        for r in caplog.records
+        if r.levelno == logging.WARNING and "retrying in" in r.getMessage()
+    ]
     assert [m.rsplit("retrying in ", 1)[1] for m in warnings] == ["0.05s", "0.10s", "0.20s"]
     assert elapsed >= 0.35
     message = str(caught.value)
@@ -256,8 +253,11 @@ def test_unreachable_port_retries_with_growing_delays(engine: Engine, caplog: py
     assert "hunter2secret" not in message + caplog.text
 
 
-@pytest.mark.engines("mysql")  # the shared PostgreSQL trusts every login: see test_wrong_password_postgres_scram
-def test_wrong_password_fails_at_once_without_the_password(engine: Engine, caplog: pytest.LogCaptureFixture) -> None:
+# the shared PostgreSQL trusts every login: see test_wrong_password_postgres_scram
+@pytest.mark.engines("mysql")
+def test_wrong_password_fails_at_once_without_the_password(
+    engine: Engine, caplog: pytest.LogCaptureFixture
+) -> None:
     user = f"apidb_u_{uuid.uuid4().hex[:8]}"
     secret = "right-" + uuid.uuid4().hex
     with admin_cursor(engine) as cur:
@@ -290,7 +290,7 @@ def _assert_rejected(url: str, password: str, caplog: pytest.LogCaptureFixture) 
 
 @pytest.fixture(scope="module")
 def scram_postgres() -> Iterator[tuple[str, str]]:
-    """Our own PostgreSQL (embedded) with password authentication; yields (socket dir, password) of role apidb_pw."""
+    """Our own PostgreSQL (embedded) with password auth; yields (socket dir, password) of role apidb_pw."""
     with engines.private_postgres("pool") as server:
         password = "pw-" + uuid.uuid4().hex
         server.psql(f"CREATE ROLE apidb_pw LOGIN PASSWORD '{password}'")
@@ -308,7 +308,9 @@ def test_wrong_password_postgres_scram(
     socket_dir, password = scram_postgres
     wrong = "not-" + password
     _assert_rejected(f"postgresql://apidb_pw:{wrong}@/postgres?host={socket_dir}", wrong, caplog)
-    good = connect(f"postgresql://apidb_pw:{password}@/postgres?host={socket_dir}", environ={}, min_connections=0)
+    good = connect(
+        f"postgresql://apidb_pw:{password}@/postgres?host={socket_dir}", environ={}, min_connections=0
+    )
     with good.connection_context():
         assert good.execute_sql("SELECT current_user").fetchone()[0] == "apidb_pw"
     good.close_all()
@@ -330,13 +332,19 @@ def test_leaked_connection_is_reported_with_the_acquiring_line(
     assert PoolDiagnostics(database).get_pool_stats()["leaks_detected_total"] == 1
     leaks = [r.getMessage() for r in caplog.records if "possible connection leak" in r.getMessage()]
     assert len(leaks) == 1, leaks
-    assert "test_pool.py" in leaks[0] and "_acquire_and_forget" in leaks[0] and "database.connect()" in leaks[0]
+    assert (
+        "test_pool.py" in leaks[0] and "_acquire_and_forget" in leaks[0] and "database.connect()" in leaks[0]
+    )
     time.sleep(0.3)
-    assert len([r for r in caplog.records if "possible connection leak" in r.getMessage()]) == 1, "reported once"
+    assert len([r for r in caplog.records if "possible connection leak" in r.getMessage()]) == 1, (
+        "reported once"
+    )
     database.close()
 
 
-def test_connection_of_a_dead_thread_is_reclaimed(pool_factory: Any, caplog: pytest.LogCaptureFixture) -> None:
+def test_connection_of_a_dead_thread_is_reclaimed(
+    pool_factory: Any, caplog: pytest.LogCaptureFixture
+) -> None:
     database = pool_factory(max_connections=1, acquire_timeout=5)
     caplog.set_level(logging.WARNING, logger="api.db")
     worker = threading.Thread(target=_acquire_and_forget, args=(database,), name="short-lived")
@@ -373,7 +381,8 @@ def test_health_thresholds_and_monitor_thread(pool_factory: Any, caplog: pytest.
     assert diagnostics.log_pool_health() == logging.INFO
     database.close_all()
     assert monitor.stopped and not monitor.is_alive()
-    assert not [t for t in threading.enumerate() if t.name.startswith("api.db-pool-maintenance[") and "@" not in t.name
+    assert not [t for t in threading.enumerate()
+                if t.name.startswith("api.db-pool-maintenance[") and "@" not in t.name
                 and t.is_alive() and state_of(database).url in t.name]  # fmt: skip
     config = log_connection_config(database)
     assert config["pool"]["max_connections"] == 5
@@ -401,7 +410,9 @@ def test_stress_50_threads_200_queries(pool_factory: Any, engine: Engine) -> Non
         try:
             for i in range(200):
                 with database.connection_context():
-                    database.execute_sql("SELECT name FROM items WHERE id = %s", ((n + i) % 3 + 1,)).fetchone()
+                    database.execute_sql(
+                        "SELECT name FROM items WHERE id = %s", ((n + i) % 3 + 1,)
+                    ).fetchone()
         except BaseException as exc:  # noqa: BLE001 - collected and asserted below
             errors.append(exc)
 
@@ -419,7 +430,9 @@ def test_stress_50_threads_200_queries(pool_factory: Any, engine: Engine) -> Non
 
 
 @pytest.mark.engines("sqlite", "postgres", "mysql")
-def test_slow_query_is_logged_normalized(engine: Engine, db_url: str, caplog: pytest.LogCaptureFixture) -> None:
+def test_slow_query_is_logged_normalized(
+    engine: Engine, db_url: str, caplog: pytest.LogCaptureFixture
+) -> None:
     threshold = 0 if engine.family == "sqlite" else 100  # SQLite has no sleep(): every query counts as slow
     database = connect(db_url, environ={}, min_connections=0, slow_query_ms=threshold)
     caplog.set_level(logging.WARNING, logger="api.db")
@@ -427,7 +440,9 @@ def test_slow_query_is_logged_normalized(engine: Engine, db_url: str, caplog: py
         if engine.family == "sqlite":
             database.execute_sql("SELECT 'card-4111111111111111', 42")
         else:
-            database.execute_sql(_sleep_sql(engine, 0.2).replace("SELECT", "SELECT 'card-4111111111111111', 42,"))
+            database.execute_sql(
+                _sleep_sql(engine, 0.2).replace("SELECT", "SELECT 'card-4111111111111111', 42,")
+            )
         database.execute_sql("SELECT 1")
     finally:
         close_all = getattr(database, "close_all", database.close)
@@ -466,7 +481,11 @@ def _ride_out_restart(server: Any, caplog: pytest.LogCaptureFixture) -> None:
             assert database.execute_sql("SELECT 1").fetchone()[0] == 1
         restarter.join()
         assert 0.9 <= time.monotonic() - started < 10
-        delays = [r.getMessage().rsplit("retrying in ", 1)[1] for r in caplog.records if "retrying in" in r.getMessage()]
+        delays = [
+            r.getMessage().rsplit("retrying in ", 1)[1]
+            for r in caplog.records
+            if "retrying in" in r.getMessage()
+        ]
         assert delays[:2] == ["0.20s", "0.40s"]
         stats = PoolDiagnostics(database).get_pool_stats()
         assert stats["connections_lost_total"] == 1 and stats["active"] == 0
@@ -474,7 +493,9 @@ def _ride_out_restart(server: Any, caplog: pytest.LogCaptureFixture) -> None:
         database.close_all()
 
 
-def test_thread_that_keeps_its_connection_recovers_after_a_kill(pool_factory: Any, engine: Engine, db_url: str) -> None:
+def test_thread_that_keeps_its_connection_recovers_after_a_kill(
+    pool_factory: Any, engine: Engine, db_url: str
+) -> None:
     """An application that never closes (peewee autoconnect) gets a new connection, and no error.
 
     The killed connection is found before the next statement is sent (its socket spoke, a ping fails)
@@ -483,14 +504,14 @@ def test_thread_that_keeps_its_connection_recovers_after_a_kill(pool_factory: An
     app_name = f"apidb-keep-{uuid.uuid4().hex[:8]}"
     database = pool_factory(max_connections=2, app_name=app_name)
     assert database.execute_sql("SELECT 1").fetchone()[0] == 1  # autoconnect; the thread keeps it
-    _kill(engine, _pool_sessions(engine, db_url, app_name))
+    kill_sessions(engine, pool_sessions(engine, db_url, app_name))
     time.sleep(0.1)
     assert database.execute_sql("SELECT 2").fetchone()[0] == 2
     assert database.execute_sql("SELECT 3").fetchone()[0] == 3
     database.close()
     with database.connection_context():  # the same inside a connection_context() block
         database.execute_sql("SELECT 4")
-        _kill(engine, _pool_sessions(engine, db_url, app_name))
+        kill_sessions(engine, pool_sessions(engine, db_url, app_name))
         time.sleep(0.1)
         assert database.execute_sql("SELECT 5").fetchone()[0] == 5
         assert database.execute_sql("SELECT 6").fetchone()[0] == 6

@@ -15,7 +15,7 @@ from api.db import add_pool_listener, connect
 from api.db.exceptions import PoolTimeout
 from api.db.pool.events import EVENT_KINDS, REASONS, PoolEvent
 
-from engines import Engine, admin_cursor
+from engines import Engine, kill_sessions, pool_sessions
 
 FAST_RETRY: dict[str, Any] = {"retry_max_attempts": 2, "retry_initial_delay": 0.05, "retry_max_delay": 0.1}
 
@@ -135,31 +135,6 @@ def test_session_reset_on_check_in(make_db: Any) -> None:
     assert recorder.kinds() == ["connected", "checked_out", "checked_in", "reset"]
 
 
-def _sessions(engine: Engine, db_url: str, app_name: str) -> list[int]:
-    database = db_url.rsplit("/", 1)[1]
-    with admin_cursor(engine) as cur:
-        if engine.family == "postgres":
-            cur.execute(
-                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = %s",
-                (database, app_name),
-            )
-        else:
-            cur.execute(
-                "SELECT id FROM information_schema.processlist WHERE db = %s AND id <> CONNECTION_ID()",
-                (database,),
-            )
-        return [int(row[0]) for row in cur.fetchall()]
-
-
-def _kill(engine: Engine, ids: list[int]) -> None:
-    with admin_cursor(engine) as cur:
-        for session in ids:
-            if engine.family == "postgres":
-                cur.execute("SELECT pg_terminate_backend(%s)", (session,))
-            else:
-                cur.execute(f"KILL {int(session)}")
-
-
 @pytest.mark.engines("postgres", "mysql")
 def test_a_connection_killed_by_the_server_is_discarded_as_dead(
     make_db: Any, engine: Engine, db_url: str
@@ -170,9 +145,9 @@ def test_a_connection_killed_by_the_server_is_discarded_as_dead(
         database.execute_sql("SELECT 1")
     recorder = Recorder()
     add_pool_listener(database, recorder)
-    sessions = _sessions(engine, db_url, app_name)
+    sessions = pool_sessions(engine, db_url, app_name)
     assert len(sessions) == 1
-    _kill(engine, sessions)
+    kill_sessions(engine, sessions)
     time.sleep(0.3)  # the server closes the socket
     with database.connection_context():
         assert database.execute_sql("SELECT 1").fetchone()[0] == 1

@@ -33,7 +33,11 @@ def _work(database: Any, sql: str, stop: float, done: list[int], timeouts: list[
 @pytest.mark.engines("postgres", "mysql")
 def test_waiters_are_served_in_arrival_order(db_url: str, engine: Engine) -> None:
     database = connect(db_url, environ={}, max_connections=2, min_connections=0, acquire_timeout=1.0)
-    sql = f"SELECT pg_sleep({QUERY_SECONDS})" if engine.family == "postgres" else f"SELECT SLEEP({QUERY_SECONDS})"
+    sql = (
+        f"SELECT pg_sleep({QUERY_SECONDS})"
+        if engine.family == "postgres"
+        else f"SELECT SLEEP({QUERY_SECONDS})"
+    )
     done, timeouts = [0] * THREADS, [0] * THREADS
     stop = time.monotonic() + SECONDS
     workers = [
@@ -49,7 +53,8 @@ def test_waiters_are_served_in_arrival_order(db_url: str, engine: Engine) -> Non
     finally:
         database.close_all()
     print(f"\n{engine.name}: queries per thread {done}, timeouts {timeouts}, "
-          f"acquire wait p95 {stats['acquire_wait_ms_p95']:.1f} ms, max {stats.get('acquire_wait_ms_max', 0):.1f} ms")
+          f"acquire wait p95 {stats['acquire_wait_ms_p95']:.1f} ms, max "
+          f"{stats.get('acquire_wait_ms_max', 0):.1f} ms")
     assert sum(timeouts) == 0, f"PoolTimeout per thread: {timeouts}"
     expected = SECONDS / QUERY_SECONDS * 2 / THREADS  # two connections shared six ways
     assert min(done) >= expected * 0.25, f"queries per thread {done}: a thread was starved"

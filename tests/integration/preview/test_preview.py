@@ -1,4 +1,4 @@
-"""preview_migration on real servers: nothing changes, the SQL is what a real run sends, warnings, estimates."""
+"""preview_migration on real servers: nothing changes, the SQL is what a run sends, warnings, estimates."""
 
 from __future__ import annotations
 
@@ -64,10 +64,12 @@ def base_styles(db: peewee.Database) -> list[Any]:
         ("helper", lambda m: alter_db_add_column(m, "item", "note", TextField(null=True))),
         ("sql_index", lambda m: m.sql("CREATE INDEX item_name ON item (name)")),
         ("raw_update", lambda m: m.db.execute_sql("UPDATE item SET name = 'renamed' WHERE id = 1")),
-        ("raw_insert", lambda m: m.db.execute_sql(f"INSERT INTO item (id, name, kind) VALUES ({p}, {p}, {p})", (2, "b", "x"))),
+        ("raw_insert", lambda m: m.db.execute_sql(f"INSERT INTO item (id, name, kind) VALUES ({p}, {p}, {p})",
+                                                  (2, "b", "x"))),
         ("zero_args", lambda: db.execute_sql("DELETE FROM item WHERE id = 3")),
         ("rename", lambda m: m.rename_column("item", "name", "title")),
-        Migration("concurrent_index", lambda m: m.add_index("item", ("size",), concurrently=True), atomic=False),
+        Migration("concurrent_index", lambda m: m.add_index("item", ("size",), concurrently=True),
+                  atomic=False),
     ]
 
 
@@ -80,10 +82,14 @@ def snapshot(db: peewee.Database) -> dict[str, Any]:
             indexes = sorted((i.name, tuple(i.columns), i.unique) for i in db.get_indexes(table))
             rows = None
             if table in ("migration_history", "migration_state", "item"):
-                rows = sorted(tuple(str(v) for v in r) for r in db.execute_sql(f"SELECT * FROM {table}").fetchall())
+                rows = sorted(
+                    tuple(str(v) for v in r) for r in db.execute_sql(f"SELECT * FROM {table}").fetchall()
+                )
             state[table] = (columns, indexes, rows)
         if db_type(db) == "postgres":
-            state["extensions"] = sorted(db.execute_sql("SELECT extname, extversion FROM pg_extension").fetchall())
+            state["extensions"] = sorted(
+                db.execute_sql("SELECT extname, extversion FROM pg_extension").fetchall()
+            )
     return state
 
 
@@ -147,12 +153,16 @@ def test_the_read_only_transaction_refuses_writes_that_bypass_the_capture(db) ->
 def test_a_failed_non_transactional_migration_is_previewed_from_where_it_resumes(db) -> None:
     seed_item(db)
     two_steps = Migration("two_steps", lambda m: (m.add_column("item", "size", IntegerField(null=True)),
-                                                  m.sql("ALTER TABLE other ADD COLUMN x INTEGER")), atomic=False)
+                                                  m.sql("ALTER TABLE other ADD COLUMN x INTEGER")),
+                                                  atomic=False)
     with pytest.raises(MigrationError):
-        migrate_db(db, [CREATE_ITEM, two_steps])  # "other" does not exist yet: the first operation stays applied
+        # "other" does not exist yet: the first operation stays applied
+        migrate_db(db, [CREATE_ITEM, two_steps])
     db.execute_sql("CREATE TABLE other (id INTEGER PRIMARY KEY)")
     preview = preview_migration(db, [CREATE_ITEM, two_steps])
-    assert preview.pending == ["two_steps"] and preview.sql_statements == ["ALTER TABLE other ADD COLUMN x INTEGER"]
+    assert preview.pending == ["two_steps"] and preview.sql_statements == [
+        "ALTER TABLE other ADD COLUMN x INTEGER"
+    ]
     assert migrate_db(db, [CREATE_ITEM, two_steps]).applied == ["two_steps"]
 
 
@@ -163,7 +173,9 @@ def test_preview_refuses_a_callers_transaction(db) -> None:
 
 def _migration_writes(statements: list[tuple[str, tuple[Any, ...]]]) -> list[tuple[str, tuple[Any, ...]]]:
     """What a real run sent for the migrations themselves: no bookkeeping, lock, read or control statement."""
-    bookkeeping = re.compile(r"migration_history|migration_state|migration_lock|advisory|GET_LOCK|RELEASE_LOCK", re.IGNORECASE)
+    bookkeeping = re.compile(
+        r"migration_history|migration_state|migration_lock|advisory|GET_LOCK|RELEASE_LOCK", re.IGNORECASE
+    )
     return [
         (strip_statement_settings(sql), params)
         for sql, params in statements
@@ -248,12 +260,16 @@ def test_postgres_preview_takes_no_lock_stronger_than_access_share(db, db_url: s
 def test_vector_column_warns_when_pgvector_is_missing(engine: Engine, db) -> None:
     seed_item(db)
     add_embedding = ("add_embedding", lambda m: m.sql("ALTER TABLE item ADD COLUMN embedding vector(3)"))
-    warnings = [w for w in preview_migration(db, [CREATE_ITEM, add_embedding]).warnings if w.code == MISSING_EXTENSION]
+    warnings = [
+        w for w in preview_migration(db, [CREATE_ITEM, add_embedding]).warnings if w.code == MISSING_EXTENSION
+    ]
     if engine.name == "postgres":
         assert len(warnings) == 1 and "pgvector not installed" in warnings[0].message
         assert "does not offer the vector extension" in warnings[0].message
         return
-    assert len(warnings) == 1 and "CREATE EXTENSION vector (version 0.8.6 is available)" in warnings[0].message
+    assert (
+        len(warnings) == 1 and "CREATE EXTENSION vector (version 0.8.6 is available)" in warnings[0].message
+    )
     created_first = ("vector", lambda m: m.sql("CREATE EXTENSION IF NOT EXISTS vector"))
     preview = preview_migration(db, [CREATE_ITEM, created_first, add_embedding])
     assert not [w for w in preview.warnings if w.code == MISSING_EXTENSION]
@@ -265,7 +281,13 @@ def test_vector_column_warns_when_pgvector_is_missing(engine: Engine, db) -> Non
 @pytest.mark.engines("mysql", "postgres")
 def test_several_ddl_statements_on_mysql_warn(engine: Engine, db) -> None:
     seed_item(db)
-    two = ("two", lambda m: (m.add_column("item", "a", IntegerField(null=True)), m.add_column("item", "b", IntegerField(null=True))))
+    two = (
+        "two",
+        lambda m: (
+            m.add_column("item", "a", IntegerField(null=True)),
+            m.add_column("item", "b", IntegerField(null=True)),
+        ),
+    )
     one = ("one", lambda m: m.add_column("item", "c", IntegerField(null=True)))
     warnings = [w for w in preview_migration(db, [CREATE_ITEM, two, one]).warnings if w.code == NOT_ATOMIC]
     if engine.family == "mysql":
@@ -306,19 +328,25 @@ def test_blocking_work_on_a_large_table_warns(engine: Engine, db) -> None:
     assert warned.requires_table_lock
     index = next(s for s in warned.statements if s.migration == "index_name")
     assert index.table == "big" and index.table_rows is not None and index.table_rows >= 15_000
-    assert index.lock == {"postgres": "SHARE", "mysql": "INPLACE", "sqlite": "database write lock"}[engine.family]
+    assert (
+        index.lock
+        == {"postgres": "SHARE", "mysql": "INPLACE", "sqlite": "database write lock"}[engine.family]
+    )
     assert any(s.rewrites_table for s in warned.statements if s.migration == "retype")
     relaxed = preview_migration(db, migrations, large_table_rows=10**9, large_table_bytes=10**12)
     assert not [w for w in relaxed.warnings if w.code == BLOCKS_LARGE_TABLE]
 
     if engine.family == "postgres":
-        concurrent = Migration("index_name", lambda m: m.add_index("big", ("name",), concurrently=True), atomic=False)
+        concurrent = Migration(
+            "index_name", lambda m: m.add_index("big", ("name",), concurrently=True), atomic=False
+        )
         preview = preview_migration(db, [concurrent], large_table_rows=10_000)
         assert [s.lock for s in preview.statements] == ["SHARE UPDATE EXCLUSIVE"]
         assert not preview.warnings and not preview.requires_table_lock
         widen = ("widen", lambda m: m.alter_column_type("big", "name", CharField(max_length=80, null=True)))
         preview = preview_migration(db, [widen], large_table_rows=10_000)
-        assert [(s.kind, s.rewrites_table) for s in preview.statements] == [("metadata", False)]  # binary-coercible
+        # binary-coercible
+        assert [(s.kind, s.rewrites_table) for s in preview.statements] == [("metadata", False)]
 
 
 def test_renames_and_drops_warn_about_the_previous_release(db) -> None:
@@ -408,7 +436,9 @@ def test_cli_plan_and_verify(db_url: str, capsys: pytest.CaptureFixture[str]) ->
     assert code == 0 and "nothing pending" in out
     code, out, _ = run_cli(capsys, "--database", db_url, "verify", "--models", "preview_app:MODELS")
     assert code == 0 and "match the database" in out
-    code, out, _ = run_cli(capsys, "--database", db_url, "verify", "--models", "preview_app:MODELS_AHEAD", "--json")
+    code, out, _ = run_cli(
+        capsys, "--database", db_url, "verify", "--models", "preview_app:MODELS_AHEAD", "--json"
+    )
     data = json.loads(out)
     assert code == 1 and data["ok"] is False
     assert [(d["kind"], d["column"]) for d in data["differences"]] == [("missing_column", "color")]

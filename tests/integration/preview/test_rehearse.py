@@ -24,7 +24,8 @@ BASE = [
     Migration("create_task", lambda m: m.sql(
         "CREATE TABLE task (id INTEGER PRIMARY KEY, name VARCHAR(40), n INTEGER)")),
     Migration("create_note", lambda m: m.sql(
-        "CREATE TABLE note (id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES task (id), body VARCHAR(80))")),
+        "CREATE TABLE note (id INTEGER PRIMARY KEY, task_id INTEGER REFERENCES task (id), "
+        "body VARCHAR(80))")),
 ]
 PENDING = [
     Migration("add_priority", lambda m: m.add_column("task", "priority", IntegerField(default=0))),
@@ -50,9 +51,13 @@ def snapshot(db: Any) -> dict[str, Any]:
         return {
             "tables": tables,
             "columns": {t: [(c.name, c.data_type, c.null) for c in db.get_columns(t)] for t in tables},
-            "indexes": {t: sorted((i.name, tuple(i.columns), i.unique) for i in db.get_indexes(t)) for t in tables},
+            "indexes": {
+                t: sorted((i.name, tuple(i.columns), i.unique) for i in db.get_indexes(t)) for t in tables
+            },
             "rows": {t: db.execute_sql(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in ("task", "note")},
-            "history": [(r.migration_name, r.status, r.checksum) for r in MigrationTracker(db).get_migration_history()],
+            "history": [
+                (r.migration_name, r.status, r.checksum) for r in MigrationTracker(db).get_migration_history()
+            ],
         }
 
 
@@ -76,7 +81,9 @@ def test_rehearse_on_data(db: Any, monkeypatch: Any) -> None:
     names = watch_scratch(monkeypatch, db)
     report = rehearse_migrations(db, BASE + PENDING, rows=50)
     assert report.ok and [m.name for m in report.migrations] == ["add_priority", "index_name", "add_label"]
-    assert all(m.status == "success" and m.duration_ms is not None and m.duration_ms > 0 for m in report.migrations)
+    assert all(
+        m.status == "success" and m.duration_ms is not None and m.duration_ms > 0 for m in report.migrations
+    )
     assert all(m.locks and m.statements >= 1 for m in report.migrations)
     assert {"task", "note", "migration_history"} <= set(report.tables)
     assert report.scratch_dropped and names == [report.scratch]
@@ -155,7 +162,9 @@ def test_mysql_user_without_create(engine: Any, db_url: str) -> None:
 
 
 @pytest.mark.engines("sqlite")
-def test_cli(db: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any) -> None:
+def test_cli(
+    db: Any, db_url: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: Any
+) -> None:
     seed(db, rows=10)
     (tmp_path / "rehearsed_migrations.py").write_text(
         "from api.db import Migration\n"

@@ -49,7 +49,9 @@ def _ddl_statements(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 @contextlib.contextmanager
-def open_writer_transaction(engine: Engine, db_url: str, table: str = "items") -> Iterator[tuple[int, Callable[[], None]]]:
+def open_writer_transaction(
+    engine: Engine, db_url: str, table: str = "items"
+) -> Iterator[tuple[int, Callable[[], None]]]:
     """A session that updated ``table`` in a still-open transaction; yields (session id, end it)."""
     statement = f"UPDATE {table} SET v = v WHERE id = 1"
     if engine.family == "sqlite":
@@ -152,7 +154,9 @@ def _columns(db: peewee.Database, table: str) -> list[tuple[Any, ...]]:
     return [(c.name, c.data_type, c.null, c.full_type) for c in db.get_columns(table)]
 
 
-def test_add_column_not_null_default_matches_playhouse(db: peewee.Database, caplog: pytest.LogCaptureFixture) -> None:
+def test_add_column_not_null_default_matches_playhouse(
+    db: peewee.Database, caplog: pytest.LogCaptureFixture
+) -> None:
     _make_items(db, table="theirs")
     _make_items(db, table="ours")
     theirs = SchemaMigrator.from_database(db)
@@ -265,7 +269,9 @@ def test_ddl_gives_up_naming_the_blocker(engine: Engine, db_url: str, db: peewee
 
 
 @pytest.mark.engines("postgres", "mysql")
-def test_lock_settings_never_leak_to_the_next_borrower(engine: Engine, db_url: str, db: peewee.Database) -> None:
+def test_lock_settings_never_leak_to_the_next_borrower(
+    engine: Engine, db_url: str, db: peewee.Database
+) -> None:
     _make_items(db)
     read = "SHOW lock_timeout" if engine.family == "postgres" else "SELECT @@SESSION.lock_wait_timeout"
     db.connect(reuse_if_open=True)
@@ -282,7 +288,9 @@ def test_lock_settings_never_leak_to_the_next_borrower(engine: Engine, db_url: s
     if engine.family == "postgres":
         with db.atomic():
             migrator.migrate(migrator.add_column("items", "c", peewee.IntegerField(default=1)))
-            assert db.execute_sql(read).fetchone()[0] == original, "SET LOCAL undone inside the caller's transaction"
+            assert db.execute_sql(read).fetchone()[0] == original, (
+                "SET LOCAL undone inside the caller's transaction"
+            )
 
 
 @pytest.mark.engines("mysql")
@@ -313,7 +321,9 @@ def test_mysql_code_path_on_this_server(engine: Engine, db_url: str, db: peewee.
 
 
 @pytest.mark.engines("postgres")
-def test_concurrent_index_build_does_not_block_writers(engine: Engine, db_url: str, db: peewee.Database) -> None:
+def test_concurrent_index_build_does_not_block_writers(
+    engine: Engine, db_url: str, db: peewee.Database
+) -> None:
     _make_items(db, rows=20000)
     db.close()
     migrator = safe_schema_migrator(db, lock_timeout=15.0, retries=0)
@@ -343,7 +353,9 @@ def test_concurrent_index_build_does_not_block_writers(engine: Engine, db_url: s
         _close(writer)
     assert "error" not in outcome, outcome.get("error")
     assert write_latency < 1.0, write_latency
-    valid = db.execute_sql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_v'::regclass").fetchone()[0]
+    valid = db.execute_sql(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_v'::regclass"
+    ).fetchone()[0]
     assert valid is True
 
 
@@ -366,7 +378,9 @@ def test_invalid_index_from_a_failed_build_is_dropped_before_retrying(db: peewee
     db.execute_sql("DELETE FROM items WHERE id > 7")
     migrator.migrate(migrator.add_index("items", ("v",), unique=True, concurrently=True))
     assert db.execute_sql(invalid).fetchone()[0] == 0
-    assert db.execute_sql("SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_v'::regclass").fetchone()[0]
+    assert db.execute_sql(
+        "SELECT indisvalid FROM pg_index WHERE indexrelid = 'items_v'::regclass"
+    ).fetchone()[0]
 
 
 @pytest.mark.engines("mysql")
@@ -386,13 +400,17 @@ def test_alter_column_type_using_on_postgres(db: peewee.Database) -> None:
     migrator = safe_schema_migrator(db)
     with pytest.raises(peewee.DatabaseError) as refused:
         migrator.migrate(migrator.alter_column_type("codes", "code", peewee.IntegerField()))
-    assert StandardErrorHandler.classify(refused.value, "postgres").category is ErrorCategory.INCOMPATIBLE_TYPE
+    assert (
+        StandardErrorHandler.classify(refused.value, "postgres").category is ErrorCategory.INCOMPATIBLE_TYPE
+    )
     migrator.migrate(migrator.alter_column_type("codes", "code", peewee.IntegerField(), using=True))
     assert db.execute_sql("SELECT sum(code) FROM codes").fetchone()[0] == 49
 
 
 @pytest.mark.engines("postgres")
-def test_foreign_key_added_not_valid_then_validated(db: peewee.Database, caplog: pytest.LogCaptureFixture) -> None:
+def test_foreign_key_added_not_valid_then_validated(
+    db: peewee.Database, caplog: pytest.LogCaptureFixture
+) -> None:
     class Parent(peewee.Model):
         class Meta:
             database = db
@@ -408,8 +426,8 @@ def test_foreign_key_added_not_valid_then_validated(db: peewee.Database, caplog:
     statements = _ddl_statements(caplog)
     assert any(s.endswith("NOT VALID") for s in statements)
     assert any("VALIDATE CONSTRAINT" in s for s in statements)
-    assert db.execute_sql("SELECT bool_and(convalidated) FROM pg_constraint WHERE conrelid = 'items'::regclass "
-                          "AND contype = 'f'").fetchone()[0] is True
+    assert db.execute_sql("SELECT bool_and(convalidated) FROM pg_constraint WHERE conrelid = "
+                          "'items'::regclass AND contype = 'f'").fetchone()[0] is True
     with pytest.raises(peewee.IntegrityError):
         db.execute_sql("UPDATE items SET parent_id = 99 WHERE id = 1")
 

@@ -56,11 +56,12 @@ def test_each_kind_of_drift_is_found(db) -> None:
     # The document table as an older release left it: no title index, no composite index,
     # size as text, body NOT NULL, no token column, and one column the models don't know.
     db.execute_sql(
-        "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, title VARCHAR(200) NOT NULL,"
-        " body TEXT NOT NULL, size TEXT NOT NULL, ratio REAL NOT NULL, public SMALLINT NOT NULL,"
+        "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, title VARCHAR(200) NOT "
+        "NULL, body TEXT NOT NULL, size TEXT NOT NULL, ratio REAL NOT NULL, public SMALLINT NOT NULL,"
         " created TIMESTAMP NOT NULL, legacy_flag INTEGER)"
         if db_kind(db) != "mysql"
-        else "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, title VARCHAR(200) NOT NULL,"
+        else "CREATE TABLE document (id INTEGER PRIMARY KEY, owner_id INTEGER NOT NULL, "
+             "title VARCHAR(200) NOT NULL,"
         " body TEXT NOT NULL, size TEXT NOT NULL, ratio DOUBLE NOT NULL, public BOOL NOT NULL,"
         " created DATETIME NOT NULL, legacy_flag INTEGER)"
     )

@@ -19,8 +19,10 @@ from api.db.engines.compat import (
 
 ISSUE_FLAGS = {
     "full_text_search", "json_functions", "auto_increment", "sequence_support", "type_casting", "max_varchar",
-    "transactional_ddl", "advisory_locks", "add_column_if_not_exists", "instant_add_column", "concurrent_index",
-    "lock_timeout_setting", "max_identifier_length", "max_index_key_bytes", "native_json_type", "partial_indexes",
+    "transactional_ddl", "advisory_locks", "add_column_if_not_exists", "instant_add_column",
+    "concurrent_index",
+    "lock_timeout_setting", "max_identifier_length", "max_index_key_bytes", "native_json_type",
+    "partial_indexes",
     "check_constraints", "vector_type",
 }
 
@@ -135,7 +137,9 @@ def test_requires_refuses_another_engine_and_a_missing_capability() -> None:
     def needs_locks(migrator: Any) -> None:
         raise AssertionError("SQLite has no advisory locks")
 
-    with pytest.raises(UnsupportedCapability, match="written for MariaDB / MySQL; the live database is SQLite"):
+    with pytest.raises(
+        UnsupportedCapability, match="written for MariaDB / MySQL; the live database is SQLite"
+    ):
         mysql_only(database)
     with pytest.raises(UnsupportedCapability, match="advisory_locks is not available on SQLite"):
         needs_locks(database)

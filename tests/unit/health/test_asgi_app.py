@@ -83,7 +83,9 @@ def test_fallback_serves_the_probes_at_the_root_and_hands_on_the_rest(sqlite_db:
     from fastapi.testclient import TestClient
 
     events: list[str] = []
-    api = FastAPI(on_startup=[lambda: events.append("startup")], on_shutdown=[lambda: events.append("shutdown")])
+    api = FastAPI(
+        on_startup=[lambda: events.append("startup")], on_shutdown=[lambda: events.append("shutdown")]
+    )
 
     @api.get("/hello")
     def hello() -> dict[str, str]:
@@ -99,7 +101,9 @@ def test_fallback_serves_the_probes_at_the_root_and_hands_on_the_rest(sqlite_db:
 def test_openmetrics_is_negotiated(sqlite_db: Any) -> None:
     app = health_app(sqlite_db, cache_ttl=0.0)
     try:
-        status, headers, body = app.respond("GET", "/metrics", {"HTTP_ACCEPT": "application/openmetrics-text"})
+        status, headers, body = app.respond(
+            "GET", "/metrics", {"HTTP_ACCEPT": "application/openmetrics-text"}
+        )
         assert status == 200 and dict(headers)["Content-Type"].startswith("application/openmetrics-text")
         assert body.rstrip().endswith(b"# EOF")
         plain = dict(app.respond("GET", "/metrics", {})[1])["Content-Type"]
@@ -118,7 +122,9 @@ def test_migrations_are_unknown_while_the_database_is_down(tmp_path: Path) -> No
         assert migrations["pending"] is None and migrations["applied"] is None
         metrics = app.respond("GET", "/metrics", {})[2].decode()
         values = {s.name: s.value for f in text_string_to_metric_families(metrics) for s in f.samples}
-        assert math.isnan(values["api_db_migrations_pending"]) and math.isnan(values["api_db_migrations_applied"])
+        assert math.isnan(values["api_db_migrations_pending"]) and math.isnan(
+            values["api_db_migrations_applied"]
+        )
         assert values["api_db_up"] == 0
     finally:
         app.close()

@@ -1,4 +1,4 @@
-"""health_app and HealthChecker without a server: settings validation, routing of the WSGI callable, JSON shapes."""
+"""health_app and HealthChecker without a server: settings validation, WSGI routing, JSON shapes."""
 
 from __future__ import annotations
 
@@ -36,7 +36,13 @@ def call(app: Any, path: str, method: str = "GET", **environ: str) -> tuple[str,
 
 @pytest.mark.parametrize(
     ("setting", "value"),
-    [("cache_ttl", -1), ("cache_ttl", float("nan")), ("timeout", 0), ("timeout", "1"), ("latency_threshold_ms", True)],
+    [
+        ("cache_ttl", -1),
+        ("cache_ttl", float("nan")),
+        ("timeout", 0),
+        ("timeout", "1"),
+        ("latency_threshold_ms", True),
+    ],
 )
 def test_bad_settings_are_refused_with_their_name(sqlite_db: Any, setting: str, value: Any) -> None:
     with pytest.raises(ConfigurationError, match=setting):
@@ -66,7 +72,9 @@ def test_wsgi_routes_on_sqlite(sqlite_db: Any) -> None:
     app.close()
 
 
-def test_an_internal_failure_is_a_500_without_the_error_text(sqlite_db: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_an_internal_failure_is_a_500_without_the_error_text(
+    sqlite_db: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     app = health_app(sqlite_db)
 
     def broken(max_age: float | None = None) -> DatabaseHealth:
@@ -81,7 +89,8 @@ def test_an_internal_failure_is_a_500_without_the_error_text(sqlite_db: Any, mon
 def test_metrics_without_prometheus_client_say_how_to_install_it(
     sqlite_db: Any, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setitem(sys.modules, "api.db.health.metrics", None)  # the import fails as if the extra were missing
+    # the import fails as if the extra were missing
+    monkeypatch.setitem(sys.modules, "api.db.health.metrics", None)
     app = health_app(sqlite_db)
     status, _, body = call(app, "/metrics")
     assert status == "501 Not Implemented" and b"api-db[metrics]" in body

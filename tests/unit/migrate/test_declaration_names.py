@@ -24,7 +24,8 @@ def noop(m: object) -> None:
 
 
 @pytest.mark.parametrize(
-    ("name", "position"), [("a\nb", 1), ("a\x00b", 1), ("ab\tc", 2), ("a\rb", 1), ("x\x1b[0m", 1), ("a\x7fb", 1)]
+    ("name", "position"),
+    [("a\nb", 1), ("a\x00b", 1), ("ab\tc", 2), ("a\rb", 1), ("x\x1b[0m", 1), ("a\x7fb", 1)],
 )
 def test_control_characters_are_refused_with_their_position(name: str, position: int) -> None:
     items = [(name, noop)]

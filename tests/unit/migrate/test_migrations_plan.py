@@ -17,7 +17,9 @@ from api.db.migrate.runner import MigrationOutcome, MigrationReport, _check_sett
 
 
 def test_tuples_and_records_are_planned_in_order() -> None:
-    planned = plan_migrations([("a", lambda m: None), Migration("b", lambda: None, atomic=False, description="x")])
+    planned = plan_migrations(
+        [("a", lambda m: None), Migration("b", lambda: None, atomic=False, description="x")]
+    )
     assert [m.name for m in planned] == ["a", "b"]
     assert planned[1].atomic is False and planned[1].description == "x"
 
@@ -37,7 +39,8 @@ def test_every_problem_is_reported_at_once() -> None:
         )
     text = str(caught.value)
     assert text.startswith("6 invalid")
-    for fragment in ("duplicate name", "non-empty string", "must be callable", "holds 255", "only argument", "#6"):
+    for fragment in ("duplicate name", "non-empty string", "must be callable", "holds 255", "only argument",
+                     "#6"):
         assert fragment in text
     assert isinstance(caught.value, ConfigurationError)
 
@@ -88,7 +91,9 @@ def test_closures_and_partials_count() -> None:
         return lambda m: m.add_column("t", "c", CharField(max_length=size))
 
     assert definition_checksum(make(10)) != definition_checksum(make(20))
-    assert definition_checksum(functools.partial(first, 1)) != definition_checksum(functools.partial(first, 2))
+    assert definition_checksum(functools.partial(first, 1)) != definition_checksum(
+        functools.partial(first, 2)
+    )
 
 
 def test_digest_depends_on_names_and_order_only() -> None:
@@ -121,7 +126,13 @@ def test_groups_share_a_transaction_only_between_non_atomic_ones() -> None:
 
 @pytest.mark.parametrize(
     "settings",
-    [(0, "all", "warn"), (-1, "all", "warn"), (True, "all", "warn"), (1, "every", "warn"), (1, "all", "fail")],
+    [
+        (0, "all", "warn"),
+        (-1, "all", "warn"),
+        (True, "all", "warn"),
+        (1, "every", "warn"),
+        (1, "all", "fail"),
+    ],
 )
 def test_settings_are_checked(settings: tuple[object, str, str]) -> None:
     with pytest.raises(ConfigurationError):
@@ -136,7 +147,10 @@ def test_describe_operation_hides_secrets_and_values() -> None:
 
 def test_report_summary_and_dict() -> None:
     report = MigrationReport(engine="postgres", declared=3, pending_before=["a", "b"])
-    report.outcomes = [MigrationOutcome("a", "success", 1.5), MigrationOutcome("b", "skipped", 0.5, "adopted")]
+    report.outcomes = [
+        MigrationOutcome("a", "success", 1.5),
+        MigrationOutcome("b", "skipped", 0.5, "adopted"),
+    ]
     assert report.applied == ["a"] and report.skipped == ["b"] and report.failed == []
     assert "2 pending, 1 applied, 1 skipped, 0 failed" in report.summary()
     assert report.to_dict()["outcomes"][1]["reason"] == "adopted"

@@ -40,10 +40,14 @@ def test_dollar_in_identifier_is_not_a_body() -> None:
 
 
 def test_mysql_backslash_escape() -> None:
-    assert split_sql(r"INSERT INTO t VALUES ('a\'; b'); SELECT 1") == [r"INSERT INTO t VALUES ('a\'; b')", "SELECT 1"]
+    assert split_sql(r"INSERT INTO t VALUES ('a\'; b'); SELECT 1") == [
+        r"INSERT INTO t VALUES ('a\'; b')", "SELECT 1"
+    ]
 
 
-@pytest.mark.parametrize("script", ["SELECT 'open", "CREATE FUNCTION f() AS $x$ body", "/* open", 'SELECT "x'])
+@pytest.mark.parametrize(
+    "script", ["SELECT 'open", "CREATE FUNCTION f() AS $x$ body", "/* open", 'SELECT "x']
+)
 def test_unterminated_input_is_an_error(script: str) -> None:
     with pytest.raises(SQLFileError, match="unterminated"):
         split_sql(script)

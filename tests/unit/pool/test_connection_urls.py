@@ -90,7 +90,8 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     real = connection_module.importlib.util.find_spec
 
     def fake_find_spec(name: str, *args: object) -> object:
-        # Simulates an environment without pymysql; installing/uninstalling packages in a test is not an option.
+        # Simulates an environment without pymysql; installing/uninstalling packages in a test is not an
+        # option.
         return None if name == "pymysql" else real(name, *args)
 
     monkeypatch.setattr(connection_module.importlib.util, "find_spec", fake_find_spec)
@@ -101,7 +102,9 @@ def test_missing_driver_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None
     assert isinstance(info.value, ImportError)
 
 
-def test_sqlite_file_in_a_missing_directory_is_a_typed_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_sqlite_file_in_a_missing_directory_is_a_typed_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     with pytest.raises(InvalidDatabaseURL, match="relative to the current directory.*four slashes"):
         connect("sqlite:///tmp/x.db")  # tmp/x.db below the current directory, which has no tmp/

@@ -1,4 +1,4 @@
-"""Pool and retry settings: environment, presets, precedence and every validation error; backoff arithmetic."""
+"""Pool and retry settings: environment, presets, precedence, every validation error; backoff arithmetic."""
 
 from __future__ import annotations
 
@@ -34,7 +34,9 @@ def test_defaults_match_the_documented_values() -> None:
     config = load_config({})
     assert config.pool == PoolConfig()
     assert (config.pool.min_connections, config.pool.max_connections) == (5, 100)
-    assert (config.pool.acquire_timeout, config.pool.max_lifetime, config.pool.idle_timeout) == (30, 3600, 600)
+    assert (config.pool.acquire_timeout, config.pool.max_lifetime, config.pool.idle_timeout) == (
+        30, 3600, 600
+    )
     assert config.pool.leak_threshold == 0
     assert config.retry == RetryConfig(
         max_attempts=10, max_elapsed=60.0, initial_delay=1, max_delay=30, multiplier=2.0, jitter=True
@@ -59,7 +61,8 @@ def test_keywords_beat_environment_which_beats_preset() -> None:
     assert config.pool.max_connections == 30  # environment over preset
     assert config.pool.acquire_timeout == PRESETS["high_traffic"]["acquire_timeout"]  # preset over default
     assert load_config(env, max_connections=25).pool.max_connections == 25  # keyword over environment
-    assert load_config({}, max_connections=2).pool.min_connections == 2  # the default minimum follows a low maximum
+    # the default minimum follows a low maximum
+    assert load_config({}, max_connections=2).pool.min_connections == 2
     assert load_config(env, timeout=4).pool.acquire_timeout == 4  # playhouse's name for it
 
 
@@ -86,11 +89,14 @@ def test_every_preset_is_valid(preset: str) -> None:
         ({"DB_RETRY_INITIAL_DELAY": "-1"}, "DB_RETRY_INITIAL_DELAY is '-1'"),
         ({"DB_RETRY_MULTIPLIER": "0.5"}, "DB_RETRY_MULTIPLIER is '0.5'"),
         ({"DB_RETRY_JITTER": "maybe"}, "DB_RETRY_JITTER is 'maybe': expected true or false"),
-        ({"POOL_MIN_CONNECTIONS": "10", "POOL_MAX_CONNECTIONS": "5"}, "POOL_MIN_CONNECTIONS (10) is above POOL_MAX_CONNECTIONS (5)"),
-        ({"DB_RETRY_INITIAL_DELAY": "60"}, "DB_RETRY_INITIAL_DELAY (60.0) is above DB_RETRY_MAX_DELAY (30.0)"),
+        ({"POOL_MIN_CONNECTIONS": "10", "POOL_MAX_CONNECTIONS": "5"},
+         "POOL_MIN_CONNECTIONS (10) is above POOL_MAX_CONNECTIONS (5)"),
+        ({"DB_RETRY_INITIAL_DELAY": "60"},
+         "DB_RETRY_INITIAL_DELAY (60.0) is above DB_RETRY_MAX_DELAY (30.0)"),
         ({"POOL_WARNING_PERCENT": "99"}, "POOL_WARNING_PERCENT (99.0) must not exceed POOL_CRITICAL_PERCENT"),
         ({"POOL_PRESET": "huge"}, "unknown pool preset 'huge'"),
-        ({"POOL_RESET_SESSION": "sometimes"}, "POOL_RESET_SESSION is 'sometimes': expected one of auto, always, never"),
+        ({"POOL_RESET_SESSION": "sometimes"},
+         "POOL_RESET_SESSION is 'sometimes': expected one of auto, always, never"),
     ],
 )
 def test_every_validation_error_names_the_variable(env: dict[str, str], fragment: str) -> None:
@@ -101,7 +107,9 @@ def test_every_validation_error_names_the_variable(env: dict[str, str], fragment
 
 
 def test_keyword_errors_name_keyword_and_variable() -> None:
-    with pytest.raises(ConfigurationError, match=r"max_connections= \(environment variable POOL_MAX_CONNECTIONS\)"):
+    with pytest.raises(
+        ConfigurationError, match=r"max_connections= \(environment variable POOL_MAX_CONNECTIONS\)"
+    ):
         load_config({}, max_connections="x")
     with pytest.raises(ConfigurationError, match="unknown pool setting"):
         load_config({}, max_conections=3)
@@ -113,7 +121,12 @@ def test_keyword_errors_name_keyword_and_variable() -> None:
 
 
 def test_connect_applies_settings_to_the_driver() -> None:
-    env = {"APP_NAME": "orders", "DB_STATEMENT_TIMEOUT": "7", "DB_CONNECT_TIMEOUT": "3", "POOL_MAX_CONNECTIONS": "9"}
+    env = {
+        "APP_NAME": "orders",
+        "DB_STATEMENT_TIMEOUT": "7",
+        "DB_CONNECT_TIMEOUT": "3",
+        "POOL_MAX_CONNECTIONS": "9",
+    }
     pg = connect("postgresql://u:pw@db.internal/app", environ=env)
     session = f"@{socket.gethostname()}:{os.getpid()}"
     assert pg.connect_params["application_name"] == "orders" + session  # each process's sessions told apart
@@ -153,7 +166,9 @@ def test_jitter_stays_between_half_and_full_delay() -> None:
 # Real driver exception objects (what pymysql raises), built here because a server
 # cannot be made to return them on demand from a unit test.
 def _refused() -> pymysql.err.OperationalError:
-    return pymysql.err.OperationalError(2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)")
+    return pymysql.err.OperationalError(
+        2003, "Can't connect to MySQL server on '127.0.0.1' ([Errno 111] Connection refused)"
+    )
 
 
 def test_retry_sleeps_the_backoff_then_gives_up() -> None:
@@ -164,7 +179,9 @@ def test_retry_sleeps_the_backoff_then_gives_up() -> None:
 
     config = RetryConfig(max_attempts=3, initial_delay=0.5, max_delay=5, multiplier=2, jitter=False)
     with pytest.raises(DatabaseUnavailable, match="after 3 attempt"):
-        call_with_retry(always_refused, config=config, db_type="mysql", target="mysql://h/db", sleep=slept.append)
+        call_with_retry(
+            always_refused, config=config, db_type="mysql", target="mysql://h/db", sleep=slept.append
+        )
     assert slept == [0.5, 1.0]
 
 
@@ -172,9 +189,13 @@ def test_retry_stops_at_once_on_authentication_failure() -> None:
     slept: list[float] = []
 
     def denied() -> None:
-        raise pymysql.err.OperationalError(1045, "Access denied for user 'app'@'localhost' (using password: YES)")
+        raise pymysql.err.OperationalError(
+            1045, "Access denied for user 'app'@'localhost' (using password: YES)"
+        )
 
     config = RetryConfig(max_attempts=5, initial_delay=1, max_delay=5, multiplier=2, jitter=False)
     with pytest.raises(ConnectionRejected, match="check the user name and password"):
-        call_with_retry(denied, config=config, db_type="mysql", target="mysql://app:***@h/db", sleep=slept.append)
+        call_with_retry(
+            denied, config=config, db_type="mysql", target="mysql://app:***@h/db", sleep=slept.append
+        )
     assert slept == []

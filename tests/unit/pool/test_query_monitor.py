@@ -12,10 +12,13 @@ from api.db.pool.querymon import WINDOW, QueryMonitor, normalize_sql
     ("sql", "shape"),
     [
         ("SELECT * FROM users WHERE email = 'alice@example.com'", "SELECT * FROM users WHERE email = ?"),
-        ("SELECT * FROM t WHERE name = 'O''Brien' AND age > 42", "SELECT * FROM t WHERE name = ? AND age > ?"),
-        ('SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = %s LIMIT %s', 'SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = ? LIMIT ?'),
+        ("SELECT * FROM t WHERE name = 'O''Brien' AND age > 42",
+         "SELECT * FROM t WHERE name = ? AND age > ?"),
+        ('SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = %s LIMIT %s',
+         'SELECT "t1"."id" FROM "t1" WHERE "t1"."x" = ? LIMIT ?'),
         ("SELECT 1 FROM t WHERE id IN (1, 2, 3, 4)", "SELECT ? FROM t WHERE id IN (...)"),
-        ("INSERT INTO `t` (`a`, `b`) VALUES (%s, %s), (%s, %s)", "INSERT INTO `t` (`a`, `b`) VALUES (...), ..."),
+        ("INSERT INTO `t` (`a`, `b`) VALUES (%s, %s), (%s, %s)",
+         "INSERT INTO `t` (`a`, `b`) VALUES (...), ..."),
         ("SELECT   x\n  FROM t2\tWHERE v = -3.5e2", "SELECT x FROM t2 WHERE v = ?"),
         ("SELECT pg_sleep(0.3), E'secret\\'s'", "SELECT pg_sleep(?), ?"),
         ("UPDATE t SET a = $1 WHERE b = :name", "UPDATE t SET a = ? WHERE b = ?"),
@@ -34,7 +37,11 @@ def test_stats_per_shape_and_rolling_window() -> None:
     rows = by_sql["SELECT * FROM t WHERE id = ?"]
     assert rows.count == WINDOW + 200
     assert rows.window == WINDOW  # the first 200 samples (1 ms) have rolled out
-    assert rows.mean_ms == pytest.approx(2.0) and rows.p95_ms == pytest.approx(2.0) and rows.max_ms == pytest.approx(2.0)
+    assert (
+        rows.mean_ms == pytest.approx(2.0)
+        and rows.p95_ms == pytest.approx(2.0)
+        and rows.max_ms == pytest.approx(2.0)
+    )
     failing = by_sql["SELECT ? FROM u"]
     assert (failing.count, failing.errors) == (1, 1)
     assert monitor.queries_total == WINDOW + 201 and monitor.errors_total == 1

@@ -16,11 +16,13 @@ from api.db.preview.capture import is_control, is_read, strip_statement_settings
 
 PG = [
     ('ALTER TABLE "item" ADD COLUMN "size" INTEGER', "metadata", "ACCESS EXCLUSIVE", True, False),
-    ("ALTER TABLE item ADD COLUMN token UUID DEFAULT gen_random_uuid()", "rewrite", "ACCESS EXCLUSIVE", True, True),
+    ("ALTER TABLE item ADD COLUMN token UUID DEFAULT gen_random_uuid()", "rewrite", "ACCESS EXCLUSIVE", True,
+     True),
     ('ALTER TABLE "item" ALTER COLUMN "size" TYPE VARCHAR(10)', "rewrite", "ACCESS EXCLUSIVE", True, True),
     ('ALTER TABLE "item" ALTER COLUMN "size" SET NOT NULL', "scan", "ACCESS EXCLUSIVE", True, False),
     ('CREATE INDEX "item_kind" ON "item" ("kind")', "index", "SHARE", True, False),
-    ('CREATE UNIQUE INDEX CONCURRENTLY "k" ON "public"."item" ("kind")', "index", "SHARE UPDATE EXCLUSIVE", False, False),
+    ('CREATE UNIQUE INDEX CONCURRENTLY "k" ON "public"."item" ("kind")', "index", "SHARE UPDATE EXCLUSIVE",
+     False, False),
     ('ALTER TABLE "a" ADD CONSTRAINT "fk" FOREIGN KEY ("b_id") REFERENCES "b" ("id") NOT VALID', "metadata",
      "SHARE ROW EXCLUSIVE", True, False),
     ('ALTER TABLE "a" VALIDATE CONSTRAINT "fk"', "scan", "SHARE UPDATE EXCLUSIVE", False, False),
@@ -32,7 +34,9 @@ PG = [
 @pytest.mark.parametrize("sql,kind,lock,blocks,rewrites", PG)
 def test_postgres_lock_modes(sql: str, kind: str, lock: str, blocks: bool, rewrites: bool) -> None:
     effect = analyze_statement(sql, "postgres")
-    assert (effect.kind, effect.lock, effect.blocks_writes, effect.rewrites_table) == (kind, lock, blocks, rewrites)
+    assert (effect.kind, effect.lock, effect.blocks_writes, effect.rewrites_table) == (
+        kind, lock, blocks, rewrites
+    )
 
 
 def test_postgres_tables_and_breaking_changes() -> None:
@@ -51,13 +55,17 @@ def test_postgres_tables_and_breaking_changes() -> None:
         ("ALTER TABLE `item` ADD COLUMN `size` INTEGER", "mariadb", (10, 11, 6), "INSTANT", False),
         ("ALTER TABLE `item` ADD COLUMN `size` INTEGER", "mysql", (5, 7, 44), "INPLACE", True),
         ("ALTER TABLE `item` MODIFY `size` VARCHAR(10)", "mysql", (8, 0, 36), "COPY", True),
-        ("CREATE INDEX `i` ON `item` (`kind`) ALGORITHM=INPLACE LOCK=NONE", "mariadb", (10, 11), "INPLACE", False),
+        ("CREATE INDEX `i` ON `item` (`kind`) ALGORITHM=INPLACE LOCK=NONE", "mariadb", (10, 11), "INPLACE",
+         False),
         ("ALTER TABLE `item` DROP COLUMN `size`", "mysql", (8, 0, 28), "INPLACE", True),
         ("ALTER TABLE `item` DROP COLUMN `size`", "mysql", (8, 0, 29), "INSTANT", False),
-        ("ALTER TABLE `a` ADD CONSTRAINT `fk` FOREIGN KEY (`b`) REFERENCES `b` (`id`)", "mysql", (8, 0), "COPY", True),
+        ("ALTER TABLE `a` ADD CONSTRAINT `fk` FOREIGN KEY (`b`) REFERENCES `b` (`id`)", "mysql", (8, 0),
+         "COPY", True),
     ],
 )
-def test_mysql_algorithms(sql: str, flavour: str, version: tuple[int, ...], lock: str, rewrites: bool) -> None:
+def test_mysql_algorithms(
+    sql: str, flavour: str, version: tuple[int, ...], lock: str, rewrites: bool
+) -> None:
     effect = analyze_statement(f"SET STATEMENT lock_wait_timeout=5 FOR {sql}", "mysql", flavour=flavour,
                                version=version)
     assert (effect.lock, effect.rewrites_table, effect.blocks_writes) == (lock, rewrites, lock == "COPY")
@@ -66,23 +74,32 @@ def test_mysql_algorithms(sql: str, flavour: str, version: tuple[int, ...], lock
 
 def test_sqlite_every_write_takes_the_database_lock() -> None:
     copy = analyze_statement('INSERT INTO "t__tmp__" ("a") SELECT "a" FROM "t"', "sqlite")
-    assert (copy.kind, copy.table, copy.rewrites_table, copy.lock) == ("rewrite", "t", True, "database write lock")
+    assert (copy.kind, copy.table, copy.rewrites_table, copy.lock) == (
+        "rewrite", "t", True, "database write lock"
+    )
     assert analyze_statement('ALTER TABLE "t" DROP COLUMN "a"', "sqlite").rewrites_table
 
 
 def test_reads_pass_and_writes_are_captured() -> None:
-    for sql in ("SELECT 1", "  -- c\nSHOW INDEX FROM `t`", 'PRAGMA "main".table_info("t")', "EXPLAIN SELECT 1",
+    for sql in ("SELECT 1", "  -- c\nSHOW INDEX FROM `t`", 'PRAGMA "main".table_info("t")',
+                "EXPLAIN SELECT 1",
                 "WITH x AS (SELECT 1) SELECT * FROM x", "SELECT current_setting('lock_timeout')"):
         assert is_read(sql), sql
-    for sql in ("SELECT * FROM t FOR UPDATE", "PRAGMA foreign_keys = ON", "WITH d AS (DELETE FROM t) SELECT 1",
+    for sql in ("SELECT * FROM t FOR UPDATE", "PRAGMA foreign_keys = ON",
+                "WITH d AS (DELETE FROM t) SELECT 1",
                 "SELECT nextval('s')", "EXPLAIN ANALYZE DELETE FROM t", "CREATE TABLE t (a int)",
                 "SELECT a INTO b FROM t", "SET STATEMENT max_statement_time=1 FOR DROP TABLE t"):
         assert not is_read(sql), sql
     for sql in ('SAVEPOINT "s1";', "SET LOCAL lock_timeout = %s", "PRAGMA busy_timeout = 5000",
-                "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s", "ROLLBACK TO SAVEPOINT x"):
+                "SET SESSION lock_wait_timeout = %s, innodb_lock_wait_timeout = %s",
+                "ROLLBACK TO SAVEPOINT x"):
         assert is_control(sql), sql
-    assert not is_control("COMMIT") and not is_control("ROLLBACK")  # these would end the preview's transaction
-    assert strip_statement_settings("SET STATEMENT lock_wait_timeout=5, x=1 FOR ALTER TABLE t") == "ALTER TABLE t"
+    # these would end the preview's transaction
+    assert not is_control("COMMIT") and not is_control("ROLLBACK")
+    assert (
+        strip_statement_settings("SET STATEMENT lock_wait_timeout=5, x=1 FOR ALTER TABLE t")
+        == "ALTER TABLE t"
+    )
 
 
 def test_extension_types_and_names() -> None:
@@ -104,7 +121,9 @@ def test_estimates_grow_with_size_and_say_why() -> None:
 
 
 def test_postgres_type_changes_that_need_no_rewrite() -> None:
-    assert pg_type_change('ALTER TABLE "t" ALTER COLUMN "name" TYPE VARCHAR(200)') == ("name", "varchar", 200, False)
+    assert pg_type_change('ALTER TABLE "t" ALTER COLUMN "name" TYPE VARCHAR(200)') == (
+        "name", "varchar", 200, False
+    )
     assert pg_type_change('ALTER TABLE "t" ALTER COLUMN "n" TYPE INTEGER USING "n"::INTEGER') == (
         "n", "integer", None, True)
     assert pg_binary_coercible("character varying", 40, "varchar", 200)

@@ -46,8 +46,9 @@ def test_factory_picks_the_engine_and_wraps_every_operation() -> None:
     migrator = safe_schema_migrator(peewee.SqliteDatabase(":memory:"), lock_timeout=2, retries=1)
     assert isinstance(migrator, LockSafeSqliteMigrator)
     assert migrator.settings == LockSettings(lock_timeout=2, retries=1)
-    for operation in (migrator.add_column("t", "c", peewee.IntegerField(null=True)), migrator.drop_column("t", "c"),
-                      migrator.rename_table("t", "u"), migrator.add_not_null("t", "c")):
+    for operation in (migrator.add_column("t", "c", peewee.IntegerField(null=True)),
+                      migrator.drop_column("t", "c"), migrator.rename_table("t", "u"),
+                      migrator.add_not_null("t", "c")):
         assert isinstance(operation, LockSafeOperation)
     assert migrator.with_settings(lock_timeout=9).settings.lock_timeout == 9
 

@@ -33,13 +33,19 @@ def test_mysql_and_mariadb_catch_long_keys_text_indexes_and_long_names() -> None
         assert ("slug", "index_key_too_long") in codes
         assert ("body", "text_index_needs_prefix") in codes
         assert ("title", "index_key_too_long") not in codes  # 768 * 4 = 3072 bytes: exactly fits
-        assert ("a_column_name_that_is_far_too_long_for_mysql_and_postgres_alike_x", "identifier_too_long") in codes
+        assert (
+            "a_column_name_that_is_far_too_long_for_mysql_and_postgres_alike_x",
+            "identifier_too_long",
+        ) in codes
         assert ("meta", "type_not_native") in codes
 
 
 def test_postgres_catches_long_names_but_not_its_own_types() -> None:
     codes = _codes(Article.validate_fields("postgres"))
-    assert ("a_column_name_that_is_far_too_long_for_mysql_and_postgres_alike_x", "identifier_too_long") in codes
+    assert (
+        "a_column_name_that_is_far_too_long_for_mysql_and_postgres_alike_x",
+        "identifier_too_long",
+    ) in codes
     assert ("meta", "type_not_native") not in codes
     assert ("body", "text_index_needs_prefix") not in codes
     assert ("slug", "index_key_too_long") not in codes  # 1024 ASCII bytes fit a 2704-byte B-tree entry
@@ -54,7 +60,9 @@ def test_messages_say_what_to_do(caplog: pytest.LogCaptureFixture) -> None:
     caplog.set_level(logging.WARNING, logger="api.db.schema.fields")
     warnings = validate_models([Article], "mariadb")
     slug = next(w for w in warnings if w.field == "slug")
-    assert "4096 bytes" in slug.message and "3072-byte" in slug.message and "max_length <= 768" in slug.message
+    assert (
+        "4096 bytes" in slug.message and "3072-byte" in slug.message and "max_length <= 768" in slug.message
+    )
     assert len([r for r in caplog.records if r.name == "api.db.schema.fields"]) == len(warnings)
 
 

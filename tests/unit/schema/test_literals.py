@@ -61,7 +61,9 @@ def test_timezone_aware_datetime_only_on_postgres() -> None:
         render_literal(aware, "mysql")
 
 
-@pytest.mark.parametrize("value", [float("nan"), float("inf"), decimal.Decimal("NaN"), "nul\x00", object(), {1, 2}])
+@pytest.mark.parametrize(
+    "value", [float("nan"), float("inf"), decimal.Decimal("NaN"), "nul\x00", object(), {1, 2}]
+)
 def test_values_that_cannot_be_literals_are_refused(value: Any) -> None:
     with pytest.raises(UnrenderableDefault) as caught:
         render_literal(value, "postgres")

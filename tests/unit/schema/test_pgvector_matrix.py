@@ -55,7 +55,9 @@ def test_untested_version_warns(caplog: pytest.LogCaptureFixture) -> None:
     assert any("untested" in r.getMessage() for r in caplog.records)
 
 
-@pytest.mark.parametrize(("version", "affected"), [("0.5.1", False), ("0.6.0", True), ("0.8.1", True), ("0.8.2", False)])
+@pytest.mark.parametrize(
+    ("version", "affected"), [("0.5.1", False), ("0.6.0", True), ("0.8.1", True), ("0.8.2", False)]
+)
 def test_parallel_hnsw_defect_window(version: str, affected: bool) -> None:
     warnings = check_pgvector_compatibility(version).warnings
     hit = [w for w in warnings if "parallel HNSW" in w]
