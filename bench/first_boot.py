@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import peewee  # noqa: E402
-from noop_boot import fresh_database, sqlalchemy_url  # noqa: E402
+from noop_boot import alembic_directory, fresh_database, sqlalchemy_url  # noqa: E402
 
 from api.db import connect, migrate_db  # noqa: E402
 from api.db.cli import format_table  # noqa: E402
@@ -104,24 +104,7 @@ def tool_alembic(url: str, n: int, work: Path, count: list[str] | None) -> Setup
     from alembic.config import Config
     from sqlalchemy import create_engine, event
 
-    directory = work / "alembic"
-    (directory / "versions").mkdir(parents=True)
-    (directory / "env.py").write_text(
-        "from alembic import context\n\n"
-        "context.configure(connection=context.config.attributes['connection'])\n"
-        "with context.begin_transaction():\n"
-        "    context.run_migrations()\n"
-    )
-    (directory / "script.py.mako").write_text("")
-    for i in range(n):
-        down = f"'r{i - 1:04d}'" if i else "None"
-        (directory / "versions" / f"r{i:04d}_m.py").write_text(
-            "import sqlalchemy as sa\nfrom alembic import op\n\n"
-            f"revision = 'r{i:04d}'\ndown_revision = {down}\n"
-            "branch_labels = None\ndepends_on = None\n\n\n"
-            f"def upgrade():\n    op.add_column('t', sa.Column('c{i}', sa.Integer))\n\n\n"
-            "def downgrade():\n    pass\n"
-        )
+    directory = alembic_directory(work, n, lambda i: f"op.add_column('t', sa.Column('c{i - 1}', sa.Integer))")
     engine = create_engine(sqlalchemy_url(url))
     if count is not None:
         event.listen(engine, "before_cursor_execute", lambda *args: count.append(args[2]))

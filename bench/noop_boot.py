@@ -161,11 +161,8 @@ def tool_peewee_migrate(url: str, n: int, work: Path) -> tuple[Callable[[], Any]
     return boot, db.close_all
 
 
-def tool_alembic(url: str, n: int, work: Path) -> tuple[Callable[[], Any], Callable[[], None]]:
-    from alembic import command
-    from alembic.config import Config
-    from sqlalchemy import create_engine
-
+def alembic_directory(work: Path, n: int, upgrade: Callable[[int], str] = lambda i: "pass") -> Path:
+    """An Alembic script directory of ``n`` chained revisions r0001..; ``upgrade(i)`` is revision i's body."""
     directory = work / "alembic"
     (directory / "versions").mkdir(parents=True)
     (directory / "env.py").write_text(
@@ -178,9 +175,19 @@ def tool_alembic(url: str, n: int, work: Path) -> tuple[Callable[[], Any], Calla
     for i in range(1, n + 1):
         down = f"'r{i - 1:04d}'" if i > 1 else "None"
         (directory / "versions" / f"r{i:04d}_m.py").write_text(
+            "import sqlalchemy as sa\nfrom alembic import op\n\n"
             f"revision = 'r{i:04d}'\ndown_revision = {down}\nbranch_labels = None\ndepends_on = None\n\n\n"
-            "def upgrade():\n    pass\n\n\ndef downgrade():\n    pass\n"
+            f"def upgrade():\n    {upgrade(i)}\n\n\ndef downgrade():\n    pass\n"
         )
+    return directory
+
+
+def tool_alembic(url: str, n: int, work: Path) -> tuple[Callable[[], Any], Callable[[], None]]:
+    from alembic import command
+    from alembic.config import Config
+    from sqlalchemy import create_engine
+
+    directory = alembic_directory(work, n)
     engine = create_engine(sqlalchemy_url(url))
     connection = engine.connect()
     config = Config()

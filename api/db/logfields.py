@@ -17,7 +17,7 @@ import logging
 import re
 from typing import Any
 
-from api.db.redact import PACKAGE_LOGGER, redact_text
+from api.db.redact import install_package_filter, redact_text
 
 # The field names, each with what it holds (docs/OBSERVABILITY.md has the same table).
 FIELDS: dict[str, str] = {
@@ -75,12 +75,7 @@ _FILTER = FieldsFilter()
 
 def install_fields_filter() -> None:
     """Put :class:`FieldsFilter` on the ``api.db`` logger and every ``api.db.*`` logger made so far."""
-    manager = logging.Logger.manager
-    names = [PACKAGE_LOGGER] + [n for n in list(manager.loggerDict) if n.startswith(PACKAGE_LOGGER + ".")]
-    for name in names:
-        logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+    install_package_filter(_FILTER)
 
 
 def extra_fields(record: logging.LogRecord) -> dict[str, Any]:

@@ -152,14 +152,19 @@ class RedactingFilter(logging.Filter):
 _FILTER = RedactingFilter()
 
 
-def install_log_filter() -> None:
-    """Put :class:`RedactingFilter` on the ``api.db`` logger and every ``api.db.*`` logger made so far."""
+def install_package_filter(log_filter: logging.Filter) -> None:
+    """Put ``log_filter`` on the ``api.db`` logger and every ``api.db.*`` logger made so far (once each)."""
     manager = logging.Logger.manager
     names = [PACKAGE_LOGGER] + [n for n in list(manager.loggerDict) if n.startswith(PACKAGE_LOGGER + ".")]
     for name in names:
         logger = logging.getLogger(name)
-        if _FILTER not in logger.filters:
-            logger.addFilter(_FILTER)
+        if log_filter not in logger.filters:
+            logger.addFilter(log_filter)
+
+
+def install_log_filter() -> None:
+    """Put :class:`RedactingFilter` on the ``api.db`` logger and every ``api.db.*`` logger made so far."""
+    install_package_filter(_FILTER)
 
 
 def package_logger(name: str) -> logging.Logger:
